@@ -37,6 +37,12 @@ class Tokenizer {
 
 // Opens the tokenizer that belongs to a model: a .gguf file (tokenizer.ggml.* metadata), or an HF
 // directory with tokenizer.json or tokenizer.model. Errors name the file and what is missing.
+// A .gguf file is read by the caller (model/gguf.h) and handed to bpe_spec_from_gguf_metadata
+// (data/bpe_tokenizer.h); this function says so rather than guessing.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_path);
+
+// Encoding throughput of `tokenizer` on `text` in MB/s (10^6 bytes of input per second; best of a few
+// runs, parse_special off). For `uio bench tokenizer`.
+double bench_tokenizer(const Tokenizer& tokenizer, const std::string& text);
 
 }  // namespace uio::data
