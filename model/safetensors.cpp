@@ -211,10 +211,10 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") {
       if (!it.value().is_object())
-        fail(path, "'__metadata__' is " + it.value().dump() + ", expected an object of strings");
+        fail(path, "'__metadata__' is " + brief(it.value()) + ", expected an object of strings");
       for (auto m = it.value().begin(); m != it.value().end(); ++m) {
         if (!m.value().is_string())
-          fail(path, "'__metadata__' key '" + m.key() + "' is " + m.value().dump() + ", expected a string");
+          fail(path, "'__metadata__' key '" + m.key() + "' is " + brief(m.value()) + ", expected a string");
         metadata_[m.key()] = m.value().get<std::string>();
       }
       continue;
@@ -431,7 +431,7 @@ SafetensorsDirectory::SafetensorsDirectory(const std::string& dir) : dir_(dir) {
     std::map<std::string, size_t> shard_index;  // file name -> index into files_
     for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
       if (!it.value().is_string())
-        fail(source_, "weight_map['" + it.key() + "'] is " + it.value().dump() + ", expected a shard file name");
+        fail(source_, "weight_map['" + it.key() + "'] is " + brief(it.value()) + ", expected a shard file name");
       const std::string shard = it.value().get<std::string>();
       const fs::path rel(shard);
       if (shard.empty() || rel.is_absolute() ||
