@@ -28,12 +28,16 @@ sources=(austen kjv web jargon linux python perl rust postgresql debian-referenc
 command -v apt-get >/dev/null && command -v dpkg >/dev/null ||
   { echo "get-corpus: needs apt-get and dpkg (a Debian or Ubuntu machine)" >&2; exit 1; }
 
-version_of() {  # candidate version of a package, or empty when apt does not know it
-  apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}' | grep -v '(none)' || true
-}
-
 all=()
 for s in "${sources[@]}"; do all+=(${packages[$s]}); done
+# Candidate versions of all packages from one apt-cache call.
+declare -A versions=()
+while read -r p v; do
+  [ "$v" = "(none)" ] || versions[$p]=$v
+done < <(apt-cache policy "${all[@]}" 2>/dev/null | awk '/^[^ ].*:$/ {sub(":$", ""); p=$0} /Candidate:/ {print p, $2}')
+version_of() {  # candidate version of a package, or empty when apt does not know it
+  echo "${versions[$1]:-}"
+}
 missing=()
 for p in "${all[@]}"; do [ -n "$(version_of "$p")" ] || missing+=("$p"); done
 if ((${#missing[@]})); then
