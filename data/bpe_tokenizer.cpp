@@ -98,6 +98,7 @@ class BpeTokenizer final : public Tokenizer {
     return it == id_of_bytes_.end() ? -1 : it->second;
   }
   std::string chat_format() const override { return detect_chat_format(spec_.chat_template); }
+  std::string chat_template() const override { return spec_.chat_template; }
 
  private:
   struct Merge {

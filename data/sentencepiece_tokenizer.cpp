@@ -120,6 +120,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     int id = sp_.PieceToId(std::string(token));
     return sp_.IdToPiece(id) == token ? id : -1;  // PieceToId answers unk_id for unknown pieces
   }
+  std::string chat_template() const override { return chat_template_; }
   std::string chat_format() const override {
     return chat_template_.find("[INST]") != std::string::npos ? "llama2" : "";
   }

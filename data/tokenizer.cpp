@@ -10,6 +10,7 @@
 
 #include "data/bpe_tokenizer.h"
 #include "data/sentencepiece_tokenizer.h"
+#include "model/gguf.h"
 
 namespace uio::data {
 
@@ -43,15 +44,34 @@ bool is_sentencepiece_json(const fs::path& json_path) {
   return j.contains("model") && j["model"].is_object() && j["model"].value("byte_fallback", false);
 }
 
+// llama.cpp's tokenizer.ggml.* metadata: byte-level BPE ("gpt2" model) is supported.
+std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::string& path) {
+  model::GgufFile file(path);
+  const std::string kind = file.has("tokenizer.ggml.model") ? file.get_string("tokenizer.ggml.model") : "";
+  if (kind != "gpt2")
+    throw std::invalid_argument(path + ": tokenizer.ggml.model is '" + kind +
+                                "'; uio reads byte-level BPE ('gpt2') tokenizers from GGUF. For a SentencePiece "
+                                "model use the HF directory with tokenizer.model");
+  std::vector<int32_t> types;
+  if (file.has("tokenizer.ggml.token_type"))
+    for (auto t : file.get_int_array("tokenizer.ggml.token_type")) types.push_back(static_cast<int32_t>(t));
+  auto id = [&](const char* key) { return file.has(key) ? static_cast<int32_t>(file.get_int(key)) : -1; };
+  return make_bpe_tokenizer(bpe_spec_from_gguf_metadata(
+      file.get_string_array("tokenizer.ggml.tokens"),
+      file.has("tokenizer.ggml.merges") ? file.get_string_array("tokenizer.ggml.merges") : std::vector<std::string>{},
+      std::move(types), file.has("tokenizer.ggml.pre") ? file.get_string("tokenizer.ggml.pre") : "gpt2",
+      id("tokenizer.ggml.bos_token_id"), id("tokenizer.ggml.eos_token_id"),
+      file.has("tokenizer.ggml.add_bos_token") && file.get_bool("tokenizer.ggml.add_bos_token"),
+      file.has("tokenizer.chat_template") ? file.get_string("tokenizer.chat_template") : ""));
+}
+
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_path) {
   const fs::path path(model_path);
   if (!fs::exists(path)) throw std::invalid_argument(model_path + ": no such file or directory");
   if (fs::is_regular_file(path)) {
-    if (path.extension() == ".gguf")
-      throw std::invalid_argument(model_path + ": a GGUF tokenizer is built from the file's metadata: read it "
-                                  "with model/gguf.h and call bpe_spec_from_gguf_metadata + make_bpe_tokenizer");
+    if (path.extension() == ".gguf") return load_gguf_tokenizer(model_path);
     if (path.filename() == "tokenizer.model") return load_sentencepiece(path, path.parent_path());
     if (path.extension() == ".json") return make_bpe_tokenizer(bpe_spec_from_tokenizer_json(model_path));
     throw std::invalid_argument(model_path + ": not a tokenizer file; expected tokenizer.json, tokenizer.model "

@@ -33,6 +33,8 @@ class Tokenizer {
   virtual int32_t token_id(std::string_view token) const = 0;
   // A chat template's name when the model has one (e.g. "chatml"), else empty.
   virtual std::string chat_format() const { return ""; }
+  // The model's chat template (Jinja text) as the file gives it, or empty.
+  virtual std::string chat_template() const { return ""; }
 };
 
 // Opens the tokenizer that belongs to a model: a .gguf file (tokenizer.ggml.* metadata), or an HF

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Builds the training corpus from Debian packages (public domain or free licences; docs/data.md lists
 # sources and licences): corpus/<source>/<document>.txt, plain UTF-8 text, markup stripped.
-# Packages are fetched with `apt-get download` and unpacked with `dpkg -x` into .debs/ (nothing is
+# Packages are fetched with `apt-get download` and unpacked with `dpkg -x` into .corpus-debs/ (nothing is
 # installed into /). Deterministic; safe to run again: a source whose stamp matches its package
-# versions is kept. CORPUS_DIR and DEBS_DIR override corpus/ and .debs/; JOBS the worker count.
+# versions is kept. CORPUS_DIR and DEBS_DIR override corpus/ and .corpus-debs/; JOBS the worker count.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 corpus=${CORPUS_DIR:-$root/corpus}
-debs=${DEBS_DIR:-$root/.debs}
+debs=${DEBS_DIR:-$root/.corpus-debs}
 python=${PYTHON:-python3}
 
 # source name -> packages it needs (the first one carries the text; the rest are tools)

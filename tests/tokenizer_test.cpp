@@ -113,13 +113,11 @@ void expect_round_trip(const Tokenizer& tok, const std::string& what) {
   EXPECT_GT(checked, 1000u);
 }
 
+// The real model's tokenizer, read by load_tokenizer from the .gguf the reference used.
 std::unique_ptr<Tokenizer> gguf_tokenizer() {
-  std::ifstream in(ref("gguf/metadata.json"));
-  auto m = nlohmann::json::parse(in);
-  return make_bpe_tokenizer(bpe_spec_from_gguf_metadata(
-      m.at("tokenizer.ggml.tokens"), m.at("tokenizer.ggml.merges"), m.at("tokenizer.ggml.token_type"),
-      m.at("tokenizer.ggml.pre"), m.value("tokenizer.ggml.bos_token_id", -1), m.value("tokenizer.ggml.eos_token_id", -1),
-      m.value("tokenizer.ggml.add_bos_token", false), m.value("tokenizer.chat_template", "")));
+  std::ifstream in(ref("gguf/source.txt"));
+  std::string path((std::istreambuf_iterator<char>(in)), {});
+  return load_tokenizer(path);
 }
 
 }  // namespace
@@ -253,7 +251,7 @@ TEST(SentencePieceTokenizer, AgreesWithTransformersLlamaTokenizer) {
 }
 
 TEST(GgufTokenizer, SmolLM2GgufMatchesHfIds) {
-  if (!fs::exists(ref("gguf/metadata.json"))) GTEST_SKIP() << "no byte-level GGUF under /work/main/models";
+  if (!fs::exists(ref("gguf/source.txt"))) GTEST_SKIP() << "no byte-level GGUF under models/ (scripts/get-model.sh)";
   auto tok = gguf_tokenizer();
   EXPECT_EQ(count_mismatches(*tok, read_ids(ref("gguf/gguf.ids"), corpus().size()), true, "gguf"), 0u);
   expect_round_trip(*tok, "gguf");

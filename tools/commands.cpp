@@ -3,8 +3,14 @@
 
 namespace uio::cli {
 
+int info_command(const std::vector<std::string>& args);
+int generate_command(const std::vector<std::string>& args);
+
 const std::vector<Command>& commands() {
-  static const std::vector<Command> table = {};
+  static const std::vector<Command> table = {
+      {"info", "describe a base model (HF directory or .gguf); --forward_tokens N times a forward pass", info_command},
+      {"generate", "continue a prompt (--prompt or stdin), streaming tokens; greedy or sampled", generate_command},
+  };
   return table;
 }
 

@@ -14,7 +14,7 @@ Writes under out_dir:
   spm/tokenizer.model   SentencePiece BPE with byte fallback; spm.ids from the sentencepiece package;
                         spm.hf.ids from transformers' LlamaTokenizer.from_pretrained(spm/),
                         compared on the documents listed in spm.hf.comparable.json
-  gguf/                 when /work/main/models/*.gguf exists: metadata.json (the tokenizer.ggml.* keys)
+  gguf/                 when models/*.gguf exists (scripts/get-model.sh): metadata.json (the tokenizer.ggml.* keys)
                         and gguf.ids from AutoTokenizer.from_pretrained(dir, gguf_file=...)
 """
 import glob
@@ -229,7 +229,8 @@ def sentencepiece_references(out_dir, strs, training_text):
 
 
 def gguf_references(out_dir, strs):
-    files = sorted(glob.glob("/work/main/models/*.gguf"))
+    models = pathlib.Path(__file__).resolve().parents[2] / "models"  # scripts/get-model.sh puts it there
+    files = sorted(glob.glob(str(models / "*.gguf")))
     if not files:
         return
     from gguf import GGUFReader

@@ -1,0 +1,64 @@
+// model/attention.cpp — GQA attention with prefix entries and a KV cache over SDPA.
+#include "model/attention.h"
+
+#include "model/rope.h"
+
+namespace uio::model {
+
+AttentionImpl::AttentionImpl(const ModelConfig& c, const torch::TensorOptions& options)
+    : num_heads_(c.num_heads), num_kv_heads_(c.num_kv_heads), head_dim_(c.head_dim) {
+  auto linear = [&](int64_t in, int64_t out, bool bias) {
+    return Linear(in, out, bias, options);
+  };
+  q_proj = register_module("q_proj", linear(c.hidden_size, c.num_heads * c.head_dim, c.attention_bias));
+  k_proj = register_module("k_proj", linear(c.hidden_size, c.num_kv_heads * c.head_dim, c.attention_bias));
+  v_proj = register_module("v_proj", linear(c.hidden_size, c.num_kv_heads * c.head_dim, c.attention_bias));
+  o_proj = register_module("o_proj", linear(c.num_heads * c.head_dim, c.hidden_size, false));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
+  TORCH_CHECK(ctx.cos && ctx.sin, "attention: cos/sin tables are required");
+  const int64_t B = x.size(0), T = x.size(1);
+  auto q = q_proj(x).view({B, T, num_heads_, head_dim_}).transpose(1, 2);     // [B, H, T, D]
+  auto k = k_proj(x).view({B, T, num_kv_heads_, head_dim_}).transpose(1, 2);  // [B, G, T, D]
+  auto v = v_proj(x).view({B, T, num_kv_heads_, head_dim_}).transpose(1, 2);  // [B, G, T, D]
+  q = apply_rope(q, *ctx.cos, *ctx.sin);
+  k = apply_rope(k, *ctx.cos, *ctx.sin);
+
+  if (ctx.cache) std::tie(k, v) = ctx.cache->append(ctx.layer, k, v);  // [B, G, L + T, D]
+  if (ctx.prefix) {
+    TORCH_CHECK(ctx.prefix->k.dim() == 4 && ctx.prefix->k.size(0) == B && ctx.prefix->k.size(1) == num_kv_heads_ &&
+                    ctx.prefix->k.size(3) == head_dim_ && ctx.prefix->v.sizes() == ctx.prefix->k.sizes(),
+                "attention: prefix keys/values must be [", B, ", ", num_kv_heads_, ", P, ", head_dim_, "], got ",
+                ctx.prefix->k.sizes(), " and ", ctx.prefix->v.sizes());
+    k = torch::cat({ctx.prefix->k.to(k.scalar_type()), k}, 2);  // [B, G, S, D]
+    v = torch::cat({ctx.prefix->v.to(v.scalar_type()), v}, 2);
+  }
+  const bool causal = !ctx.mask.defined();
+  TORCH_CHECK(!causal || k.size(2) == T, "attention: ", k.size(2), " keys for ", T,
+              " queries need an explicit mask (see default_attention_mask)");
+  auto y = at::scaled_dot_product_attention(q, k, v, ctx.mask.defined() ? std::optional<at::Tensor>(ctx.mask)
+                                                                        : std::nullopt,
+                                            /*dropout_p=*/0.0, /*is_causal=*/causal, /*scale=*/std::nullopt,
+                                            /*enable_gqa=*/num_heads_ != num_kv_heads_);  // [B, H, T, D]
+  return o_proj(y.transpose(1, 2).reshape({B, T, num_heads_ * head_dim_}));
+}
+
+torch::Tensor default_attention_mask(int64_t tokens, int64_t prefix, int64_t cached,
+                                     std::optional<int64_t> sliding_window, torch::Device device) {
+  const int64_t own = cached + tokens;  // the sequence's own keys: cached then new
+  const bool window_binds = sliding_window && *sliding_window < own;
+  if (prefix == 0 && cached == 0 && !window_binds) return {};
+  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
+  auto query_pos = torch::arange(cached, own, opts).unsqueeze(1);  // [T, 1] position within the sequence
+  auto key_pos = torch::arange(0, own, opts).unsqueeze(0);         // [1, L + T]
+  auto allowed = key_pos <= query_pos;                              // [T, L + T]
+  if (sliding_window) allowed = allowed.logical_and(query_pos - key_pos < *sliding_window);
+  if (prefix > 0) {
+    auto memory = torch::ones({tokens, prefix}, opts.dtype(torch::kBool));
+    allowed = torch::cat({memory, allowed}, 1);  // [T, P + L + T]
+  }
+  return allowed;
+}
+
+}  // namespace uio::model

@@ -1,0 +1,55 @@
+// model/attention.h — grouped-query self-attention of one Llama-family layer, through
+// at::scaled_dot_product_attention. Besides its own tokens it attends to an optional prefix of extra
+// key/value entries (the memory of later stages, already rotated to their own positions) and to the
+// KV cache. Owns projections and the attention call; masks are built once per forward by the model.
+// Dims: B batch, T tokens, P prefix entries, L cached entries, S = P + L + T keys, C model dim,
+// H query heads, G KV heads, D head dim.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <optional>
+
+#include "model/config.h"
+#include "model/kv_cache.h"
+#include "model/linear.h"
+
+namespace uio::model {
+
+// Extra key/value entries placed before a layer's sequence; every token attends to all of them.
+struct AttentionPrefix {
+  torch::Tensor k;  // [B, G, P, D], rotated to the prefix's positions
+  torch::Tensor v;  // [B, G, P, D]
+};
+
+// What one attention call sees beyond its input.
+struct AttentionContext {
+  const torch::Tensor* cos = nullptr;  // [B or 1, T, D] for the tokens' positions
+  const torch::Tensor* sin = nullptr;
+  const AttentionPrefix* prefix = nullptr;
+  KVCache* cache = nullptr;
+  int64_t layer = 0;
+  // Boolean [T, S] or [B, 1, T, S] (true = may attend); undefined means plain causal over T == S.
+  torch::Tensor mask;
+};
+
+class AttentionImpl : public torch::nn::Module {
+ public:
+  AttentionImpl(const ModelConfig& config, const torch::TensorOptions& options);
+  torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx);  // [B, T, C] -> [B, T, C]
+
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+
+ private:
+  int64_t num_heads_, num_kv_heads_, head_dim_;
+};
+TORCH_MODULE(Attention);
+
+// The default mask of a forward over T new tokens after P prefix entries and L cached tokens:
+// every token sees the whole prefix, the cached tokens and itself causally, within the sliding window
+// when there is one. Undefined when plain causal attention (P = L = 0, no binding window) suffices.
+// Built top-left-correct for T != S (SDPA's is_causal would align the diagonal wrongly).
+torch::Tensor default_attention_mask(int64_t tokens, int64_t prefix, int64_t cached,
+                                     std::optional<int64_t> sliding_window, torch::Device device);
+
+}  // namespace uio::model

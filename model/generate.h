@@ -1,0 +1,33 @@
+// model/generate.h — autoregressive decoding over token ids with the KV cache: greedy or sampled
+// (temperature, top-k, top-p), one callback per new token for streaming. Text is the caller's
+// business (data/tokenizer.h); memory-augmented generation builds on the same sampler.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <functional>
+#include <vector>
+
+#include "model/llama.h"
+
+namespace uio::model {
+
+struct SamplingOptions {
+  int64_t max_new_tokens = 128;
+  double temperature = 0.0;  // 0 = greedy
+  int64_t top_k = 0;         // 0 = no top-k cut
+  double top_p = 1.0;        // 1 = no nucleus cut
+  uint64_t seed = 0;
+  int64_t eos_id = -1;       // stop after emitting this id (-1 = never)
+};
+
+// Draws the next token from logits [V]: argmax when temperature is 0, else softmax(logits / T)
+// restricted to the top-k ids and the smallest set whose probability reaches top_p.
+int64_t sample_token(const torch::Tensor& logits, const SamplingOptions& options, at::Generator& generator);
+
+// Feeds `prompt`, then generates until max_new_tokens, EOS, or `on_token` returning false.
+// Returns the new ids (the prompt excluded).
+std::vector<int64_t> generate(CausalLM& model, const std::vector<int64_t>& prompt, const SamplingOptions& options,
+                              const std::function<bool(int64_t)>& on_token = {});
+
+}  // namespace uio::model

@@ -1,0 +1,106 @@
+// model/llama.cpp — the Llama-family forward pass.
+#include "model/llama.h"
+
+namespace uio::model {
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps, const torch::TensorOptions& options) : eps_(eps) {
+  weight = register_parameter("weight", new_ones({dim}, options));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  auto h = x.to(torch::kFloat);
+  h = h * torch::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps_);
+  return weight * h.to(x.scalar_type());
+}
+
+MLPImpl::MLPImpl(const ModelConfig& c, const torch::TensorOptions& options) {
+  auto linear = [&](int64_t in, int64_t out) { return Linear(in, out, false, options); };
+  gate_proj = register_module("gate_proj", linear(c.hidden_size, c.intermediate_size));
+  up_proj = register_module("up_proj", linear(c.hidden_size, c.intermediate_size));
+  down_proj = register_module("down_proj", linear(c.intermediate_size, c.hidden_size));
+}
+
+torch::Tensor MLPImpl::forward(const torch::Tensor& x) {
+  return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+}
+
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, const torch::TensorOptions& options) {
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
+  self_attn = register_module("self_attn", Attention(c, options));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
+  mlp = register_module("mlp", MLP(c, options));
+}
+
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
+  auto h = x + self_attn(input_layernorm(x), ctx);
+  return h + mlp(post_attention_layernorm(h));
+}
+
+LlamaModelImpl::LlamaModelImpl(const ModelConfig& c, const torch::TensorOptions& options)
+    : config_(c), rope_(c.head_dim, c.rope_theta, c.rope_scaling, c.max_position) {
+  embed_tokens = register_module("embed_tokens", Embedding(c.vocab_size, c.hidden_size, options));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.num_layers; ++i) layers->push_back(DecoderLayer(c, options));
+  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
+}
+
+torch::Tensor LlamaModelImpl::forward_embeddings(const torch::Tensor& x, const ForwardContext& ctx) {
+  TORCH_CHECK(x.dim() == 3 && x.size(2) == config_.hidden_size, "llama: expected embeddings [B, T, ",
+              config_.hidden_size, "], got ", x.sizes());
+  const int64_t T = x.size(1);
+  const int64_t cached = ctx.cache ? ctx.cache->length() : 0;
+  const int64_t prefix = ctx.prefix && !ctx.prefix->empty() ? ctx.prefix->front().k.size(2) : 0;
+  TORCH_CHECK(!ctx.prefix || ctx.prefix->empty() || static_cast<int64_t>(ctx.prefix->size()) == config_.num_layers,
+              "llama: prefix has ", ctx.prefix ? ctx.prefix->size() : 0, " layers, the model ", config_.num_layers);
+  auto positions = ctx.positions.defined()
+                       ? ctx.positions
+                       : torch::arange(cached, cached + T, torch::TensorOptions().dtype(torch::kInt64).device(x.device()));
+  auto [cos, sin] = rope_.cos_sin(positions);  // [B or 1, T, D]
+  auto mask = ctx.mask.defined() ? ctx.mask
+                                 : default_attention_mask(T, prefix, cached, config_.sliding_window, x.device());
+
+  AttentionContext actx;
+  actx.cos = &cos;
+  actx.sin = &sin;
+  actx.cache = ctx.cache;
+  actx.mask = mask;
+  auto h = x;
+  for (int64_t i = 0; i < config_.num_layers; ++i) {
+    actx.layer = i;
+    actx.prefix = prefix > 0 ? &(*ctx.prefix)[i] : nullptr;
+    h = layers[i]->as<DecoderLayer>()->forward(h, actx);
+  }
+  if (ctx.cache) ctx.cache->advance(T);
+  return norm(h);
+}
+
+CausalLMImpl::CausalLMImpl(const ModelConfig& c, const torch::TensorOptions& options) : config_(c) {
+  model = register_module("model", LlamaModel(c, options));
+  if (!c.tie_word_embeddings) lm_head = register_module("lm_head", Linear(c.hidden_size, c.vocab_size, false, options));
+}
+
+torch::Tensor CausalLMImpl::hidden_states(const torch::Tensor& ids, const ForwardContext& ctx) {
+  TORCH_CHECK(ids.dim() == 2 && ids.scalar_type() == torch::kInt64, "llama: expected int64 token ids [B, T], got ",
+              ids.sizes(), " ", ids.scalar_type());
+  return model->forward_embeddings(model->embed_tokens(ids), ctx);
+}
+
+torch::Tensor CausalLMImpl::logits(const torch::Tensor& hidden) {
+  return torch::nn::functional::linear(hidden, output_weight());
+}
+
+torch::Tensor CausalLMImpl::forward(const torch::Tensor& ids, const ForwardContext& ctx) {
+  return logits(hidden_states(ids, ctx));
+}
+
+torch::Tensor CausalLMImpl::output_weight() const {
+  return lm_head ? lm_head->weight : model->embed_tokens->weight;
+}
+
+KVCache CausalLMImpl::make_cache(int64_t batch, int64_t capacity) const {
+  const auto& w = model->embed_tokens->weight;
+  return KVCache(config_.num_layers, batch, config_.num_kv_heads, capacity, config_.head_dim, w.options());
+}
+
+}  // namespace uio::model

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Run ON THE GPU MACHINE (docs/gpu.md): unpacks the carried Debian packages (.debs/) into a private
+# prefix, builds uio against the machine's CUDA libtorch (torch 2.11 + CUDA 13 at /opt/torch/.venv)
+# and runs the whole test suite there; CUDA variants of the tests run because a GPU is present.
+# Extra arguments go to ctest (e.g. -R Llama). Logs go to $OUT when set.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+python=${UIO_PYTHON:-/opt/torch/.venv/bin/python3}
+prefix=${UIO_DEPS_PREFIX:-/tmp/uio-deps}
+build=${BUILD_DIR:-$root/build-gpu}
+out=${OUT:-/tmp}
+ls .debs/*.deb >/dev/null 2>&1 || { echo "device-build: no .debs/ here; run scripts/fetch-device-debs.sh on the dev machine and carry .debs"; exit 2; }
+mkdir -p "$prefix"
+for f in .debs/*.deb; do dpkg -x "$f" "$prefix"; done
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+cmake -S . -B "$build" -G Ninja -DUIO_PYTHON="$python" -DUIO_DEPS_PREFIX="$prefix" -DCMAKE_BUILD_TYPE=Release \
+  2>&1 | tee "$out/configure.log" | grep -E "^-- uio|Error|error" || true
+cmake --build "$build" -j "$(nproc)" 2>&1 | tee "$out/build.log" | tail -5
+cd "$build"
+ctest --output-on-failure -j 4 --output-junit "$out/ctest.xml" "$@" 2>&1 | tee "$out/ctest.log" | tail -40

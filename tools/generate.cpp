@@ -1,0 +1,118 @@
+// tools/generate.cpp — `uio generate`: text in (--prompt or stdin), tokens streamed out as they are
+// decoded, tokens/s at the end. Greedy by default; --temperature/--top_k/--top_p sample.
+#include <chrono>
+#include <iostream>
+#include <iterator>
+
+#include "data/chat.h"
+#include "data/tokenizer.h"
+#include "model/generate.h"
+#include "model/weights.h"
+#include "tools/commands.h"
+#include "tools/options.h"
+
+namespace uio::cli {
+namespace {
+
+struct GenerateOptions {
+  std::string model;
+  std::string prompt;  // empty: read standard input
+  bool chat = false;
+  int64_t max_new_tokens = 128;
+  double temperature = 0.0;
+  int64_t top_k = 0;
+  double top_p = 1.0;
+  int64_t seed = 0;
+  std::string dtype = "float32";
+  std::string device = "cpu";
+};
+
+// Writes complete UTF-8 characters as they arrive; a token may end inside one.
+class Utf8Stream {
+ public:
+  explicit Utf8Stream(std::ostream& out) : out_(out) {}
+  void write(const std::string& bytes) {
+    pending_ += bytes;
+    size_t cut = pending_.size();
+    // Hold back a trailing incomplete sequence (at most 3 bytes).
+    for (size_t back = 1; back <= 3 && back <= pending_.size(); ++back) {
+      const unsigned char c = pending_[pending_.size() - back];
+      if ((c & 0xC0) == 0x80) continue;  // continuation byte: look further back
+      const size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+      if (need > back) cut = pending_.size() - back;
+      break;
+    }
+    out_ << pending_.substr(0, cut) << std::flush;
+    pending_.erase(0, cut);
+  }
+  void finish() { out_ << pending_ << std::flush, pending_.clear(); }
+
+ private:
+  std::ostream& out_;
+  std::string pending_;
+};
+
+int run_generate(const std::vector<std::string>& args) {
+  GenerateOptions opt;
+  Schema schema("generate", "Continue a prompt with a base model (HF directory or .gguf)");
+  schema.add("model", &opt.model, "HF model directory or .gguf file")
+      .add("prompt", &opt.prompt, "the prompt text (empty: read standard input)")
+      .add("chat", &opt.chat, "wrap the prompt in the model's chat format (one user turn)")
+      .add("max_new_tokens", &opt.max_new_tokens, "how many tokens to generate at most")
+      .add("temperature", &opt.temperature, "sampling temperature; 0 = greedy")
+      .add("top_k", &opt.top_k, "sample among the k most likely tokens (0 = all)")
+      .add("top_p", &opt.top_p, "nucleus sampling: smallest set with this much probability (1 = all)")
+      .add("seed", &opt.seed, "seed of the sampler")
+      .add("dtype", &opt.dtype, "compute dtype: float32, bfloat16, float16")
+      .add("device", &opt.device, "cpu, cuda or cuda:N")
+      .required("model");
+  if (!schema.parse(args, std::cout)) return 0;
+  if (opt.prompt.empty()) opt.prompt.assign(std::istreambuf_iterator<char>(std::cin), {});
+  if (opt.prompt.empty()) throw OptionError("the prompt is empty: give --prompt TEXT or pipe text to standard input");
+  if (opt.max_new_tokens <= 0) throw OptionError("--max_new_tokens must be > 0");
+
+  auto tokenizer = data::load_tokenizer(opt.model);
+  const std::string text = opt.chat ? data::chat_prompt(*tokenizer, opt.prompt) : opt.prompt;
+  auto ids32 = tokenizer->encode(text, /*parse_special=*/opt.chat);
+  std::vector<int64_t> prompt;
+  if (tokenizer->add_bos() && tokenizer->bos_id() >= 0 && !opt.chat) prompt.push_back(tokenizer->bos_id());
+  prompt.insert(prompt.end(), ids32.begin(), ids32.end());
+
+  model::LoadOptions load;
+  load.dtype = model::parse_dtype(opt.dtype);
+  load.device = torch::Device(opt.device);
+  auto loaded = model::load_model(opt.model, load);
+
+  model::SamplingOptions sampling;
+  sampling.max_new_tokens = opt.max_new_tokens;
+  sampling.temperature = opt.temperature;
+  sampling.top_k = opt.top_k;
+  sampling.top_p = opt.top_p;
+  sampling.seed = static_cast<uint64_t>(opt.seed);
+  sampling.eos_id = tokenizer->eos_id();
+  if (opt.chat && tokenizer->token_id("<|im_end|>") >= 0) sampling.eos_id = tokenizer->token_id("<|im_end|>");
+
+  Utf8Stream stream(std::cout);
+  if (!opt.chat) stream.write(opt.prompt);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto first = t0;
+  int64_t count = 0;
+  model::generate(loaded.model, prompt, sampling, [&](int64_t id) {
+    if (count++ == 0) first = std::chrono::steady_clock::now();
+    if (!tokenizer->is_special(static_cast<int32_t>(id))) stream.write(tokenizer->token_bytes(static_cast<int32_t>(id)));
+    return true;
+  });
+  stream.finish();
+  const auto t1 = std::chrono::steady_clock::now();
+  const double prefill = std::chrono::duration<double>(first - t0).count();
+  const double decode = std::chrono::duration<double>(t1 - first).count();
+  std::cerr << "\n[" << prompt.size() << " prompt tokens in " << prefill << " s; " << count << " new tokens, "
+            << (count > 1 ? (count - 1) / decode : 0.0) << " tokens/s]\n";
+  return 0;
+}
+
+}  // namespace
+
+int generate_command(const std::vector<std::string>& args) { return run_generate(args); }
+
+}  // namespace uio::cli
