@@ -32,9 +32,6 @@ TEST(Sdpa, CudaAttentionUsesFusedKernels) {
   auto masked = at::_fused_sdp_choice(q, kp, vp, mask, 0.0, false, std::nullopt, true);
   auto masked_full_heads = at::_fused_sdp_choice(q, kp.repeat_interleave(H / G, 1), vp.repeat_interleave(H / G, 1),
                                                  mask, 0.0, false, std::nullopt, false);
-  RecordProperty("causal_gqa", backend_name(causal));
-  RecordProperty("masked_gqa", backend_name(masked));
-  RecordProperty("masked_full_heads", backend_name(masked_full_heads));
   std::cout << "SDPA backends: causal+gqa " << backend_name(causal) << ", mask+gqa " << backend_name(masked)
             << ", mask+full heads " << backend_name(masked_full_heads) << "\n";
   EXPECT_NE(causal, 0) << "causal GQA attention fell back to the math kernel";
