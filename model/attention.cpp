@@ -19,20 +19,25 @@ AttentionImpl::AttentionImpl(const ModelConfig& c, const torch::TensorOptions& o
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
   TORCH_CHECK(ctx.cos && ctx.sin, "attention: cos/sin tables are required");
   const int64_t B = x.size(0), T = x.size(1);
-  auto q = q_proj(x).view({B, T, num_heads_, head_dim_}).transpose(1, 2);     // [B, H, T, D]
-  auto k = k_proj(x).view({B, T, num_kv_heads_, head_dim_}).transpose(1, 2);  // [B, G, T, D]
-  auto v = v_proj(x).view({B, T, num_kv_heads_, head_dim_}).transpose(1, 2);  // [B, G, T, D]
+  auto* lora = ctx.lora;
+  auto q = q_proj(x, lora ? lora->q_proj : nullptr).view({B, T, num_heads_, head_dim_}).transpose(1, 2);     // [B, H, T, D]
+  auto k = k_proj(x, lora ? lora->k_proj : nullptr).view({B, T, num_kv_heads_, head_dim_}).transpose(1, 2);  // [B, G, T, D]
+  auto v = v_proj(x, lora ? lora->v_proj : nullptr).view({B, T, num_kv_heads_, head_dim_}).transpose(1, 2);  // [B, G, T, D]
   q = apply_rope(q, *ctx.cos, *ctx.sin);
   k = apply_rope(k, *ctx.cos, *ctx.sin);
 
   if (ctx.cache) std::tie(k, v) = ctx.cache->append(ctx.layer, k, v);  // [B, G, L + T, D]
   if (ctx.prefix) {
-    TORCH_CHECK(ctx.prefix->k.dim() == 4 && ctx.prefix->k.size(0) == B && ctx.prefix->k.size(1) == num_kv_heads_ &&
-                    ctx.prefix->k.size(3) == head_dim_ && ctx.prefix->v.sizes() == ctx.prefix->k.sizes(),
-                "attention: prefix keys/values must be [", B, ", ", num_kv_heads_, ", P, ", head_dim_, "], got ",
-                ctx.prefix->k.sizes(), " and ", ctx.prefix->v.sizes());
-    k = torch::cat({ctx.prefix->k.to(k.scalar_type()), k}, 2);  // [B, G, S, D]
-    v = torch::cat({ctx.prefix->v.to(v.scalar_type()), v}, 2);
+    const auto& p = *ctx.prefix;
+    TORCH_CHECK(p.k.dim() == 4 && (p.k.size(0) == B || p.k.size(0) == 1) && p.k.size(1) == num_kv_heads_ &&
+                    p.k.size(3) == head_dim_ && p.v.sizes() == p.k.sizes(),
+                "attention: prefix keys/values must be [", B, " or 1, ", num_kv_heads_, ", P, ", head_dim_, "], got ",
+                p.k.sizes(), " and ", p.v.sizes());
+    auto pk = p.k.to(k.scalar_type());
+    if (p.cos.defined()) pk = apply_rope(pk, p.cos, p.sin);  // [B or 1, G, P, D]
+    const int64_t P = pk.size(2);
+    k = torch::cat({pk.expand({B, num_kv_heads_, P, head_dim_}), k}, 2);  // [B, G, S, D]
+    v = torch::cat({p.v.to(v.scalar_type()).expand({B, num_kv_heads_, P, head_dim_}), v}, 2);
   }
   const bool causal = !ctx.mask.defined();
   TORCH_CHECK(!causal || k.size(2) == T, "attention: ", k.size(2), " keys for ", T,
@@ -41,7 +46,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const AttentionCont
                                                                         : std::nullopt,
                                             /*dropout_p=*/0.0, /*is_causal=*/causal, /*scale=*/std::nullopt,
                                             /*enable_gqa=*/num_heads_ != num_kv_heads_);  // [B, H, T, D]
-  return o_proj(y.transpose(1, 2).reshape({B, T, num_heads_ * head_dim_}));
+  return o_proj(y.transpose(1, 2).reshape({B, T, num_heads_ * head_dim_}), lora ? lora->o_proj : nullptr);
 }
 
 torch::Tensor default_attention_mask(int64_t tokens, int64_t prefix, int64_t cached,

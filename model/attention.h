@@ -17,9 +17,12 @@
 namespace uio::model {
 
 // Extra key/value entries placed before a layer's sequence; every token attends to all of them.
+// Batch 1 is broadcast over the batch. When cos/sin are given the keys are rotated here (per batch
+// row: rows may use different positions or frequencies); otherwise they are taken as rotated.
 struct AttentionPrefix {
-  torch::Tensor k;  // [B, G, P, D], rotated to the prefix's positions
-  torch::Tensor v;  // [B, G, P, D]
+  torch::Tensor k;         // [B or 1, G, P, D]
+  torch::Tensor v;         // [B or 1, G, P, D]
+  torch::Tensor cos, sin;  // [B or 1, P, D] float32, or undefined
 };
 
 // What one attention call sees beyond its input.
@@ -29,6 +32,7 @@ struct AttentionContext {
   const AttentionPrefix* prefix = nullptr;
   KVCache* cache = nullptr;
   int64_t layer = 0;
+  const LayerLora* lora = nullptr;  // this layer's adapters of the active set, or none
   // Boolean [T, S] or [B, 1, T, S] (true = may attend); undefined means plain causal over T == S.
   torch::Tensor mask;
 };

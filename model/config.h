@@ -11,7 +11,7 @@ namespace uio::model {
 
 // RoPE frequency scaling, as HF's `rope_scaling` / `rope_parameters` describe it.
 struct RopeScaling {
-  std::string type = "none";  // none | linear | dynamic | yarn | llama3
+  std::string type = "none";  // none | linear | ntk | dynamic | yarn | llama3 (ntk: uio's memory_rope only)
   double factor = 1.0;
   int64_t original_max_position = 0;  // yarn, llama3, dynamic: the pretrained window (0 = max_position)
   double low_freq_factor = 1.0;       // llama3

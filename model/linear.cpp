@@ -24,8 +24,9 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool has_bias,
   if (has_bias) bias = register_parameter("bias", new_weight({out_features}, options));
 }
 
-torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  return torch::nn::functional::linear(x, weight, bias);
+torch::Tensor LinearImpl::forward(const torch::Tensor& x, LoraLinearImpl* lora) {
+  auto y = torch::nn::functional::linear(x, weight, bias);
+  return lora ? y + lora->delta(x) : y;
 }
 
 EmbeddingImpl::EmbeddingImpl(int64_t num_embeddings, int64_t dim, const torch::TensorOptions& options) {

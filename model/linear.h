@@ -6,6 +6,8 @@
 
 #include <torch/torch.h>
 
+#include "model/lora.h"
+
 namespace uio::model {
 
 // New parameter storage: normal(0, std) on a real device; a placeholder for a meta `options`.
@@ -16,7 +18,8 @@ torch::Tensor new_ones(c10::IntArrayRef shape, const torch::TensorOptions& optio
 class LinearImpl : public torch::nn::Module {
  public:
   LinearImpl(int64_t in_features, int64_t out_features, bool bias, const torch::TensorOptions& options);
-  torch::Tensor forward(const torch::Tensor& x);  // [..., in] -> [..., out]
+  // [..., in] -> [..., out]; with `lora`, plus that adapter's low-rank update.
+  torch::Tensor forward(const torch::Tensor& x, LoraLinearImpl* lora = nullptr);
   torch::Tensor weight;                           // [out, in]
   torch::Tensor bias;                             // [out] or undefined
 };

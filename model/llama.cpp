@@ -20,8 +20,9 @@ MLPImpl::MLPImpl(const ModelConfig& c, const torch::TensorOptions& options) {
   down_proj = register_module("down_proj", linear(c.intermediate_size, c.hidden_size));
 }
 
-torch::Tensor MLPImpl::forward(const torch::Tensor& x) {
-  return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+torch::Tensor MLPImpl::forward(const torch::Tensor& x, const LayerLora* lora) {
+  if (!lora) return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+  return down_proj(torch::silu(gate_proj(x, lora->gate_proj)) * up_proj(x, lora->up_proj), lora->down_proj);
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, const torch::TensorOptions& options) {
@@ -32,9 +33,13 @@ DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, const torch::TensorOpti
   mlp = register_module("mlp", MLP(c, options));
 }
 
-torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
-  auto h = x + self_attn(input_layernorm(x), ctx);
-  return h + mlp(post_attention_layernorm(h));
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const AttentionContext& ctx, torch::Tensor* attn_input,
+                                        bool stop_after) {
+  auto normed = input_layernorm(x);
+  if (attn_input) *attn_input = normed;
+  if (stop_after) return {};
+  auto h = x + self_attn(normed, ctx);
+  return h + mlp(post_attention_layernorm(h), ctx.lora);
 }
 
 LlamaModelImpl::LlamaModelImpl(const ModelConfig& c, const torch::TensorOptions& options)
@@ -56,7 +61,8 @@ torch::Tensor LlamaModelImpl::forward_embeddings(const torch::Tensor& x, const F
   auto positions = ctx.positions.defined()
                        ? ctx.positions
                        : torch::arange(cached, cached + T, torch::TensorOptions().dtype(torch::kInt64).device(x.device()));
-  auto [cos, sin] = rope_.cos_sin(positions);  // [B or 1, T, D]
+  auto [cos, sin] = ctx.cos.defined() ? std::make_pair(ctx.cos, ctx.sin)
+                                      : (ctx.rope ? *ctx.rope : rope_).cos_sin(positions);  // [B or 1, T, D]
   auto mask = ctx.mask.defined() ? ctx.mask
                                  : default_attention_mask(T, prefix, cached, config_.sliding_window, x.device());
 
@@ -66,13 +72,19 @@ torch::Tensor LlamaModelImpl::forward_embeddings(const torch::Tensor& x, const F
   actx.cache = ctx.cache;
   actx.mask = mask;
   auto h = x;
+  if (ctx.attn_inputs) ctx.attn_inputs->clear();
   for (int64_t i = 0; i < config_.num_layers; ++i) {
     actx.layer = i;
     actx.prefix = prefix > 0 ? &(*ctx.prefix)[i] : nullptr;
-    h = layers[i]->as<DecoderLayer>()->forward(h, actx);
+    actx.lora = ctx.lora ? &ctx.lora->layer(i) : nullptr;
+    torch::Tensor attn_input;
+    const bool last = i + 1 == config_.num_layers;
+    h = layers[i]->as<DecoderLayer>()->forward(h, actx, ctx.attn_inputs ? &attn_input : nullptr,
+                                               ctx.attn_inputs && last);
+    if (ctx.attn_inputs) ctx.attn_inputs->push_back(attn_input.narrow(1, ctx.capture_from, T - ctx.capture_from));
   }
   if (ctx.cache) ctx.cache->advance(T);
-  return norm(h);
+  return ctx.attn_inputs ? torch::Tensor() : norm(h);
 }
 
 CausalLMImpl::CausalLMImpl(const ModelConfig& c, const torch::TensorOptions& options) : config_(c) {

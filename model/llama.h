@@ -11,6 +11,7 @@
 #include "model/attention.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
+#include "model/lora.h"
 #include "model/rope.h"
 
 namespace uio::model {
@@ -29,7 +30,7 @@ TORCH_MODULE(RMSNorm);
 class MLPImpl : public torch::nn::Module {
  public:
   MLPImpl(const ModelConfig& config, const torch::TensorOptions& options);
-  torch::Tensor forward(const torch::Tensor& x);  // down(silu(gate(x)) * up(x))
+  torch::Tensor forward(const torch::Tensor& x, const LayerLora* lora = nullptr);  // down(silu(gate(x)) * up(x))
   Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(MLP);
@@ -37,7 +38,10 @@ TORCH_MODULE(MLP);
 class DecoderLayerImpl : public torch::nn::Module {
  public:
   DecoderLayerImpl(const ModelConfig& config, const torch::TensorOptions& options);
-  torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx);
+  // `attn_input`, when given, receives the post-RMSNorm input of the attention; with `stop_after`
+  // the layer returns right after that (an encoder that keeps only these needs nothing more).
+  torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx, torch::Tensor* attn_input = nullptr,
+                        bool stop_after = false);
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   Attention self_attn{nullptr};
   MLP mlp{nullptr};
@@ -53,6 +57,16 @@ struct ForwardContext {
   const std::vector<AttentionPrefix>* prefix = nullptr;
   // Boolean [T, S] or [B, 1, T, S] overriding default_attention_mask (true = may attend).
   torch::Tensor mask;
+  // The adapter set active in this pass (none: the plain base model).
+  const LoraSetImpl* lora = nullptr;
+  // RoPE to use instead of the base model's (memory positions past the trained window), or the
+  // tokens' cos/sin ([B or 1, T, D] float32) precomputed by the caller; `positions` is then unused.
+  const Rope* rope = nullptr;
+  torch::Tensor cos, sin;
+  // When set, receives each layer's post-RMSNorm attention input at positions [capture_from, T);
+  // the final layer then stops after its capture and forward_embeddings returns an undefined tensor.
+  std::vector<torch::Tensor>* attn_inputs = nullptr;
+  int64_t capture_from = 0;
 };
 
 // The transformer body (HF's `model.*`).

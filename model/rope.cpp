@@ -69,6 +69,10 @@ Rope::Rope(int64_t head_dim, double theta, RopeScaling scaling, int64_t max_posi
   if (scaling_.original_max_position <= 0) scaling_.original_max_position = max_position_;
   if (type == "none" || type == "dynamic") {
     inv_freq_ = base_inv_freq(head_dim_, theta_);
+  } else if (type == "ntk") {
+    // NTK-aware (fixed): stretch the base so the longest wavelength grows by `factor`.
+    const double d = static_cast<double>(head_dim_);
+    inv_freq_ = base_inv_freq(head_dim_, theta_ * std::pow(scaling_.factor, d / (d - 2)));
   } else if (type == "linear") {
     inv_freq_ = base_inv_freq(head_dim_, theta_) / scaling_.factor;
   } else if (type == "yarn") {
@@ -76,7 +80,7 @@ Rope::Rope(int64_t head_dim, double theta, RopeScaling scaling, int64_t max_posi
   } else if (type == "llama3") {
     inv_freq_ = llama3_inv_freq(head_dim_, theta_, scaling_);
   } else {
-    TORCH_CHECK(false, "rope: unknown scaling type '", type, "' (expected none, linear, dynamic, yarn, llama3)");
+    TORCH_CHECK(false, "rope: unknown scaling type '", type, "' (expected none, linear, ntk, dynamic, yarn, llama3)");
   }
 }
 
@@ -89,13 +93,13 @@ torch::Tensor Rope::inv_freq(int64_t seq_len) const {
   return base_inv_freq(head_dim_, base);
 }
 
-std::pair<torch::Tensor, torch::Tensor> Rope::cos_sin(const torch::Tensor& positions) const {
+std::pair<torch::Tensor, torch::Tensor> Rope::cos_sin(const torch::Tensor& positions, int64_t seq_len) const {
   TORCH_CHECK(positions.dim() == 1 || positions.dim() == 2, "rope: positions must be [T] or [B, T], got ",
               positions.sizes());
   auto pos = positions.dim() == 1 ? positions.unsqueeze(0) : positions;  // [B, T]
   // Only dynamic NTK needs the length (a host sync); the other kinds have fixed frequencies.
   const bool dynamic = scaling_.type == "dynamic" && pos.numel() > 0;
-  auto freq = (dynamic ? inv_freq(pos.max().item<int64_t>() + 1) : inv_freq_).to(pos.device());
+  auto freq = (dynamic ? inv_freq(seq_len > 0 ? seq_len : pos.max().item<int64_t>() + 1) : inv_freq_).to(pos.device());
   auto angles = pos.to(torch::kFloat).unsqueeze(-1) * freq;  // [B, T, D/2]
   auto emb = torch::cat({angles, angles}, -1);                 // [B, T, D]
   return {emb.cos() * attention_scaling_, emb.sin() * attention_scaling_};

@@ -16,7 +16,8 @@ class Rope {
   // cos and sin for `positions` ([T] or [B, T], int64): each [B or 1, T, D] in float32, already
   // multiplied by attention_scaling(). Dynamic NTK chooses its frequencies from max(positions) + 1
   // (the sequence length seen so far), as HF transformers does.
-  std::pair<torch::Tensor, torch::Tensor> cos_sin(const torch::Tensor& positions) const;
+  // `seq_len` > 0 fixes the length dynamic NTK scales for (instead of max(positions) + 1).
+  std::pair<torch::Tensor, torch::Tensor> cos_sin(const torch::Tensor& positions, int64_t seq_len = 0) const;
 
   // Inverse frequencies [D/2] (float32) for a sequence of `seq_len` positions.
   torch::Tensor inv_freq(int64_t seq_len) const;

@@ -152,7 +152,7 @@ TEST(Llama, PrefixKeyValuesMatchFloat64Reference) {
   for (auto& p : attn->parameters()) p.data().normal_(0, 0.3);
   const int64_t B = 2, T = 7, P = 5;
   auto x = torch::randn({B, T, c.hidden_size}, opts);
-  AttentionPrefix prefix{torch::randn({B, 2, P, 8}, opts), torch::randn({B, 2, P, 8}, opts)};
+  AttentionPrefix prefix{torch::randn({B, 2, P, 8}, opts), torch::randn({B, 2, P, 8}, opts), {}, {}};
 
   Rope rope(c.head_dim, c.rope_theta, c.rope_scaling, c.max_position);
   auto [cos, sin] = rope.cos_sin(torch::arange(T));

@@ -1,0 +1,248 @@
+// model/memory.cpp — encoder, transfer head, decoder with memory, and reading with memory.
+#include "model/memory.h"
+
+#include <stdexcept>
+
+namespace uio::model {
+
+void Memory::append(const Memory& more) {
+  if (k.empty()) {
+    k = more.k, v = more.v;
+    return;
+  }
+  for (size_t i = 0; i < k.size(); ++i) {
+    k[i] = torch::cat({k[i], more.k[i]}, 1);
+    v[i] = torch::cat({v[i], more.v[i]}, 1);
+  }
+}
+
+torch::Tensor encoder_attention_mask(int64_t l, int64_t M) {
+  TORCH_CHECK(l > 0 && M > 0 && l % M == 0, "memory: segment_len (", l, ") must be a positive multiple of ",
+              "num_memory_tokens (", M, ")");
+  auto mask = torch::zeros({l + M, l + M}, torch::kBool);
+  mask.narrow(0, 0, l).narrow(1, 0, l).copy_(torch::ones({l, l}, torch::kBool).tril());  // ordinary: causal
+  for (int64_t i = 0; i < M; ++i) {
+    mask[l + i].narrow(0, 0, (i + 1) * (l / M)).fill_(true);  // memory i: ordinary [0, (i+1) l/M)
+    mask[l + i][l + i] = true;                                // and itself
+  }
+  return mask;
+}
+
+torch::Tensor encoder_positions(int64_t l, int64_t M) {
+  auto memory = (torch::arange(1, M + 1, torch::kInt64) * (l / M));  // memory i at (i+1) l/M
+  return torch::cat({torch::arange(l, torch::kInt64), memory});
+}
+
+MemoryCompressorImpl::MemoryCompressorImpl(const ModelConfig& config, const MemoryOptions& options,
+                                           const torch::Tensor& memory_init)
+    : config_(config), options_(options), l_(options.segment_len), M_(options.num_memory_tokens) {
+  TORCH_CHECK(memory_init.dim() == 1 && memory_init.size(0) == config.hidden_size, "memory: <mem> init must be [",
+              config.hidden_size, "], got ", memory_init.sizes());
+  const auto device = memory_init.device();
+  encoder = register_module("encoder", LoraSet(config, options.encoder_lora, device));
+  transfer_head = register_module("transfer", LoraSet(config, options.transfer_lora, device));
+  memory_embedding = register_parameter("memory_embedding", memory_init.detach().to(torch::kFloat).clone());
+  // Plain members, not buffers: Module::to(dtype) would turn the boolean mask into numbers.
+  encoder_mask_ = encoder_attention_mask(l_, M_);
+  encoder_positions_ = encoder_positions(l_, M_);
+
+  const auto& kind = options.memory_rope;
+  if (kind == "none") {
+    decoder_rope_.emplace(config.head_dim, config.rope_theta, config.rope_scaling, config.max_position);
+  } else {
+    TORCH_CHECK(kind == "linear" || kind == "ntk" || kind == "dynamic" || kind == "yarn", "memory_rope '", kind,
+                "' is not one of none, linear, ntk, dynamic, yarn");
+    TORCH_CHECK(config.rope_scaling.type == "none", "memory_rope '", kind, "' replaces the base model's RoPE, which ",
+                "already scales ('", config.rope_scaling.type, "'); use memory_rope = none with this model");
+    TORCH_CHECK(options.memory_rope_factor > 0, "memory_rope_factor must be > 0");
+    RopeScaling s;
+    s.type = kind;
+    s.factor = options.memory_rope_factor;
+    s.original_max_position = config.max_position;
+    decoder_rope_.emplace(config.head_dim, config.rope_theta, s, config.max_position);
+  }
+}
+
+std::vector<torch::Tensor> MemoryCompressorImpl::encode(CausalLM& base, const torch::Tensor& segments) {
+  TORCH_CHECK(segments.dim() == 2 && segments.size(1) == l_, "memory: encoder expects segments [S, ", l_,
+              "], got ", segments.sizes());
+  const int64_t S = segments.size(0);
+  auto tokens = base->model->embed_tokens(segments);  // [S, l, C]
+  auto memory = memory_embedding.to(tokens.scalar_type()).expand({S, M_, config_.hidden_size});
+  std::vector<torch::Tensor> hidden;
+  ForwardContext ctx;
+  if (encoder_mask_.device() != segments.device()) {
+    encoder_mask_ = encoder_mask_.to(segments.device());
+    encoder_positions_ = encoder_positions_.to(segments.device());
+  }
+  ctx.positions = encoder_positions_;
+  ctx.mask = encoder_mask_;
+  ctx.lora = encoder.get();
+  ctx.attn_inputs = &hidden;
+  ctx.capture_from = l_;
+  base->model->forward_embeddings(torch::cat({tokens, memory}, 1), ctx);  // [S, l + M, C] in
+  return hidden;  // L x [S, M, C]
+}
+
+std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> MemoryCompressorImpl::transfer(
+    CausalLM& base, const std::vector<torch::Tensor>& hidden) {
+  std::vector<torch::Tensor> keys, values;
+  const int64_t G = config_.num_kv_heads, D = config_.head_dim;
+  for (int64_t i = 0; i < config_.num_layers; ++i) {
+    const auto& h = hidden.at(static_cast<size_t>(i));  // [S, M, C]
+    auto& attn = *base->model->layers[i]->as<DecoderLayer>()->self_attn;
+    const auto& lora = transfer_head->layer(i);
+    const int64_t S = h.size(0);
+    keys.push_back(attn.k_proj(h, lora.k_proj).view({S, M_, G, D}).permute({0, 2, 1, 3}));    // [S, G, M, D]
+    values.push_back(attn.v_proj(h, lora.v_proj).view({S, M_, G, D}).permute({0, 2, 1, 3}));  // [S, G, M, D]
+  }
+  return {keys, values};
+}
+
+Memory MemoryCompressorImpl::compress(CausalLM& base, const torch::Tensor& segments) {
+  auto [keys, values] = transfer(base, encode(base, segments));
+  Memory m;
+  const int64_t S = segments.size(0), G = config_.num_kv_heads, D = config_.head_dim;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    m.k.push_back(keys[i].permute({1, 0, 2, 3}).reshape({G, S * M_, D}));  // [G, S * M, D]
+    m.v.push_back(values[i].permute({1, 0, 2, 3}).reshape({G, S * M_, D}));
+  }
+  return m;
+}
+
+std::pair<torch::Tensor, torch::Tensor> MemoryCompressorImpl::row_cos_sin(const torch::Tensor& positions,
+                                                                         int64_t segment) const {
+  const int64_t span = segment * M_ + l_;  // the decoder's positions in this segment: [0, span)
+  if (options_.memory_rope == "none")
+    TORCH_CHECK(span <= config_.max_position, "memory_rope = none: segment ", segment, " needs positions up to ",
+                span, " but the base model was trained on ", config_.max_position, "; with l = ", l_, " and M = ", M_,
+                " a document may have at most ", (config_.max_position - l_) / M_ + 1,
+                " segments. Use memory_rope = dynamic (or linear, ntk, yarn) for longer documents");
+  return decoder_rope_->cos_sin(positions, span);
+}
+
+torch::Tensor MemoryCompressorImpl::decode(CausalLM& base, const torch::Tensor& ids,
+                                           const std::vector<int64_t>& segment_index, const Memory& memory,
+                                           KVCache* cache) {
+  TORCH_CHECK(ids.dim() == 2 && ids.size(0) == static_cast<int64_t>(segment_index.size()),
+              "memory: decoder expects ids [K, T] with one segment index per row, got ", ids.sizes(), " and ",
+              segment_index.size(), " indices");
+  TORCH_CHECK(!cache || ids.size(0) == 1, "memory: decoding with a KV cache takes one row");
+  const int64_t K = ids.size(0), T = ids.size(1), cached = cache ? cache->length() : 0;
+  const auto device = ids.device();
+  int64_t P = 0;  // memory entries any row sees
+  for (auto t : segment_index) P = std::max(P, t * M_);
+  TORCH_CHECK(P <= memory.entries(), "memory: a row of segment ", P / M_, " needs ", P, " memory entries, only ",
+              memory.entries(), " exist");
+  TORCH_CHECK(cached + T <= l_, "memory: ", cached + T, " tokens in one segment exceed segment_len ", l_);
+
+  // RoPE per row: token j of segment t at t*M + j; memory entry p at p (dynamic NTK: per segment span).
+  std::vector<torch::Tensor> cos_rows, sin_rows, pcos_rows, psin_rows;
+  const bool per_row = decoder_rope_->scaling().type == "dynamic";
+  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t t = segment_index[k];
+    auto [c, s] = row_cos_sin(torch::arange(cached, cached + T, opts) + t * M_, t);  // [1, T, D]
+    cos_rows.push_back(c), sin_rows.push_back(s);
+    if (P > 0 && (per_row || k == 0)) {
+      auto [pc, ps] = row_cos_sin(torch::arange(P, opts), t);  // [1, P, D]
+      pcos_rows.push_back(pc), psin_rows.push_back(ps);
+    }
+  }
+  ForwardContext ctx;
+  ctx.cos = torch::cat(cos_rows), ctx.sin = torch::cat(sin_rows);  // [K, T, D]
+  ctx.cache = cache;
+  std::vector<AttentionPrefix> prefix;
+  if (P > 0) {
+    auto pcos = torch::cat(pcos_rows), psin = torch::cat(psin_rows);  // [K or 1, P, D]
+    for (int64_t i = 0; i < config_.num_layers; ++i)
+      prefix.push_back({memory.k[i].narrow(1, 0, P).unsqueeze(0), memory.v[i].narrow(1, 0, P).unsqueeze(0), pcos, psin});
+    ctx.prefix = &prefix;
+  }
+  // Mask: row k sees memory entries [0, t_k M) and its own tokens causally (within a sliding window).
+  // Without memory this is the base model's own mask (undefined: plain causal), bit for bit.
+  auto own = default_attention_mask(T, 0, cached, config_.sliding_window, device);
+  if (P > 0) {
+    if (!own.defined()) own = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(device)).tril();
+    std::vector<torch::Tensor> rows;
+    for (int64_t k = 0; k < K; ++k) {
+      auto visible = (torch::arange(P, opts) < segment_index[k] * M_).unsqueeze(0).expand({T, P});
+      rows.push_back(torch::cat({visible, own}, 1).unsqueeze(0));  // [1, T, P + L + T]
+    }
+    ctx.mask = torch::stack(rows);  // [K, 1, T, P + L + T]
+  } else {
+    ctx.mask = own;
+  }
+  return base->model->forward_embeddings(base->model->embed_tokens(ids), ctx);  // [K, T, C]
+}
+
+torch::Tensor document_logits(CausalLM& base, MemoryCompressor& compressor, const torch::Tensor& ids, int64_t chunk) {
+  TORCH_CHECK(ids.dim() == 1, "memory: document_logits expects ids [n], got ", ids.sizes());
+  TORCH_CHECK(chunk > 0, "memory: chunk must be > 0");
+  const int64_t l = compressor->segment_len(), n = ids.size(0), T = n / l, r = n % l;
+  Memory memory;
+  std::vector<torch::Tensor> logits;
+  for (int64_t c0 = 0; c0 < T; c0 += chunk) {
+    const int64_t K = std::min(chunk, T - c0);
+    auto segments = ids.narrow(0, c0 * l, K * l).view({K, l});
+    memory.append(compressor->compress(base, segments));
+    std::vector<int64_t> index(static_cast<size_t>(K));
+    for (int64_t k = 0; k < K; ++k) index[static_cast<size_t>(k)] = c0 + k;
+    logits.push_back(base->logits(compressor->decode(base, segments, index, memory)).reshape({K * l, -1}));
+  }
+  if (r > 0) {
+    auto tail = ids.narrow(0, T * l, r).unsqueeze(0);
+    logits.push_back(base->logits(compressor->decode(base, tail, {T}, memory))[0]);
+  }
+  return torch::cat(logits);  // [n, V]
+}
+
+MemoryReader::MemoryReader(CausalLM base, MemoryCompressor compressor)
+    : base_(std::move(base)),
+      compressor_(std::move(compressor)),
+      cache_(base_->make_cache(1, compressor_->segment_len())) {}
+
+torch::Tensor MemoryReader::decode_pending(const std::vector<int64_t>& ids) {
+  const auto device = base_->output_weight().device();
+  auto row = torch::tensor(ids, torch::kInt64).unsqueeze(0).to(device);  // [1, T]
+  auto hidden = compressor_->decode(base_, row, {segments_}, memory_, &cache_);
+  pending_.insert(pending_.end(), ids.begin(), ids.end());
+  return base_->logits(hidden)[0];  // [T, V]
+}
+
+void MemoryReader::compress_pending() {
+  const auto device = base_->output_weight().device();
+  auto segment = torch::tensor(pending_, torch::kInt64).view({1, -1}).to(device);
+  memory_.append(compressor_->compress(base_, segment));
+  ++segments_;
+  pending_.clear();
+  cache_.truncate(0);
+}
+
+torch::Tensor MemoryReader::read(const std::vector<int64_t>& ids, const std::function<void(int64_t, int64_t)>& on_segment) {
+  TORCH_CHECK(!ids.empty(), "memory: nothing to read");
+  torch::NoGradGuard no_grad;
+  const int64_t l = compressor_->segment_len();
+  const int64_t total_segments = (pending() + static_cast<int64_t>(ids.size())) / l;
+  torch::Tensor last;
+  size_t i = 0;
+  while (i < ids.size()) {
+    const size_t take = std::min(ids.size() - i, static_cast<size_t>(l - pending()));
+    std::vector<int64_t> piece(ids.begin() + static_cast<std::ptrdiff_t>(i), ids.begin() + static_cast<std::ptrdiff_t>(i + take));
+    i += take;
+    const bool completes = pending() + static_cast<int64_t>(take) == l;
+    if (completes && pending() == 0 && i < ids.size()) {
+      pending_ = std::move(piece);  // a whole segment whose logits nobody needs: compress only
+    } else {
+      auto logits = decode_pending(piece);
+      if (i == ids.size()) last = logits[-1];
+    }
+    if (completes) {
+      compress_pending();
+      if (on_segment) on_segment(segments_, total_segments);
+    }
+  }
+  return last;
+}
+
+}  // namespace uio::model
