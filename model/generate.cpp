@@ -43,4 +43,21 @@ std::vector<int64_t> generate(CausalLM& model, const std::vector<int64_t>& promp
   return out;
 }
 
+std::vector<int64_t> generate(MemoryReader& reader, const std::vector<int64_t>& prompt, const SamplingOptions& o,
+                              const std::function<bool(int64_t)>& on_token,
+                              const std::function<void(int64_t, int64_t)>& on_segment) {
+  TORCH_CHECK(!prompt.empty(), "generate: the prompt is empty");
+  torch::NoGradGuard no_grad;
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(o.seed);
+  auto logits = reader.read(prompt, on_segment);  // [V]
+  std::vector<int64_t> out;
+  for (int64_t step = 0; step < o.max_new_tokens; ++step) {
+    const int64_t next = sample_token(logits, o, generator);
+    out.push_back(next);
+    if ((on_token && !on_token(next)) || next == o.eos_id || step + 1 == o.max_new_tokens) break;
+    logits = reader.read({next});
+  }
+  return out;
+}
+
 }  // namespace uio::model

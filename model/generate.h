@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model/llama.h"
+#include "model/memory.h"
 
 namespace uio::model {
 
@@ -29,5 +30,12 @@ int64_t sample_token(const torch::Tensor& logits, const SamplingOptions& options
 // Returns the new ids (the prompt excluded).
 std::vector<int64_t> generate(CausalLM& model, const std::vector<int64_t>& prompt, const SamplingOptions& options,
                               const std::function<bool(int64_t)>& on_token = {});
+
+// The same with memory: the prompt is read in l-token segments (each full one compressed), and
+// generated tokens fill the current segment until it is compressed in turn. `on_segment(done, total)`
+// reports the prompt's progress.
+std::vector<int64_t> generate(MemoryReader& reader, const std::vector<int64_t>& prompt, const SamplingOptions& options,
+                              const std::function<bool(int64_t)>& on_token = {},
+                              const std::function<void(int64_t, int64_t)>& on_segment = {});
 
 }  // namespace uio::model

@@ -2,9 +2,14 @@
 // random model in float64: which tokens each memory token depends on, that decoders never look ahead
 // or at later segments, that batching changes nothing, that zero adapters and no memory give the base
 // model bit for bit, and that reading token by token equals the teacher-forced forward.
+#include <sys/resource.h>
+
+#include <cmath>
+
 #include <gtest/gtest.h>
 
 #include "model/memory.h"
+#include "model/memory_io.h"
 #include "tests/test_util.h"
 
 using namespace uio::model;
@@ -161,4 +166,68 @@ TEST(Memory, PlainPositionsStopAtTheWindowWithAClearError) {
     EXPECT_NE(std::string(e.what()).find("at most 5 segments"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("memory_rope = dynamic"), std::string::npos) << e.what();
   }
+}
+
+TEST(Memory, SavedCompressorLoadsBackAndRefusesAnotherModel) {
+  auto t = make_tiny();
+  auto dir = uio::test::scratch_dir() / "compressor";
+  t.memory->to(torch::kFloat);
+  save_memory(dir.string(), t.memory, identify("tiny", t.config));
+  auto loaded = load_memory(dir.string(), t.config, torch::kCPU);
+  auto a = t.memory->named_parameters(), b = loaded.compressor->named_parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& item : a) EXPECT_TRUE(torch::equal(item.value(), b[item.key()])) << item.key();
+  EXPECT_EQ(loaded.options.transfer_lora.rank, 3);
+  EXPECT_EQ(loaded.options.encoder_lora.targets, (std::vector<std::string>{"q_proj", "v_proj"}));
+  auto other = t.config;
+  other.hidden_size = 48;
+  try {
+    load_memory(dir.string(), other, torch::kCPU);
+    FAIL() << "expected a mismatch error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("hidden_size = 32"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("uio_config.json"), std::string::npos) << e.what();
+  }
+}
+
+// Peak resident memory of this process so far, in MB.
+static double peak_rss_mb() {
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024.0;
+}
+
+TEST(Memory, MillionTokenDocumentRunsWithMemoryBoundedByTheMemoryKv) {
+  torch::manual_seed(uio::test::test_seed());
+  ModelConfig c;
+  c.vocab_size = 64, c.hidden_size = 32, c.intermediate_size = 32, c.num_layers = 1, c.num_heads = 4;
+  c.num_kv_heads = 2, c.head_dim = 8, c.max_position = 2048, c.rope_theta = 10000.0;
+  CausalLM base(c);
+  for (auto& p : base->parameters()) p.requires_grad_(false);
+  MemoryOptions o;
+  o.segment_len = 2048, o.num_memory_tokens = 8;  // default memory_rope (dynamic): no window limit
+  MemoryCompressor memory(c, o, torch::randn({c.hidden_size}));
+  torch::NoGradGuard no_grad;
+  const int64_t n = 1 << 20, l = o.segment_len, M = o.num_memory_tokens, T = n / l, chunk = 1;
+  auto ids = torch::randint(c.vocab_size, {n}, torch::kInt64);
+  Memory kv;
+  double rss_quarter = 0, loss_sum = 0;
+  for (int64_t c0 = 0; c0 < T; c0 += chunk) {
+    auto segments = ids.narrow(0, c0 * l, chunk * l).view({chunk, l});
+    kv.append(memory->compress(base, segments));
+    auto logits = base->logits(memory->decode(base, segments, {c0}, kv));
+    loss_sum += torch::log_softmax(logits, -1).mean().item<double>();
+    if (c0 + chunk == T / 4) rss_quarter = peak_rss_mb();
+  }
+  EXPECT_EQ(kv.entries(), T * M);
+  EXPECT_TRUE(std::isfinite(loss_sum));
+  // Between a quarter and the end, what may grow: the memory KV itself (3/4 x T x M entries of k and v,
+  // G x D floats each), and the one segment's attention workspace over its longer prefix (CPU SDPA
+  // with a mask materialises H x l x (P + l) scores and an l x (P + l) mask). Anything kept per
+  // segment (logits, activations) would exceed this by far: 1M tokens x 64 logits alone are 256 MB.
+  const double kv_mb = 0.75 * T * M * 2 * 8 * 2 * 4 / 1e6;
+  const double workspace_mb = 0.75 * T * M * l * (4 * 4 * 2 + 1) / 1e6;
+  std::cout << "1M tokens: peak RSS " << rss_quarter << " MB after a quarter, " << peak_rss_mb() << " MB at the end ("
+            << kv_mb << " MB of memory KV added, attention workspace grew by " << workspace_mb << " MB)\n";
+  EXPECT_LE(peak_rss_mb() - rss_quarter, kv_mb + workspace_mb + 64);
 }

@@ -1,12 +1,15 @@
 // tools/generate.cpp — `uio generate`: text in (--prompt or stdin), tokens streamed out as they are
 // decoded, tokens/s at the end. Greedy by default; --temperature/--top_k/--top_p sample.
 #include <chrono>
+#include <fstream>
 #include <iostream>
 #include <iterator>
 
 #include "data/chat.h"
+#include "data/progress.h"
 #include "data/tokenizer.h"
 #include "model/generate.h"
+#include "model/memory_io.h"
 #include "model/weights.h"
 #include "tools/commands.h"
 #include "tools/options.h"
@@ -16,7 +19,9 @@ namespace {
 
 struct GenerateOptions {
   std::string model;
+  std::string memory;  // a trained memory compressor (checkpoint or export directory), or none
   std::string prompt;  // empty: read standard input
+  std::string prompt_file;
   bool chat = false;
   int64_t max_new_tokens = 128;
   double temperature = 0.0;
@@ -56,7 +61,9 @@ int run_generate(const std::vector<std::string>& args) {
   GenerateOptions opt;
   Schema schema("generate", "Continue a prompt with a base model (HF directory or .gguf)");
   schema.add("model", &opt.model, "HF model directory or .gguf file")
-      .add("prompt", &opt.prompt, "the prompt text (empty: read standard input)")
+      .add("memory", &opt.memory, "memory compressor directory (checkpoint or export): read long prompts with memory")
+      .add("prompt", &opt.prompt, "the prompt text (empty: --prompt_file, else standard input)")
+      .add("prompt_file", &opt.prompt_file, "read the prompt from this file (e.g. a 100K-token document)")
       .add("chat", &opt.chat, "wrap the prompt in the model's chat format (one user turn)")
       .add("max_new_tokens", &opt.max_new_tokens, "how many tokens to generate at most")
       .add("temperature", &opt.temperature, "sampling temperature; 0 = greedy")
@@ -67,6 +74,11 @@ int run_generate(const std::vector<std::string>& args) {
       .add("device", &opt.device, "cpu, cuda or cuda:N")
       .required("model");
   if (!schema.parse(args, std::cout)) return 0;
+  if (opt.prompt.empty() && !opt.prompt_file.empty()) {
+    std::ifstream in(opt.prompt_file, std::ios::binary);
+    if (!in) throw OptionError("--prompt_file: cannot open '" + opt.prompt_file + "'");
+    opt.prompt.assign(std::istreambuf_iterator<char>(in), {});
+  }
   if (opt.prompt.empty()) opt.prompt.assign(std::istreambuf_iterator<char>(std::cin), {});
   if (opt.prompt.empty()) throw OptionError("the prompt is empty: give --prompt TEXT or pipe text to standard input");
   if (opt.max_new_tokens <= 0) throw OptionError("--max_new_tokens must be > 0");
@@ -93,15 +105,28 @@ int run_generate(const std::vector<std::string>& args) {
   if (opt.chat && tokenizer->token_id("<|im_end|>") >= 0) sampling.eos_id = tokenizer->token_id("<|im_end|>");
 
   Utf8Stream stream(std::cout);
-  if (!opt.chat) stream.write(opt.prompt);
+  if (!opt.chat && opt.memory.empty()) stream.write(opt.prompt);
   const auto t0 = std::chrono::steady_clock::now();
   auto first = t0;
   int64_t count = 0;
-  model::generate(loaded.model, prompt, sampling, [&](int64_t id) {
+  auto emit = [&](int64_t id) {
     if (count++ == 0) first = std::chrono::steady_clock::now();
     if (!tokenizer->is_special(static_cast<int32_t>(id))) stream.write(tokenizer->token_bytes(static_cast<int32_t>(id)));
     return true;
-  });
+  };
+  if (opt.memory.empty()) {
+    model::generate(loaded.model, prompt, sampling, emit);
+  } else {
+    auto memory = model::load_memory(opt.memory, loaded.config, load.device);
+    memory.compressor->to(load.dtype);
+    model::MemoryReader reader(loaded.model, memory.compressor);
+    const int64_t segments = static_cast<int64_t>(prompt.size()) / memory.options.segment_len;
+    data::ProgressBar bar(std::cerr, "reading prompt", segments, "segments", data::ProgressBar::is_terminal(std::cerr));
+    model::generate(reader, prompt, sampling, emit, [&](int64_t done, int64_t) {
+      bar.update(done);
+      if (done == segments) bar.finish();
+    });
+  }
   stream.finish();
   const auto t1 = std::chrono::steady_clock::now();
   const double prefill = std::chrono::duration<double>(first - t0).count();
