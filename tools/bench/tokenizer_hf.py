@@ -1,6 +1,7 @@
 """HF tokenizers' encoding speed, for `uio bench tokenizer` (tools/bench.cpp), on the documents uio
 encoded: the Rust tokenizer behind transformers' AutoTokenizer, loaded from the same model (a .gguf
-file or an HF directory), one thread (encode per document) and all threads (encode_batch).
+file or an HF directory), one thread (encode per document) and all threads (encode_batch); special
+tokens written in the text are encoded as text, as uio's are.
 Prints one JSON line last: {"single_seconds", "batch_seconds", "tokens", "threads", "tokenizers"};
 seconds are the best of --runs passes.
 
@@ -51,7 +52,11 @@ def load_tokenizer(model):
         tok = AutoTokenizer.from_pretrained(model)
     if not tok.is_fast:
         sys.exit(f"{model}: transformers gave a slow (Python) tokenizer; this bench measures HF tokenizers (Rust)")
-    return tok.backend_tokenizer
+    backend = tok.backend_tokenizer
+    # Special tokens written in the text ("<filename>" in a manual) stay text, as in uio's encode
+    # with parse_special off (what prepare and the bench use); HF's default would cut them out.
+    backend.encode_special_tokens = True
+    return backend
 
 
 def best_seconds(runs, fn):
