@@ -29,10 +29,19 @@ std::string shell_quote(const std::string& s) {
   return q + "'";
 }
 
+// The `uio` binary: env UIO_BIN, else the `uio` beside this test executable (both are built into
+// the build directory; CMake's gtest_discover_tests passes only the first of several ENVIRONMENT values).
+std::string uio_binary() {
+  if (const char* bin = std::getenv("UIO_BIN")) return bin;
+  const fs::path beside = fs::read_symlink("/proc/self/exe").parent_path() / "uio";
+  if (!fs::exists(beside))
+    throw std::runtime_error("UIO_BIN is not set and there is no " + beside.string() + ": build the uio target");
+  return beside.string();
+}
+
 // Runs `uio ARGS...` through /bin/sh with stdin from /dev/null; stdout and stderr captured apart.
 Result run_uio(const std::vector<std::string>& args) {
-  const char* bin = std::getenv("UIO_BIN");
-  if (!bin) throw std::runtime_error("UIO_BIN is not set: run the tests through ctest (scripts/test.sh)");
+  const std::string bin = uio_binary();
   static int calls = 0;
   const fs::path err_file = fs::temp_directory_path() / ("uio_cli_stderr_" + std::to_string(::getpid()) + "_" +
                                                          std::to_string(calls++) + ".txt");
