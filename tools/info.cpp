@@ -1,10 +1,15 @@
 // tools/info.cpp — `uio info --model PATH`: what a model is (architecture, sizes, parameter count,
 // dtypes, RoPE, context length) and, with --forward_tokens N, a timed forward pass over N random tokens.
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <map>
 #include <sstream>
 
+#include "model/gguf.h"
+#include "model/safetensors.h"
 #include "model/weights.h"
 #include "tools/commands.h"
 #include "tools/options.h"
@@ -38,6 +43,28 @@ std::string rope_summary(const model::ModelConfig& c) {
   return o.str();
 }
 
+// "GGUF Q4_1 x210, F32 x61, Q8_0 x1 (dequantised to float32)" or "safetensors BF16 x272 (config
+// torch_dtype bfloat16)": the stored tensor types, most frequent first (headers only; no weights read).
+std::string weights_dtypes(const std::string& path, const model::ModelConfig& config, const std::string& dtype) {
+  std::map<std::string, int64_t> count;
+  std::string format, note;
+  if (std::filesystem::is_regular_file(path) && std::filesystem::path(path).extension() == ".gguf") {
+    model::GgufFile file(path);
+    for (const auto& t : file.tensors()) ++count[t.type_name()];
+    format = "GGUF", note = "dequantised to " + dtype;
+  } else {
+    model::SafetensorsDirectory dir(path);
+    for (const auto& name : dir.names()) ++count[model::safetensors_dtype_name(dir.info(name).dtype)];
+    format = "safetensors", note = "config torch_dtype " + config.torch_dtype;
+  }
+  std::vector<std::pair<std::string, int64_t>> sorted(count.begin(), count.end());
+  std::stable_sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  std::string s = format;
+  for (size_t i = 0; i < sorted.size(); ++i)
+    s += (i ? ", " : " ") + sorted[i].first + " x" + std::to_string(sorted[i].second);
+  return s + " (" + note + ")";
+}
+
 int run_info(const std::vector<std::string>& args) {
   InfoOptions opt;
   Schema schema("info", "Describe a base model (HF directory or .gguf); optionally time a forward pass");
@@ -59,7 +86,7 @@ int run_info(const std::vector<std::string>& args) {
       << (c.sliding_window ? ", sliding window " + std::to_string(*c.sliding_window) : std::string()) << "\n"
       << "parameters     " << with_commas(c.num_parameters())
       << (c.tie_word_embeddings ? " (tied input/output embeddings)" : " (untied embeddings)") << "\n"
-      << "weights dtype  " << c.torch_dtype << "\n"
+      << "weights dtype  " << weights_dtypes(opt.model, c, opt.dtype) << "\n"
       << "rope           " << rope_summary(c) << "\n"
       << "context length " << c.max_position << " positions\n"
       << "special tokens bos " << c.bos_token_id << ", eos " << c.eos_token_id << "\n";

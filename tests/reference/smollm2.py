@@ -1,6 +1,8 @@
 """SmolLM2-135M-Instruct, the real model (models/*.gguf from scripts/get-model.sh), loaded by HF
 transformers from the same GGUF file: token ids, float32 logits and 32-token greedy continuations of
-three prompts, for the C++ model and tokenizer parity tests. Skipped when no GGUF is present."""
+three prompts, for the C++ model and tokenizer parity tests; and, for tests/cli_test.cpp, the text of the
+first prompt's first 8 greedy tokens (reference.json "greedy_text0", cut at EOS, as `uio generate`
+prints it). Skipped when no GGUF is present."""
 import glob
 import json
 import os
@@ -45,5 +47,10 @@ def main(out: pathlib.Path):
         tensors[f"ids{i}"] = ids.contiguous()
         tensors[f"logits{i}"] = logits.contiguous()
         tensors[f"greedy{i}"] = torch.tensor([generated])
+        if i == 0:
+            first = generated[:8]
+            if tok.eos_token_id in first:
+                first = first[:first.index(tok.eos_token_id)]
+            meta["greedy_text0"] = tok.decode(first, skip_special_tokens=True, clean_up_tokenization_spaces=False)
     save_file(tensors, str(out / "reference.safetensors"))
     (out / "reference.json").write_text(json.dumps(meta))

@@ -1,0 +1,208 @@
+// tests/cli_test.cpp — the built `uio` binary (env UIO_BIN, set by ctest) run as a child process:
+// the command list, `info` on a tiny HF model, option errors (unknown key on the command line and in
+// an INI file), `generate` on SmolLM2 against HF's greedy text, `prepare` on a small folder and on an
+// empty one, and `bench` dispatch.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+#include <random>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "data/token_store.h"
+#include "tests/test_util.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// The `uio` binary: env UIO_BIN, else the `uio` beside this test executable (both are built into
+// the build directory; CMake's gtest_discover_tests passes only the first of several ENVIRONMENT values).
+std::string uio_binary() {
+  if (const char* bin = std::getenv("UIO_BIN")) return bin;
+  const fs::path beside = fs::read_symlink("/proc/self/exe").parent_path() / "uio";
+  if (!fs::exists(beside))
+    throw std::runtime_error("UIO_BIN is not set and there is no " + beside.string() + ": build the uio target");
+  return beside.string();
+}
+
+// Runs `uio ARGS...` through /bin/sh with stdin from /dev/null; stdout and stderr captured apart.
+Result run_uio(const std::vector<std::string>& args) {
+  const std::string bin = uio_binary();
+  static int calls = 0;
+  const fs::path err_file = fs::temp_directory_path() / ("uio_cli_stderr_" + std::to_string(::getpid()) + "_" +
+                                                         std::to_string(calls++) + ".txt");
+  std::string command = shell_quote(bin);
+  for (const auto& a : args) command += " " + shell_quote(a);
+  command += " </dev/null 2>" + shell_quote(err_file.string());
+  Result r;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) throw std::runtime_error("cannot run " + command);
+  char buffer[4096];
+  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) r.out.append(buffer, n);
+  const int status = ::pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.err = uio::test::read_file(err_file);
+  fs::remove(err_file);
+  return r;
+}
+
+std::string random_prose(std::mt19937_64& rng, int words) {
+  static const std::vector<std::string> vocabulary = {"river", "the", "bridge", "was", "rising", "Öl", "1923,",
+                                                      "geese", "and", "piano.", "naïve", "\n", "we'll", "—"};
+  std::string s;
+  for (int w = 0; w < words; ++w) s += vocabulary[rng() % vocabulary.size()] + " ";
+  return s;
+}
+
+// Tensor count of a safetensors file, from its JSON header (independent of uio's reader).
+int64_t safetensors_tensor_count(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  uint64_t len = 0;
+  in.read(reinterpret_cast<char*>(&len), 8);
+  std::string header(len, '\0');
+  in.read(header.data(), static_cast<std::streamsize>(len));
+  auto j = nlohmann::json::parse(header);
+  return static_cast<int64_t>(j.size()) - (j.contains("__metadata__") ? 1 : 0);
+}
+
+}  // namespace
+
+TEST(Cli, HelpListsEveryCommand) {
+  const auto r = run_uio({"--help"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  for (const std::string name : {"info", "generate", "prepare", "bench"})
+    EXPECT_NE(r.out.find("\n  " + name + " "), std::string::npos) << name << " missing from:\n" << r.out;
+}
+
+TEST(Cli, InfoOnATinyHfModelPrintsItsArchitectureAndTensorTypes) {
+  const fs::path dir = uio::test::testdata("hf_models/llama_yarn");
+  const auto config = nlohmann::json::parse(std::ifstream(dir / "config.json"));
+  const auto r = run_uio({"info", "--model", dir.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string arch = config["model_type"];
+  EXPECT_NE(r.out.find("architecture   " + arch + " (" + std::to_string(config["num_hidden_layers"].get<int>()) +
+                       " layers, hidden " + std::to_string(config["hidden_size"].get<int>())),
+            std::string::npos)
+      << r.out;
+  // All float32 tensors, listed with their count and the config's dtype.
+  const int64_t tensors = safetensors_tensor_count(dir / "model.safetensors");
+  EXPECT_NE(r.out.find("weights dtype  safetensors F32 x" + std::to_string(tensors) + " (config torch_dtype "),
+            std::string::npos)
+      << r.out;
+}
+
+TEST(Cli, UnknownCommandLineKeyFailsAndSuggestsTheClosestKey) {
+  const auto r = run_uio({"info", "--model", uio::test::testdata("hf_models/llama_yarn").string(),
+                          "--forward_tokns", "4"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("did you mean '--forward_tokens'"), std::string::npos) << r.err;
+}
+
+TEST(Cli, UnknownKeyInAnIniFileIsReportedWithFileAndLine) {
+  const auto dir = uio::test::scratch_dir();
+  const fs::path ini = dir / "info.ini";
+  uio::test::write_file(ini, "# a model to describe\n[info]\nmodel = " +
+                                 uio::test::testdata("hf_models/llama_yarn").string() + "\nforward_tokes = 3\n");
+  const auto r = run_uio({"info", "--config", ini.string()});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find(ini.string() + ":4: unknown key 'forward_tokes'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("did you mean 'forward_tokens'"), std::string::npos) << r.err;
+}
+
+TEST(Cli, GenerateOnSmolLM2PrintsThePromptAndHuggingFacesGreedyText) {
+  const fs::path meta_path = uio::test::testdata("smollm2") / "reference.json";
+  if (!fs::exists(meta_path)) GTEST_SKIP() << "no SmolLM2 GGUF under models/ (run scripts/get-model.sh)";
+  const auto meta = nlohmann::json::parse(std::ifstream(meta_path));
+  ASSERT_TRUE(meta.contains("greedy_text0")) << "rerun tests/make_reference.py (reference.json predates greedy_text0)";
+  const std::string prompt = meta["prompts"][0];
+  ASSERT_EQ(prompt, "The capital of France is");
+  const auto r = run_uio({"generate", "--model", meta["gguf"].get<std::string>(), "--prompt", prompt, "--max_new_tokens", "8"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, prompt + meta["greedy_text0"].get<std::string>());
+  EXPECT_NE(r.err.find("8 new tokens"), std::string::npos) << r.err;
+}
+
+TEST(Cli, PrepareStoresThreeTextFilesAndSkipsTheBinaryOne) {
+  const auto dir = uio::test::scratch_dir();
+  std::mt19937_64 rng(uio::test::test_seed());
+  fs::create_directories(dir / "in" / "sub");
+  uio::test::write_file(dir / "in" / "a.txt", random_prose(rng, 200));
+  uio::test::write_file(dir / "in" / "b.txt", random_prose(rng, 50));
+  uio::test::write_file(dir / "in" / "sub" / "c.md", random_prose(rng, 120));
+  std::string binary(4096, '\0');
+  for (auto& c : binary) c = static_cast<char>(rng());
+  binary[100] = '\0';
+  uio::test::write_file(dir / "in" / "d.bin", binary);
+
+  const auto r = run_uio({"prepare", "--inputs", (dir / "in").string(), "--out", (dir / "store").string(),
+                          "--tokenizer", uio::test::testdata("tokenizer_ref/smollm").string(), "--threads", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("documents: 3 ("), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("from 3 files; 1 binary files skipped"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("skipping " + (dir / "in" / "d.bin").string()), std::string::npos) << r.out;
+  EXPECT_EQ(uio::data::TokenStore((dir / "store").string()).num_documents(), 3);
+}
+
+TEST(Cli, PrepareOnAnEmptyFolderFailsWithNoDocumentsFound) {
+  const auto dir = uio::test::scratch_dir();
+  fs::create_directories(dir / "empty");
+  const auto r = run_uio({"prepare", "--inputs", (dir / "empty").string(), "--out", (dir / "store").string(),
+                          "--tokenizer", uio::test::testdata("tokenizer_ref/smollm").string()});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("no documents found"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir / "store" / "index.bin"));
+}
+
+TEST(Cli, PrepareReadsACommaSeparatedListOfInputs) {
+  const auto dir = uio::test::scratch_dir();
+  std::mt19937_64 rng(uio::test::test_seed());
+  fs::create_directories(dir / "x");
+  fs::create_directories(dir / "y");
+  uio::test::write_file(dir / "x" / "one.txt", random_prose(rng, 30));
+  uio::test::write_file(dir / "x" / "two.txt", random_prose(rng, 30));
+  uio::test::write_file(dir / "y" / "three.txt", random_prose(rng, 30));
+  uio::test::write_file(dir / "y" / "skip.log", random_prose(rng, 30));
+  const std::string inputs = (dir / "x" / "one.txt").string() + ", " + (dir / "y" / "*.txt").string();
+  const auto r = run_uio({"prepare", "--inputs", inputs, "--out", (dir / "store").string(), "--tokenizer",
+                          uio::test::testdata("tokenizer_ref/smollm").string(), "--heldout_fraction", "0"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  uio::data::TokenStore store((dir / "store").string());
+  ASSERT_EQ(store.num_documents(), 2);
+
+  const auto bad = run_uio({"prepare", "--inputs", inputs + ",", "--out", (dir / "store2").string(), "--tokenizer",
+                            uio::test::testdata("tokenizer_ref/smollm").string()});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("has an empty item"), std::string::npos) << bad.err;
+}
+
+TEST(Cli, BenchDispatchesOnItsFirstWord) {
+  const auto dir = uio::test::scratch_dir();
+  std::mt19937_64 rng(uio::test::test_seed());
+  uio::test::write_file(dir / "text.txt", random_prose(rng, 3000));
+  const auto r = run_uio({"bench", "tokenizer", "--model", uio::test::testdata("tokenizer_ref/smollm").string(),
+                          "--text", (dir / "text.txt").string(), "--hf=false", "--runs", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("uio 1 thread   "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" MB/s"), std::string::npos) << r.out;
+
+  const auto unknown = run_uio({"bench", "tokeniser"});
+  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_NE(unknown.err.find("unknown bench 'tokeniser' (known: tokenizer"), std::string::npos) << unknown.err;
+  const auto none = run_uio({"bench"});
+  EXPECT_NE(none.exit_code, 0);
+  EXPECT_NE(none.err.find("needs a first word"), std::string::npos) << none.err;
+}
