@@ -1,4 +1,4 @@
-// tests/cli_test.cpp — the built `uio` binary (env UIO_BIN, set by ctest) run as a child process:
+// tests/cli_test.cpp — the built `uio` binary (env UIO_BIN, else the one beside uio_tests) run as a child process:
 // the command list, `info` on a tiny HF model, option errors (unknown key on the command line and in
 // an INI file), `generate` on SmolLM2 against HF's greedy text, `prepare` on a small folder and on an
 // empty one, and `bench` dispatch.

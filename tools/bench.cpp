@@ -25,6 +25,9 @@
 #include "tools/options.h"
 
 namespace uio::cli {
+
+int bench_memory_command(const std::vector<std::string>& args);  // tools/bench_memory.cpp
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -282,6 +285,7 @@ struct Bench {
 const std::vector<Bench>& benches() {
   static const std::vector<Bench> table = {
       {"tokenizer", "uio's tokenizer vs HF tokenizers, MB/s on 1 thread and all cores", bench_tokenizer_command},
+      {"memory", "compress and decode one long document with memory: tokens/s and peak memory", bench_memory_command},
   };
   return table;
 }

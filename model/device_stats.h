@@ -1,0 +1,15 @@
+// model/device_stats.h — peak memory and synchronisation for benchmarks: the CUDA caching allocator's
+// peak on a GPU, the process's peak resident set on the CPU. The one place that talks to CUDA's
+// runtime directly (built only when libtorch has CUDA).
+#pragma once
+
+#include <torch/torch.h>
+
+namespace uio::model {
+
+void synchronize(const torch::Device& device);
+void reset_peak_memory(const torch::Device& device);
+// Bytes: peak allocated on the GPU since the last reset, or the process's peak RSS on the CPU.
+int64_t peak_memory_bytes(const torch::Device& device);
+
+}  // namespace uio::model
