@@ -242,7 +242,7 @@ def decode_hf(model, ids: torch.Tensor, ks: list, vs: list, rope_factor: float |
             assert cache.get_seq_length() == P
         mask = additive(decoder_allowed(P, n))
         out = model(input_ids=ids[None], attention_mask=mask, position_ids=torch.arange(P, P + n)[None],
-                    cache=cache, use_cache=True)
+                    past_key_values=cache, use_cache=True)  # (5.24 also calls it `cache`)
     return out.logits[0].float()
 
 
