@@ -8,6 +8,7 @@
 #include "model/device_stats.h"
 #include "model/memory.h"
 #include "model/weights.h"
+#include "tools/memory_options.h"
 #include "tools/options.h"
 
 namespace uio::cli {
@@ -16,8 +17,7 @@ namespace {
 struct MemoryBenchOptions {
   std::string model;
   int64_t tokens = 102400;
-  int64_t segment_len = 1024;
-  int64_t num_memory_tokens = 32;
+  MemoryOptionsInput memory;
   int64_t chunk = 8;  // segments per batched encoder / decoder call
   std::string dtype = "bfloat16";
   std::string device = "cuda";
@@ -35,25 +35,23 @@ int bench_memory_command(const std::vector<std::string>& args) {
   Schema schema("bench memory", "Compression and decoding of one long document with memory: tokens/s, peak memory");
   schema.add("model", &opt.model, "base model (HF directory or .gguf)")
       .add("tokens", &opt.tokens, "document length in tokens (random ids)")
-      .add("segment_len", &opt.segment_len, "segment length l")
-      .add("num_memory_tokens", &opt.num_memory_tokens, "memory tokens M per segment")
       .add("chunk", &opt.chunk, "segments per batched encoder/decoder call")
       .add("dtype", &opt.dtype, "compute dtype")
       .add("device", &opt.device, "cpu, cuda or cuda:N")
       .add("seed", &opt.seed, "seed of the random document")
       .required("model");
+  add_memory_options(schema, opt.memory);
   if (!schema.parse(args, std::cout)) return 0;
+  const auto mo = resolve_memory_options(opt.memory);
   model::LoadOptions load;
   load.dtype = model::parse_dtype(opt.dtype);
   load.device = torch::Device(opt.device);
   auto loaded = model::load_model(opt.model, load);
-  model::MemoryOptions mo;
-  mo.segment_len = opt.segment_len, mo.num_memory_tokens = opt.num_memory_tokens;
   auto eos = loaded.config.eos_token_id >= 0 ? loaded.config.eos_token_id : 0;
   model::MemoryCompressor compressor(loaded.config, mo, loaded.model->model->embed_tokens->weight[eos].detach().to(torch::kFloat));
   compressor->to(load.dtype);
   torch::manual_seed(static_cast<uint64_t>(opt.seed));
-  const int64_t l = opt.segment_len, T = opt.tokens / l;
+  const int64_t l = mo.segment_len, T = opt.tokens / l;
   TORCH_CHECK(T >= 1, "bench memory: --tokens must be at least one segment (", l, ")");
   auto ids = torch::randint(loaded.config.vocab_size, {T * l}, torch::kInt64).to(load.device);
   torch::NoGradGuard no_grad;
@@ -84,7 +82,7 @@ int bench_memory_command(const std::vector<std::string>& args) {
   const double peak_gb = model::peak_memory_bytes(load.device) / 1e9;
   const double tokens = static_cast<double>(T * l);
   std::cout << std::fixed << std::setprecision(2) << "document     " << T * l << " tokens = " << T << " segments of "
-            << l << ", M = " << opt.num_memory_tokens << " (" << memory.entries() << " memory entries), chunk "
+            << l << ", M = " << mo.num_memory_tokens << " (" << memory.entries() << " memory entries), chunk "
             << opt.chunk << ", " << opt.dtype << " on " << opt.device << "\n"
             << "compression  " << compress_s << " s (" << std::setprecision(0) << tokens / compress_s << " tokens/s)\n"
             << std::setprecision(2) << "decoding     " << decode_s << " s (" << std::setprecision(0)

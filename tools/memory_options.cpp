@@ -1,0 +1,68 @@
+// tools/memory_options.cpp — memory settings as config keys.
+#include "tools/memory_options.h"
+
+#include <algorithm>
+#include <sstream>
+
+#include "model/lora.h"
+
+namespace uio::cli {
+namespace {
+
+std::vector<std::string> split_targets(const std::string& key, const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    const auto& known = model::lora_target_names();
+    if (std::find(known.begin(), known.end(), item) == known.end())
+      throw OptionError("bad value '" + text + "' for '" + key + "': '" + item +
+                        "' is not one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj");
+    out.push_back(item);
+  }
+  if (out.empty()) throw OptionError("'" + key + "' is empty: name at least one projection");
+  return out;
+}
+
+}  // namespace
+
+void add_memory_options(Schema& s, MemoryOptionsInput& in) {
+  auto& o = in.options;
+  s.add("segment_len", &o.segment_len, "segment length l (tokens compressed together)")
+      .add("num_memory_tokens", &o.num_memory_tokens, "memory tokens M per segment")
+      .add("compression_ratio", &in.compression_ratio, "l / M; when > 0 it sets M (overrides num_memory_tokens)")
+      .add("encoder_lora_rank", &o.encoder_lora.rank, "rank of the encoder's LoRA")
+      .add("encoder_lora_alpha", &o.encoder_lora.alpha, "alpha of the encoder's LoRA (scale alpha / rank)")
+      .add("encoder_lora_dropout", &o.encoder_lora.dropout, "dropout on the encoder LoRA's input")
+      .add("encoder_lora_targets", &in.encoder_lora_targets, "comma-separated projections the encoder LoRA adapts")
+      .add("transfer_lora_rank", &o.transfer_lora.rank, "rank of the transfer head's LoRA")
+      .add("transfer_lora_alpha", &o.transfer_lora.alpha, "alpha of the transfer head's LoRA")
+      .add("transfer_lora_dropout", &o.transfer_lora.dropout, "dropout on the transfer LoRA's input")
+      .add("transfer_lora_targets", &in.transfer_lora_targets, "projections of the transfer head (k_proj,v_proj)")
+      .add("memory_rope", &o.memory_rope, "RoPE of memory + segment positions: none, linear, ntk, dynamic, yarn")
+      .add("memory_rope_factor", &o.memory_rope_factor, "scaling factor of memory_rope (dynamic: 1 is fine)");
+}
+
+model::MemoryOptions resolve_memory_options(const MemoryOptionsInput& in) {
+  auto o = in.options;
+  if (in.compression_ratio > 0) {
+    if (o.segment_len % in.compression_ratio != 0)
+      throw OptionError("compression_ratio " + std::to_string(in.compression_ratio) + " does not divide segment_len " +
+                        std::to_string(o.segment_len));
+    o.num_memory_tokens = o.segment_len / in.compression_ratio;
+  }
+  if (o.num_memory_tokens <= 0 || o.segment_len % o.num_memory_tokens != 0)
+    throw OptionError("num_memory_tokens " + std::to_string(o.num_memory_tokens) +
+                      " must be > 0 and divide segment_len " + std::to_string(o.segment_len));
+  o.encoder_lora.targets = split_targets("encoder_lora_targets", in.encoder_lora_targets);
+  o.transfer_lora.targets = split_targets("transfer_lora_targets", in.transfer_lora_targets);
+  for (const auto& t : o.transfer_lora.targets)
+    if (t != "k_proj" && t != "v_proj")
+      throw OptionError("transfer_lora_targets: the transfer head computes keys and values only; '" + t +
+                        "' is not k_proj or v_proj");
+  return o;
+}
+
+}  // namespace uio::cli
