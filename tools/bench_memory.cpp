@@ -9,18 +9,17 @@
 #include "model/memory.h"
 #include "model/weights.h"
 #include "tools/memory_options.h"
+#include "tools/model_options.h"
 #include "tools/options.h"
 
 namespace uio::cli {
 namespace {
 
 struct MemoryBenchOptions {
-  std::string model;
+  ModelInput base{"", "bfloat16", "cuda"};
   int64_t tokens = 102400;
   MemoryOptionsInput memory;
   int64_t chunk = 8;  // segments per batched encoder / decoder call
-  std::string dtype = "bfloat16";
-  std::string device = "cuda";
   int64_t seed = 0;
 };
 
@@ -33,20 +32,15 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 int bench_memory_command(const std::vector<std::string>& args) {
   MemoryBenchOptions opt;
   Schema schema("bench memory", "Compression and decoding of one long document with memory: tokens/s, peak memory");
-  schema.add("model", &opt.model, "base model (HF directory or .gguf)")
-      .add("tokens", &opt.tokens, "document length in tokens (random ids)")
+  add_model_options(schema, opt.base, "base model (HF directory or .gguf)");
+  schema.add("tokens", &opt.tokens, "document length in tokens (random ids)")
       .add("chunk", &opt.chunk, "segments per batched encoder/decoder call")
-      .add("dtype", &opt.dtype, "compute dtype")
-      .add("device", &opt.device, "cpu, cuda or cuda:N")
-      .add("seed", &opt.seed, "seed of the random document")
-      .required("model");
+      .add("seed", &opt.seed, "seed of the random document");
   add_memory_options(schema, opt.memory);
   if (!schema.parse(args, std::cout)) return 0;
   const auto mo = resolve_memory_options(opt.memory);
-  model::LoadOptions load;
-  load.dtype = model::parse_dtype(opt.dtype);
-  load.device = torch::Device(opt.device);
-  auto loaded = model::load_model(opt.model, load);
+  const auto load = load_options(opt.base);
+  auto loaded = model::load_model(opt.base.model, load);
   auto eos = loaded.config.eos_token_id >= 0 ? loaded.config.eos_token_id : 0;
   model::MemoryCompressor compressor(loaded.config, mo, loaded.model->model->embed_tokens->weight[eos].detach().to(torch::kFloat));
   compressor->to(load.dtype);
@@ -83,7 +77,7 @@ int bench_memory_command(const std::vector<std::string>& args) {
   const double tokens = static_cast<double>(T * l);
   std::cout << std::fixed << std::setprecision(2) << "document     " << T * l << " tokens = " << T << " segments of "
             << l << ", M = " << mo.num_memory_tokens << " (" << memory.entries() << " memory entries), chunk "
-            << opt.chunk << ", " << opt.dtype << " on " << opt.device << "\n"
+            << opt.chunk << ", " << opt.base.dtype << " on " << opt.base.device << "\n"
             << "compression  " << compress_s << " s (" << std::setprecision(0) << tokens / compress_s << " tokens/s)\n"
             << std::setprecision(2) << "decoding     " << decode_s << " s (" << std::setprecision(0)
             << tokens / decode_s << " tokens/s, logits included)\n"

@@ -12,13 +12,14 @@
 #include "model/memory_io.h"
 #include "model/weights.h"
 #include "tools/commands.h"
+#include "tools/model_options.h"
 #include "tools/options.h"
 
 namespace uio::cli {
 namespace {
 
 struct GenerateOptions {
-  std::string model;
+  ModelInput base;
   std::string memory;  // a trained memory compressor (checkpoint or export directory), or none
   std::string prompt;  // empty: read standard input
   std::string prompt_file;
@@ -28,8 +29,6 @@ struct GenerateOptions {
   int64_t top_k = 0;
   double top_p = 1.0;
   int64_t seed = 0;
-  std::string dtype = "float32";
-  std::string device = "cpu";
 };
 
 // Writes complete UTF-8 characters as they arrive; a token may end inside one.
@@ -60,8 +59,8 @@ class Utf8Stream {
 int run_generate(const std::vector<std::string>& args) {
   GenerateOptions opt;
   Schema schema("generate", "Continue a prompt with a base model (HF directory or .gguf)");
-  schema.add("model", &opt.model, "HF model directory or .gguf file")
-      .add("memory", &opt.memory, "memory compressor directory (checkpoint or export): read long prompts with memory")
+  add_model_options(schema, opt.base, "HF model directory or .gguf file");
+  schema.add("memory", &opt.memory, "memory compressor directory (checkpoint or export): read long prompts with memory")
       .add("prompt", &opt.prompt, "the prompt text (empty: --prompt_file, else standard input)")
       .add("prompt_file", &opt.prompt_file, "read the prompt from this file (e.g. a 100K-token document)")
       .add("chat", &opt.chat, "wrap the prompt in the model's chat format (one user turn)")
@@ -69,10 +68,7 @@ int run_generate(const std::vector<std::string>& args) {
       .add("temperature", &opt.temperature, "sampling temperature; 0 = greedy")
       .add("top_k", &opt.top_k, "sample among the k most likely tokens (0 = all)")
       .add("top_p", &opt.top_p, "nucleus sampling: smallest set with this much probability (1 = all)")
-      .add("seed", &opt.seed, "seed of the sampler")
-      .add("dtype", &opt.dtype, "compute dtype: float32, bfloat16, float16")
-      .add("device", &opt.device, "cpu, cuda or cuda:N")
-      .required("model");
+      .add("seed", &opt.seed, "seed of the sampler");
   if (!schema.parse(args, std::cout)) return 0;
   if (opt.prompt.empty() && !opt.prompt_file.empty()) {
     std::ifstream in(opt.prompt_file, std::ios::binary);
@@ -83,17 +79,15 @@ int run_generate(const std::vector<std::string>& args) {
   if (opt.prompt.empty()) throw OptionError("the prompt is empty: give --prompt TEXT or pipe text to standard input");
   if (opt.max_new_tokens <= 0) throw OptionError("--max_new_tokens must be > 0");
 
-  auto tokenizer = data::load_tokenizer(opt.model);
+  auto tokenizer = data::load_tokenizer(opt.base.model);
   const std::string text = opt.chat ? data::chat_prompt(*tokenizer, opt.prompt) : opt.prompt;
   auto ids32 = tokenizer->encode(text, /*parse_special=*/opt.chat);
   std::vector<int64_t> prompt;
   if (tokenizer->add_bos() && tokenizer->bos_id() >= 0 && !opt.chat) prompt.push_back(tokenizer->bos_id());
   prompt.insert(prompt.end(), ids32.begin(), ids32.end());
 
-  model::LoadOptions load;
-  load.dtype = model::parse_dtype(opt.dtype);
-  load.device = torch::Device(opt.device);
-  auto loaded = model::load_model(opt.model, load);
+  const auto load = load_options(opt.base);
+  auto loaded = model::load_model(opt.base.model, load);
 
   model::SamplingOptions sampling;
   sampling.max_new_tokens = opt.max_new_tokens;

@@ -12,16 +12,15 @@
 #include "model/safetensors.h"
 #include "model/weights.h"
 #include "tools/commands.h"
+#include "tools/model_options.h"
 #include "tools/options.h"
 
 namespace uio::cli {
 namespace {
 
 struct InfoOptions {
-  std::string model;
+  ModelInput base;  // dtype and device apply to --forward_tokens
   int64_t forward_tokens = 0;
-  std::string dtype = "float32";
-  std::string device = "cpu";
   int64_t seed = 1234;
 };
 
@@ -68,17 +67,14 @@ std::string weights_dtypes(const std::string& path, const model::ModelConfig& co
 int run_info(const std::vector<std::string>& args) {
   InfoOptions opt;
   Schema schema("info", "Describe a base model (HF directory or .gguf); optionally time a forward pass");
-  schema.add("model", &opt.model, "HF model directory (config.json + safetensors) or .gguf file")
-      .add("forward_tokens", &opt.forward_tokens, "run one forward pass over this many random tokens (0 = none)")
-      .add("dtype", &opt.dtype, "compute dtype for --forward_tokens: float32, bfloat16, float16")
-      .add("device", &opt.device, "device for --forward_tokens: cpu, cuda, cuda:N")
-      .add("seed", &opt.seed, "seed of the random tokens")
-      .required("model");
+  add_model_options(schema, opt.base, "HF model directory (config.json + safetensors) or .gguf file");
+  schema.add("forward_tokens", &opt.forward_tokens, "run one forward pass over this many random tokens (0 = none)")
+      .add("seed", &opt.seed, "seed of the random tokens");
   if (!schema.parse(args, std::cout)) return 0;
 
-  const auto c = model::load_model_config(opt.model);
+  const auto c = model::load_model_config(opt.base.model);
   auto& out = std::cout;
-  out << "model          " << opt.model << "\n"
+  out << "model          " << opt.base.model << "\n"
       << "architecture   " << c.architecture << " (" << c.num_layers << " layers, hidden " << c.hidden_size
       << ", MLP " << c.intermediate_size << ", vocab " << c.vocab_size << ")\n"
       << "attention      " << c.num_heads << " heads, " << c.num_kv_heads << " KV heads, head dim " << c.head_dim
@@ -86,17 +82,15 @@ int run_info(const std::vector<std::string>& args) {
       << (c.sliding_window ? ", sliding window " + std::to_string(*c.sliding_window) : std::string()) << "\n"
       << "parameters     " << with_commas(c.num_parameters())
       << (c.tie_word_embeddings ? " (tied input/output embeddings)" : " (untied embeddings)") << "\n"
-      << "weights dtype  " << weights_dtypes(opt.model, c, opt.dtype) << "\n"
+      << "weights dtype  " << weights_dtypes(opt.base.model, c, opt.base.dtype) << "\n"
       << "rope           " << rope_summary(c) << "\n"
       << "context length " << c.max_position << " positions\n"
       << "special tokens bos " << c.bos_token_id << ", eos " << c.eos_token_id << "\n";
   if (opt.forward_tokens <= 0) return 0;
 
-  model::LoadOptions load;
-  load.dtype = model::parse_dtype(opt.dtype);
-  load.device = torch::Device(opt.device);
+  const auto load = load_options(opt.base);
   auto t0 = std::chrono::steady_clock::now();
-  auto loaded = model::load_model(opt.model, load);
+  auto loaded = model::load_model(opt.base.model, load);
   auto t1 = std::chrono::steady_clock::now();
   auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(opt.seed));
   auto ids = torch::randint(c.vocab_size, {1, opt.forward_tokens}, gen, torch::kInt64).to(load.device);
@@ -107,12 +101,12 @@ int run_info(const std::vector<std::string>& args) {
   const double load_s = std::chrono::duration<double>(t1 - t0).count();
   const double fwd_s = std::chrono::duration<double>(t2 - t1).count();
   out << std::fixed << std::setprecision(3) << "load           " << load_s << " s (" << loaded.format << ", "
-      << opt.dtype << " on " << opt.device << ")\n"
+      << opt.base.dtype << " on " << opt.base.device << ")\n"
       << "forward        " << opt.forward_tokens << " tokens in " << fwd_s << " s ("
       << std::setprecision(1) << opt.forward_tokens / fwd_s << " tokens/s)\n"
       << std::setprecision(4) << "logits         mean " << summary.mean().item<double>() << ", std "
       << summary.std().item<double>() << ", next-token argmax " << summary[0][-1].argmax().item<int64_t>() << "\n";
-  TORCH_CHECK(torch::isfinite(summary).all().item<bool>(), opt.model, ": the forward pass produced non-finite logits");
+  TORCH_CHECK(torch::isfinite(summary).all().item<bool>(), opt.base.model, ": the forward pass produced non-finite logits");
   return 0;
 }
 

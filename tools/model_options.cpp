@@ -1,0 +1,28 @@
+// tools/model_options.cpp — model, dtype and device keys.
+#include "tools/model_options.h"
+
+namespace uio::cli {
+
+void add_model_options(Schema& schema, ModelInput& input, const std::string& model_help) {
+  schema.add("model", &input.model, model_help)
+      .add("dtype", &input.dtype, "compute dtype: float32, bfloat16, float16")
+      .add("device", &input.device, "cpu, cuda or cuda:N")
+      .required("model");
+}
+
+model::LoadOptions load_options(const ModelInput& input) {
+  model::LoadOptions load;
+  try {
+    load.dtype = model::parse_dtype(input.dtype);
+  } catch (const std::invalid_argument& e) {
+    throw OptionError(std::string("--dtype: ") + e.what());
+  }
+  try {
+    load.device = torch::Device(input.device);
+  } catch (const c10::Error&) {
+    throw OptionError("--device: '" + input.device + "' is not a device (expected cpu, cuda or cuda:N)");
+  }
+  return load;
+}
+
+}  // namespace uio::cli
