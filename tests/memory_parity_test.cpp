@@ -68,6 +68,7 @@ void check_case(const std::string& name, const std::string& memory_rope, const s
   std::vector<std::pair<torch::Device, torch::ScalarType>> runs = {{torch::kCPU, torch::kFloat}};
   if (torch::cuda::is_available()) runs.emplace_back(torch::kCUDA, torch::kFloat);
   if (torch::cuda::is_available() && bf16) runs.emplace_back(torch::kCUDA, torch::kBFloat16);
+  if (std::getenv("UIO_TEST_CPU_BF16")) runs.emplace_back(torch::kCPU, torch::kBFloat16);  // slow; by hand
   for (const auto& [device, dtype] : runs) {
     const double tol = dtype == torch::kFloat ? fp32_tol : 1e-1;
     auto c = load_case(name, memory_rope, device, dtype);
