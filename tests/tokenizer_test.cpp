@@ -13,41 +13,16 @@
 #include "data/sentencepiece_tokenizer.h"
 #include "data/tokenizer.h"
 #include "tests/test_util.h"
+#include "tests/tokenizer_ref.h"
 
 using namespace uio::data;
 namespace fs = std::filesystem;
 
 namespace {
 
-fs::path ref(const std::string& name) { return uio::test::testdata("tokenizer_ref") / name; }
-
-uint32_t read_u32(std::istream& in) {
-  uint32_t v = 0;
-  in.read(reinterpret_cast<char*>(&v), 4);
-  return v;
-}
-
-std::vector<std::string> read_docs(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw std::runtime_error("missing " + p.string());
-  std::vector<std::string> docs(read_u32(in));
-  for (auto& d : docs) {
-    d.resize(read_u32(in));
-    in.read(d.data(), d.size());
-  }
-  return docs;
-}
-
-std::vector<std::vector<int32_t>> read_ids(const fs::path& p, size_t count) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw std::runtime_error("missing " + p.string());
-  std::vector<std::vector<int32_t>> all(count);
-  for (auto& ids : all) {
-    ids.resize(read_u32(in));
-    in.read(reinterpret_cast<char*>(ids.data()), ids.size() * 4);
-  }
-  return all;
-}
+fs::path ref(const std::string& name) { return uio::test::tokenizer_ref(name); }
+using uio::test::read_docs;
+using uio::test::read_ids;
 
 const std::vector<std::string>& corpus() {
   static const std::vector<std::string> docs = read_docs(ref("corpus.bin"));

@@ -12,6 +12,7 @@
 
 #include "data/tokenizer.h"
 #include "tests/test_util.h"
+#include "tests/tokenizer_ref.h"
 
 namespace {
 
@@ -19,37 +20,9 @@ namespace fs = std::filesystem;
 
 constexpr int kThreads = 8;
 
-fs::path ref_path(const std::string& name) { return uio::test::testdata("tokenizer_ref") / name; }
-
-uint32_t read_u32(std::istream& in) {
-  uint32_t v = 0;
-  in.read(reinterpret_cast<char*>(&v), 4);
-  return v;
-}
-
-// corpus.bin: u32 count, then per document u32 length and bytes.
-std::vector<std::string> read_docs(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw std::runtime_error("missing " + p.string());
-  std::vector<std::string> docs(read_u32(in));
-  for (auto& d : docs) {
-    d.resize(read_u32(in));
-    in.read(d.data(), static_cast<std::streamsize>(d.size()));
-  }
-  return docs;
-}
-
-// NAME.plain.ids: per document u32 count and int32 ids.
-std::vector<std::vector<int32_t>> read_ids(const fs::path& p, size_t count) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw std::runtime_error("missing " + p.string());
-  std::vector<std::vector<int32_t>> all(count);
-  for (auto& ids : all) {
-    ids.resize(read_u32(in));
-    in.read(reinterpret_cast<char*>(ids.data()), static_cast<std::streamsize>(ids.size() * 4));
-  }
-  return all;
-}
+fs::path ref_path(const std::string& name) { return uio::test::tokenizer_ref(name); }
+using uio::test::read_docs;
+using uio::test::read_ids;
 
 // Runs `body(t)` on kThreads threads released together, so their calls overlap.
 template <class Body>
