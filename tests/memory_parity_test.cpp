@@ -94,7 +94,9 @@ void check_case(const std::string& name, const std::string& memory_rope, const s
     int64_t start = 0;
     for (int64_t t = 0; t <= T; ++t) {
       auto want = c.ref->tensor(logits_key + "." + std::to_string(t));
-      worst_logits = std::max(worst_logits, rel(logits.narrow(0, start, want.size(0)), want));
+      const double e = rel(logits.narrow(0, start, want.size(0)), want);
+      if (std::getenv("UIO_TEST_CPU_BF16")) std::cout << "  segment " << t << " logits rel err " << e << "\n";
+      worst_logits = std::max(worst_logits, e);
       start += want.size(0);
     }
     EXPECT_EQ(start, ids.size(0));
