@@ -12,6 +12,10 @@
 #include <nlohmann/json.hpp>
 
 #include "data/token_store.h"
+#include "data/tokenizer.h"
+#include "model/generate.h"
+#include "model/memory_io.h"
+#include "model/weights.h"
 #include "tests/test_util.h"
 
 namespace {
@@ -205,4 +209,42 @@ TEST(Cli, BenchDispatchesOnItsFirstWord) {
   const auto none = run_uio({"bench"});
   EXPECT_NE(none.exit_code, 0);
   EXPECT_NE(none.err.find("needs a first word"), std::string::npos) << none.err;
+}
+
+// `uio generate --memory DIR` on SmolLM2 with a saved (random) compressor and l = 16: the prompt spans
+// several segments, so it is read with memory; the text equals the library's greedy memory decoding.
+TEST(Cli, GenerateWithMemoryMatchesTheLibrarysMemoryDecoding) {
+  const fs::path meta_path = uio::test::testdata("smollm2") / "reference.json";
+  if (!fs::exists(meta_path)) GTEST_SKIP() << "no SmolLM2 GGUF under models/ (run scripts/get-model.sh)";
+  const std::string gguf = nlohmann::json::parse(std::ifstream(meta_path))["gguf"];
+  auto loaded = uio::model::load_model(gguf);
+  uio::model::MemoryOptions o;
+  o.segment_len = 16, o.num_memory_tokens = 4;
+  torch::manual_seed(uio::test::test_seed());
+  uio::model::MemoryCompressor compressor(loaded.config, o, torch::randn({loaded.config.hidden_size}) * 0.05);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& item : compressor->named_parameters())
+      if (item.key().find("lora_B") != std::string::npos) item.value().normal_(0, 0.02);
+  }
+  const auto dir = uio::test::scratch_dir() / "memory";
+  uio::model::save_memory(dir.string(), compressor, uio::model::identify(gguf, loaded.config));
+
+  const std::string prompt =
+      "Alice was beginning to get very tired of sitting by her sister on the bank, and of having nothing to do: "
+      "once or twice she had peeped into the book her sister was reading. The book was about";
+  auto tokenizer = uio::data::load_tokenizer(gguf);
+  auto ids32 = tokenizer->encode(prompt);
+  std::vector<int64_t> ids(ids32.begin(), ids32.end());
+  ASSERT_GT(ids.size(), 32u);
+  uio::model::MemoryReader reader(loaded.model, compressor);
+  uio::model::SamplingOptions greedy;
+  greedy.max_new_tokens = 6;
+  auto want = uio::model::generate(reader, ids, greedy);
+
+  const auto r = run_uio({"generate", "--model", gguf, "--memory", dir.string(), "--prompt", prompt,
+                          "--max_new_tokens", "6"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, tokenizer->decode(std::vector<int32_t>(want.begin(), want.end()), /*skip_special=*/true));
+  EXPECT_NE(r.err.find("reading prompt"), std::string::npos) << r.err;
 }
