@@ -6,13 +6,40 @@
 namespace uio::model {
 
 void Memory::append(const Memory& more) {
-  if (k.empty()) {
+  if (more.k.empty()) return;
+  const bool graph = torch::GradMode::is_enabled() && (more.k.front().requires_grad() ||
+                                                       (!k.empty() && k.front().requires_grad()));
+  if (k.empty() && graph) {
     k = more.k, v = more.v;
     return;
   }
-  for (size_t i = 0; i < k.size(); ++i) {
-    k[i] = torch::cat({k[i], more.k[i]}, 1);
-    v[i] = torch::cat({v[i], more.v[i]}, 1);
+  if (graph || (!k.empty() && k_storage_.empty())) {
+    k_storage_.clear(), v_storage_.clear();  // k, v no longer view the storage: concatenate from now on
+    for (size_t i = 0; i < more.k.size(); ++i) {
+      k[i] = torch::cat({k[i], more.k[i]}, 1);
+      v[i] = torch::cat({v[i], more.v[i]}, 1);
+    }
+    return;
+  }
+  const int64_t have = entries(), add = more.entries();
+  const int64_t capacity = k_storage_.empty() ? 0 : k_storage_.front().size(1);
+  if (have + add > capacity) {
+    const int64_t grown = std::max(2 * capacity, have + add);
+    for (size_t i = 0; i < more.k.size(); ++i) {
+      auto shape = more.k[i].sizes().vec();  // [G, add, D]
+      shape[1] = grown;
+      auto kb = torch::empty(shape, more.k[i].options()), vb = torch::empty(shape, more.v[i].options());
+      if (have > 0) kb.narrow(1, 0, have).copy_(k[i]), vb.narrow(1, 0, have).copy_(v[i]);
+      if (k_storage_.size() <= i) k_storage_.push_back(kb), v_storage_.push_back(vb);
+      else k_storage_[i] = kb, v_storage_[i] = vb;
+    }
+  }
+  k.resize(more.k.size()), v.resize(more.v.size());
+  for (size_t i = 0; i < more.k.size(); ++i) {
+    k_storage_[i].narrow(1, have, add).copy_(more.k[i]);
+    v_storage_[i].narrow(1, have, add).copy_(more.v[i]);
+    k[i] = k_storage_[i].narrow(1, 0, have + add);
+    v[i] = v_storage_[i].narrow(1, 0, have + add);
   }
 }
 

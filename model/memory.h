@@ -35,9 +35,15 @@ struct MemoryOptions {
 // Memory of a document so far: per layer, un-rotated keys and values of every compressed segment,
 // segment-major (entry s * M + i is memory token i of segment s).
 struct Memory {
-  std::vector<torch::Tensor> k, v;  // L x [G, P, D]
+  std::vector<torch::Tensor> k, v;  // L x [G, P, D] (views of the storage below when it is in use)
   int64_t entries() const { return k.empty() ? 0 : k.front().size(1); }
-  void append(const Memory& more);  // concatenates along P
+  // Adds entries along P. Without autograd (reading, generating) they go into storage that grows
+  // geometrically, so appending segment after segment costs O(P) in all, not O(P^2) copies; with
+  // autograd the tensors are concatenated so gradients flow to every segment.
+  void append(const Memory& more);
+
+ private:
+  std::vector<torch::Tensor> k_storage_, v_storage_;  // L x [G, capacity, D]
 };
 
 class MemoryCompressorImpl : public torch::nn::Module {

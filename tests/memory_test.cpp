@@ -231,3 +231,23 @@ TEST(Memory, MillionTokenDocumentRunsWithMemoryBoundedByTheMemoryKv) {
             << kv_mb << " MB of memory KV added, attention workspace grew by " << workspace_mb << " MB)\n";
   EXPECT_LE(peak_rss_mb() - rss_quarter, kv_mb + workspace_mb + 64);
 }
+
+TEST(Memory, AppendingWithAndWithoutAutogradKeepsEveryEntryInOrder) {
+  torch::manual_seed(uio::test::test_seed());
+  auto piece = [](bool grad) {
+    Memory m;
+    m.k = {torch::randn({2, 3, 4}).requires_grad_(grad)};
+    m.v = {torch::randn({2, 3, 4}).requires_grad_(grad)};
+    return m;
+  };
+  Memory memory;
+  std::vector<torch::Tensor> keys;
+  for (bool grad : {false, false, false, true, false}) {  // storage, growth, then a graph append, then more
+    auto p = piece(grad);
+    keys.push_back(p.k[0].detach());
+    memory.append(p);
+  }
+  EXPECT_EQ(memory.entries(), 15);
+  EXPECT_TRUE(torch::equal(memory.k[0].detach(), torch::cat(keys, 1)));
+  EXPECT_TRUE(memory.k[0].requires_grad());
+}
