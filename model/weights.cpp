@@ -44,10 +44,7 @@ class GgufSource : public WeightSource {
   GgufSource(const GgufFile& file, const ModelConfig& config) : file_(file), config_(config) {}
   bool contains(const std::string& name) const override {
     auto gguf = gguf_name_from_hf(name);
-    if (!gguf) return false;
-    for (const auto& t : file_.tensors())
-      if (t.name == *gguf) return true;
-    return false;
+    return gguf && file_.has_tensor(*gguf);
   }
   torch::Tensor get(const std::string& name) const override {
     return load_gguf_tensor_as_hf(file_, name, config_, torch::kFloat);
