@@ -165,13 +165,13 @@ torch::Tensor MemoryCompressorImpl::decode(CausalLM& base, const torch::Tensor& 
 
   // RoPE per row: token j of segment t at t*M + j; memory entry p at p (dynamic NTK: per segment span).
   std::vector<torch::Tensor> cos_rows, sin_rows, pcos_rows, psin_rows;
-  const bool per_row = decoder_rope_->scaling().type == "dynamic";
+  const bool rope_per_row = decoder_rope_->scaling().type == "dynamic";
   auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
   for (int64_t k = 0; k < K; ++k) {
     const int64_t t = segment_index[k];
     auto [c, s] = row_cos_sin(torch::arange(cached, cached + T, opts) + t * M_, t);  // [1, T, D]
     cos_rows.push_back(c), sin_rows.push_back(s);
-    if (P > 0 && (per_row || k == 0)) {
+    if (P > 0 && (rope_per_row || k == 0)) {
       auto [pc, ps] = row_cos_sin(torch::arange(P, opts), t);  // [1, P, D]
       pcos_rows.push_back(pc), psin_rows.push_back(ps);
     }
@@ -182,8 +182,13 @@ torch::Tensor MemoryCompressorImpl::decode(CausalLM& base, const torch::Tensor& 
   std::vector<AttentionPrefix> prefix;
   if (P > 0) {
     auto pcos = torch::cat(pcos_rows), psin = torch::cat(psin_rows);  // [K or 1, P, D]
-    for (int64_t i = 0; i < config_.num_layers; ++i)
-      prefix.push_back({memory.k[i].narrow(1, 0, P).unsqueeze(0), memory.v[i].narrow(1, 0, P).unsqueeze(0), pcos, psin});
+    const bool per_row = memory.k.front().dim() == 4;  // one memory per row
+    TORCH_CHECK(!per_row || memory.k.front().size(0) == K, "memory: a per-row memory has ", memory.k.front().size(0),
+                " rows, the decoder ", K);
+    for (int64_t i = 0; i < config_.num_layers; ++i) {
+      auto k = memory.k[i].narrow(-2, 0, P), v = memory.v[i].narrow(-2, 0, P);  // [K or -, G, P, D]
+      prefix.push_back({per_row ? k : k.unsqueeze(0), per_row ? v : v.unsqueeze(0), pcos, psin});
+    }
     ctx.prefix = &prefix;
   }
   // Mask: row k sees memory entries [0, t_k M) and its own tokens causally (within a sliding window).

@@ -35,8 +35,10 @@ struct MemoryOptions {
 // Memory of a document so far: per layer, un-rotated keys and values of every compressed segment,
 // segment-major (entry s * M + i is memory token i of segment s).
 struct Memory {
-  std::vector<torch::Tensor> k, v;  // L x [G, P, D] (views of the storage below when it is in use)
-  int64_t entries() const { return k.empty() ? 0 : k.front().size(1); }
+  // L x [G, P, D] (views of the storage below when it is in use), or L x [K, G, P, D]: one memory per
+  // decoded row (the training estimators route each row's gradient differently; optim/).
+  std::vector<torch::Tensor> k, v;
+  int64_t entries() const { return k.empty() ? 0 : k.front().size(-2); }
   // Adds entries along P. Without autograd (reading, generating) they go into storage that grows
   // geometrically, so appending segment after segment costs O(P) in all, not O(P^2) copies; with
   // autograd the tensors are concatenated so gradients flow to every segment.
@@ -62,7 +64,8 @@ class MemoryCompressorImpl : public torch::nn::Module {
 
   // Decoder: final hidden states [K, T, C] of token rows `ids` [K, T]; row k is segment
   // `segment_index[k]` (0-based) and attends to the first segment_index[k] * M entries of `memory`
-  // and causally to its own tokens. With `cache` (one row), the tokens continue the cached ones.
+  // and causally to its own tokens. With `cache` (one row), the tokens continue the cached ones. A
+  // per-row memory ([K, G, P, D] entries) gives row k its own copy.
   torch::Tensor decode(CausalLM& base, const torch::Tensor& ids, const std::vector<int64_t>& segment_index,
                        const Memory& memory, KVCache* cache = nullptr);
 

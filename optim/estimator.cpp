@@ -1,0 +1,355 @@
+// optim/estimator.cpp — running a gradient plan over a document: plain autograd (full), recomputed
+// windows (naive), and the incremental estimator with memory leaves (tbptt, unbiased).
+#include "optim/estimator.h"
+
+#include <ATen/Context.h>
+
+#include <list>
+#include <numeric>
+#include <stdexcept>
+
+#include "model/loss.h"
+
+namespace uio::optim {
+
+EstimatorKind parse_estimator_kind(const std::string& name) {
+  if (name == "full") return EstimatorKind::full;
+  if (name == "tbptt_naive") return EstimatorKind::tbptt_naive;
+  if (name == "tbptt") return EstimatorKind::tbptt;
+  if (name == "unbiased") return EstimatorKind::unbiased;
+  throw std::invalid_argument("estimator '" + name + "' is not one of full, tbptt_naive, tbptt, unbiased");
+}
+
+const char* estimator_kind_name(EstimatorKind kind) {
+  switch (kind) {
+    case EstimatorKind::full: return "full";
+    case EstimatorKind::tbptt_naive: return "tbptt_naive";
+    case EstimatorKind::tbptt: return "tbptt";
+    case EstimatorKind::unbiased: return "unbiased";
+  }
+  return "?";
+}
+
+double DocumentLoss::loss() const { return std::accumulate(segment_loss.begin(), segment_loss.end(), 0.0); }
+int64_t DocumentLoss::tokens() const {
+  return std::accumulate(segment_tokens.begin(), segment_tokens.end(), int64_t{0});
+}
+
+namespace {
+
+// A training document cut into T segments of l tokens, with its targets and the running loss record.
+class Document {
+ public:
+  Document(model::MemoryCompressor& compressor, const torch::Tensor& ids) : ids_(ids) {
+    l_ = compressor->segment_len();
+    TORCH_CHECK(ids.dim() == 1 && ids.size(0) >= l_ && ids.size(0) % l_ == 0, "estimator: a training document ",
+                "must be [n] with n a positive multiple of segment_len ", l_, ", got ", ids.sizes());
+    T_ = ids.size(0) / l_;
+    targets_ = model::next_token_targets(ids);
+    loss_ = torch::zeros({T_}, torch::TensorOptions().dtype(torch::kDouble).device(ids.device()));
+  }
+  int64_t segments() const { return T_; }
+  torch::Tensor segment_ids(int64_t first, int64_t count) const { return ids_.narrow(0, first * l_, count * l_).view({count, l_}); }
+  torch::Tensor targets(int64_t first, int64_t count) const { return targets_.narrow(0, first * l_, count * l_).view({count, l_}); }
+  static std::vector<int64_t> rows(int64_t first, int64_t count) {
+    std::vector<int64_t> index(static_cast<size_t>(count));
+    std::iota(index.begin(), index.end(), first);
+    return index;
+  }
+  // Scores the decoded rows [K, l, C] of segments first..first+K-1; returns their summed loss.
+  torch::Tensor score(model::CausalLM& base, const torch::Tensor& hidden, int64_t first) {
+    auto rows = model::row_cross_entropy(base, hidden, targets(first, hidden.size(0)));  // [K]
+    loss_.narrow(0, first, hidden.size(0)).copy_(rows.detach());
+    return rows.sum();
+  }
+  DocumentLoss result(int64_t peak_encoder_graphs) const {
+    DocumentLoss out;
+    out.peak_encoder_graphs = peak_encoder_graphs;
+    auto host = loss_.to(torch::kCPU);
+    out.segment_loss.assign(host.data_ptr<double>(), host.data_ptr<double>() + T_);
+    out.segment_tokens.assign(static_cast<size_t>(T_), l_);
+    out.segment_tokens.back() = l_ - 1;  // the document's last token predicts nothing
+    return out;
+  }
+
+ private:
+  torch::Tensor ids_, targets_, loss_;
+  int64_t l_, T_;
+};
+
+void check_plan(const GradientPlan& plan, int64_t segments) {
+  TORCH_CHECK(plan.segments() == segments, "estimator: the gradient plan covers ", plan.segments(),
+              " segments, the document has ", segments);
+}
+
+// Forward: x. Backward: w times the gradient. The value is x exactly (x - x is 0).
+torch::Tensor scale_gradient(const torch::Tensor& x, double w) {
+  if (w == 1.0) return x;
+  auto frozen = x.detach();
+  return frozen + (x - frozen) * w;
+}
+
+// The memory a chunk's K decoders read, one row each, with each row's gradient routed two ways:
+// `direct` receives the plain sum over rows (it feeds the transfer head, never scaled or cut);
+// `route` receives the sum weighted by the plan (weights [K, P], one per row and memory entry),
+// which is what flows on into the encoders. Both inputs hold the same values.
+struct RouteMemory : public torch::autograd::Function<RouteMemory> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& direct,
+                               const torch::Tensor& route, const torch::Tensor& weights) {
+    (void)route;
+    ctx->save_for_backward({weights});
+    auto shape = direct.sizes().vec();  // [G, P, D]
+    shape.insert(shape.begin(), weights.size(0));
+    return direct.unsqueeze(0).expand(shape);  // [K, G, P, D]
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    auto weights = ctx->get_saved_variables()[0];  // [K, P]
+    const auto& g = grad[0];                        // [K, G, P, D]
+    const auto acc = g.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
+    auto w = weights.to(acc).view({weights.size(0), 1, weights.size(1), 1});
+    auto routed = (g.to(acc) * w).sum(0).to(g.scalar_type());  // [G, P, D]
+    return {g.sum(0), routed, torch::Tensor()};
+  }
+};
+
+at::Generator dropout_generator(const torch::Device& device) { return at::globalContext().defaultGenerator(device); }
+
+}  // namespace
+
+DocumentLoss backward_full(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
+                           int64_t chunk, double loss_scale) {
+  TORCH_CHECK(chunk > 0, "estimator: chunk must be > 0");
+  Document doc(compressor, ids);
+  model::Memory memory;  // concatenated under autograd: every memory keeps its encoder graph
+  torch::Tensor total;
+  for (int64_t c0 = 0; c0 < doc.segments(); c0 += chunk) {
+    const int64_t K = std::min(chunk, doc.segments() - c0);
+    auto segments = doc.segment_ids(c0, K);
+    memory.append(compressor->compress(base, segments));
+    auto loss = doc.score(base, compressor->decode(base, segments, Document::rows(c0, K), memory), c0);
+    total = total.defined() ? total + loss : loss;
+  }
+  if (total.requires_grad()) (total * loss_scale).backward();
+  return doc.result(doc.segments());
+}
+
+DocumentLoss backward_naive(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
+                            const GradientPlan& plan, int64_t chunk, double loss_scale) {
+  TORCH_CHECK(chunk > 0, "estimator: chunk must be > 0");
+  Document doc(compressor, ids);
+  check_plan(plan, doc.segments());
+  const int64_t M = compressor->num_memory_tokens(), T = doc.segments();
+  // Every memory's hidden states without a graph: the paths the plan cuts read these.
+  std::vector<torch::Tensor> detached;  // L x [T, M, C]
+  {
+    torch::NoGradGuard no_grad;
+    std::vector<std::vector<torch::Tensor>> parts;
+    for (int64_t c0 = 0; c0 < T; c0 += chunk) parts.push_back(compressor->encode(base, doc.segment_ids(c0, std::min(chunk, T - c0))));
+    for (size_t i = 0; i < parts.front().size(); ++i) {
+      std::vector<torch::Tensor> layer;
+      for (auto& p : parts) layer.push_back(p[i]);
+      detached.push_back(torch::cat(layer));
+    }
+  }
+  const int64_t L = static_cast<int64_t>(detached.size()), C = detached.front().size(2);
+  int64_t peak = 0;
+  for (int64_t c0 = 0; c0 < T; c0 += chunk) {
+    const int64_t K = std::min(chunk, T - c0), read = c0 + K - 1;  // memories 0..read-1 are read
+    auto segments = doc.segment_ids(c0, K);
+    auto index = Document::rows(c0, K);
+    if (read == 0) {
+      torch::NoGradGuard no_grad;
+      doc.score(base, compressor->decode(base, segments, index, {}), c0);
+      continue;
+    }
+    // Each (row, memory) path that carries gradient gets its own encoder pass, as if loss t alone
+    // were back-propagated through its window.
+    std::vector<std::vector<int64_t>> path(static_cast<size_t>(K), std::vector<int64_t>(static_cast<size_t>(read), -1));
+    std::vector<torch::Tensor> path_segments;
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t s = 0; s < c0 + k; ++s)
+        if (plan.weight(c0 + k, s) != 0.0) {
+          path[k][s] = static_cast<int64_t>(path_segments.size());
+          path_segments.push_back(doc.segment_ids(s, 1));
+        }
+    std::vector<torch::Tensor> recomputed;  // L x [paths, M, C]
+    if (!path_segments.empty()) recomputed = compressor->encode(base, torch::cat(path_segments));
+    peak = std::max(peak, static_cast<int64_t>(path_segments.size()));
+    std::vector<torch::Tensor> rows_hidden;  // L x [K * read, M, C]
+    for (int64_t i = 0; i < L; ++i) {
+      std::vector<torch::Tensor> rows;
+      for (int64_t k = 0; k < K; ++k) {
+        std::vector<torch::Tensor> parts;
+        for (int64_t s = 0; s < read; ++s) {
+          if (s >= c0 + k) parts.push_back(torch::zeros_like(detached[i][s]));  // masked for this row
+          else if (path[k][s] >= 0) parts.push_back(scale_gradient(recomputed[i][path[k][s]], plan.weight(c0 + k, s)));
+          else parts.push_back(detached[i][s]);
+        }
+        rows.push_back(torch::stack(parts));  // [read, M, C]
+      }
+      rows_hidden.push_back(torch::stack(rows).view({K * read, M, C}));
+    }
+    auto [keys, values] = compressor->transfer(base, rows_hidden);  // L x [K * read, G, M, D]
+    model::Memory memory;
+    for (int64_t i = 0; i < L; ++i) {
+      const int64_t G = keys[i].size(1), D = keys[i].size(3);
+      memory.k.push_back(keys[i].view({K, read, G, M, D}).permute({0, 2, 1, 3, 4}).reshape({K, G, read * M, D}));
+      memory.v.push_back(values[i].view({K, read, G, M, D}).permute({0, 2, 1, 3, 4}).reshape({K, G, read * M, D}));
+    }
+    auto loss = doc.score(base, compressor->decode(base, segments, index, memory), c0);
+    (loss * loss_scale).backward();
+  }
+  return doc.result(peak);
+}
+
+DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCompressor& compressor,
+                                  const torch::Tensor& ids, const GradientPlan& plan, int64_t chunk,
+                                  bool activation_checkpointing, double loss_scale) {
+  TORCH_CHECK(chunk > 0, "estimator: chunk must be > 0");
+  Document doc(compressor, ids);
+  check_plan(plan, doc.segments());
+  const int64_t M = compressor->num_memory_tokens(), T = doc.segments();
+  const auto device = ids.device();
+  const auto params = compressor->transfer_head->parameters();
+  const auto compute = base->output_weight().scalar_type();
+
+  // Eq. 6: every memory's hidden states as a leaf the decoders read (values H, float32), and the
+  // gradient the plan routes into it (dH); the encoder graphs wait in `pending` until dH is complete.
+  std::vector<torch::Tensor> H, dH;  // L x [T * M, C]
+  struct Pending {
+    int64_t first, count, last_use;
+    std::vector<torch::Tensor> hidden;  // the chunk's encoder outputs with their graph
+    torch::Tensor segments, rng;        // activation checkpointing: recompute from these instead
+  };
+  std::list<Pending> pending;
+  int64_t peak = 0;
+  auto close = [&](Pending& p) {
+    auto hidden = p.hidden;
+    if (activation_checkpointing) {  // recompute the encoder with the dropout draws of its first pass
+      auto gen = dropout_generator(device);
+      auto now = gen.get_state();
+      gen.set_state(p.rng);
+      hidden = compressor->encode(base, p.segments);
+      gen.set_state(now);
+    }
+    std::vector<torch::Tensor> grads;
+    for (size_t i = 0; i < hidden.size(); ++i)
+      grads.push_back(dH[i].narrow(0, p.first * M, p.count * M).view(hidden[i].sizes()).to(hidden[i].scalar_type()));
+    torch::autograd::backward(hidden, grads);  // Eq. 9: once per encoder graph
+  };
+
+  for (int64_t c0 = 0; c0 < T; c0 += chunk) {
+    const int64_t K = std::min(chunk, T - c0), read = c0 + K - 1;
+    auto segments = doc.segment_ids(c0, K);
+    auto index = Document::rows(c0, K);
+
+    // Encoder: one batched pass over the chunk; a graph only if some loss will reach its memories.
+    Pending p{c0, K, -1, {}, {}, {}};
+    for (int64_t s = c0; s < c0 + K; ++s) p.last_use = std::max(p.last_use, plan.last_use(s));
+    const bool keep_graph = p.last_use >= 0 && !activation_checkpointing;
+    if (p.last_use >= 0 && activation_checkpointing) p.segments = segments, p.rng = dropout_generator(device).get_state();
+    {
+      torch::AutoGradMode grad_mode(keep_graph);
+      auto hidden = compressor->encode(base, segments);  // L x [K, M, C]
+      if (H.empty())
+        for (auto& h : hidden) {
+          auto opts = h.options().dtype(h.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat);
+          H.push_back(torch::empty({T * M, h.size(2)}, opts));
+          dH.push_back(torch::zeros({T * M, h.size(2)}, opts));
+        }
+      for (size_t i = 0; i < hidden.size(); ++i) H[i].narrow(0, c0 * M, K * M).copy_(hidden[i].detach().reshape({K * M, -1}));
+      if (keep_graph) p.hidden = std::move(hidden);
+    }
+    if (p.last_use >= 0) pending.push_back(std::move(p));
+    int64_t alive = 0;
+    for (auto& q : pending) alive += q.count;
+    peak = std::max(peak, alive);
+
+    // Decoders: the chunk's rows read memories 0..read-1 through the transfer head.
+    if (read == 0) {
+      torch::NoGradGuard no_grad;
+      doc.score(base, compressor->decode(base, segments, index, {}), c0);
+    } else {
+      const int64_t P = read * M;
+      auto weights = torch::empty({K, P}, torch::kDouble);  // the plan per row and memory entry
+      auto w = weights.accessor<double, 2>();
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t e = 0; e < P; ++e) w[k][e] = plan.weight(c0 + k, e / M);
+      weights = weights.to(device, compute == torch::kDouble ? torch::kDouble : torch::kFloat);
+
+      std::vector<torch::Tensor> x, flat, direct, route;  // x: L leaves [P, C]; flat: k, v per layer
+      std::vector<torch::Tensor> hidden_in;
+      for (auto& h : H) {
+        x.push_back(h.narrow(0, 0, P).detach().requires_grad_());
+        hidden_in.push_back(x.back().to(compute).view({read, M, -1}));  // [read, M, C]
+      }
+      auto [keys, values] = compressor->transfer(base, hidden_in);  // L x [read, G, M, D]
+      model::Memory memory;
+      for (size_t i = 0; i < keys.size(); ++i) {
+        const int64_t G = keys[i].size(1), D = keys[i].size(3);
+        for (auto* kv : {&keys[i], &values[i]}) {
+          flat.push_back(kv->permute({1, 0, 2, 3}).reshape({G, P, D}));  // [G, P, D]
+          direct.push_back(flat.back().detach().requires_grad_());
+          route.push_back(flat.back().detach().requires_grad_());
+        }
+        memory.k.push_back(RouteMemory::apply(direct[2 * i], route[2 * i], weights));  // [K, G, P, D]
+        memory.v.push_back(RouteMemory::apply(direct[2 * i + 1], route[2 * i + 1], weights));
+      }
+      auto loss = doc.score(base, compressor->decode(base, segments, index, memory), c0);
+      (loss * loss_scale).backward();
+      // The transfer head takes the plain gradient; the memories' leaves take the routed one (Eq. 7-8).
+      std::vector<torch::Tensor> g_direct, g_route;
+      for (size_t j = 0; j < flat.size(); ++j) {
+        g_direct.push_back(direct[j].grad().defined() ? direct[j].grad() : torch::zeros_like(flat[j]));
+        g_route.push_back(route[j].grad().defined() ? route[j].grad() : torch::zeros_like(flat[j]));
+      }
+      torch::autograd::backward(flat, g_direct, /*retain_graph=*/true, /*create_graph=*/false, params);
+      auto dx = torch::autograd::grad(flat, x, g_route, /*retain_graph=*/false, /*create_graph=*/false,
+                                      /*allow_unused=*/true);
+      for (size_t i = 0; i < dx.size(); ++i)
+        if (dx[i].defined()) dH[i].narrow(0, 0, P).add_(dx[i]);
+    }
+
+    // Eq. 9: back-propagate every encoder graph whose memories no later loss reaches.
+    const int64_t done = c0 + K - 1;  // the last loss computed so far
+    for (auto it = pending.begin(); it != pending.end();) {
+      if (it->last_use <= done) close(*it), it = pending.erase(it);
+      else ++it;
+    }
+  }
+  for (auto& p : pending) close(p);
+  return doc.result(peak);
+}
+
+GradientEstimator::GradientEstimator(const EstimatorOptions& options) : options_(options), rng_(options.seed) {
+  TORCH_CHECK(options.window >= 1, "estimator: window must be >= 1, got ", options.window);
+  TORCH_CHECK(options.chunk >= 1, "estimator: chunk must be >= 1, got ", options.chunk);
+}
+
+GradientPlan GradientEstimator::next_plan(int64_t segments) {
+  switch (options_.kind) {
+    case EstimatorKind::full: return full_plan(segments);
+    case EstimatorKind::tbptt_naive:
+    case EstimatorKind::tbptt: return window_plan(segments, options_.window);
+    case EstimatorKind::unbiased: return reservoir_plan(segments, options_.window, rng_.draws(segments, options_.window));
+  }
+  throw std::logic_error("estimator: unknown kind");
+}
+
+DocumentLoss GradientEstimator::backward(model::CausalLM& base, model::MemoryCompressor& compressor,
+                                         const torch::Tensor& ids, double loss_scale) {
+  const int64_t T = ids.size(0) / compressor->segment_len();
+  switch (options_.kind) {
+    case EstimatorKind::full: return backward_full(base, compressor, ids, options_.chunk, loss_scale);
+    case EstimatorKind::tbptt_naive:
+      return backward_naive(base, compressor, ids, next_plan(T), options_.chunk, loss_scale);
+    case EstimatorKind::tbptt:
+    case EstimatorKind::unbiased:
+      return backward_incremental(base, compressor, ids, next_plan(T), options_.chunk,
+                                  options_.activation_checkpointing, loss_scale);
+  }
+  throw std::logic_error("estimator: unknown kind");
+}
+
+}  // namespace uio::optim

@@ -1,0 +1,80 @@
+// optim/estimator.h — the gradient of a document's loss through memory (DESIGN.md §3, §6): given the
+// frozen base model and the compressor, one call reads a training document segment by segment,
+// scores every next-token prediction, and accumulates into the compressor's .grad the gradient of
+// `loss_scale` * (summed cross-entropy) as the chosen estimator defines it. The optimiser step and
+// the loop over documents belong to the trainer.
+//
+//   full         backpropagation through every memory (plain autograd; memory grows with T)
+//   tbptt_naive  window S, each loss's window of encoders recomputed (reference for tests)
+//   tbptt        incremental TBPTT (Eq. 6-9): memories are leaves, each encoder graph back-propagated
+//                once, when its segment leaves the window
+//   unbiased     reservoir sampling of the memories that keep their encoder graph, loss t's gradient
+//                into them scaled by max(1, t/S); expected gradient = full (§3.3.3)
+// Every estimator reads the document in chunks of `chunk` segments: encoders and decoders batched
+// inside a chunk, incremental across chunks. For a given plan, every chunk size gives the same
+// gradient; chunk 1 is the paper's sequential algorithm.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "model/llama.h"
+#include "model/memory.h"
+#include "optim/gradient_plan.h"
+
+namespace uio::optim {
+
+enum class EstimatorKind { full, tbptt_naive, tbptt, unbiased };
+EstimatorKind parse_estimator_kind(const std::string& name);  // throws naming the valid ones
+const char* estimator_kind_name(EstimatorKind kind);
+
+struct EstimatorOptions {
+  EstimatorKind kind = EstimatorKind::unbiased;
+  int64_t window = 2;  // S
+  int64_t chunk = 8;   // K: segments per batched chunk
+  // Keep no encoder activations between a chunk's forward and its backward: recompute the encoder
+  // (with the same dropout draws) when its gradient is complete. Trades one encoder forward per
+  // segment for the memory of the encoder graphs. Decoders need none: their memory is a leaf.
+  bool activation_checkpointing = false;
+  uint64_t seed = 0;  // the reservoir's generator
+};
+
+// What one document scored: summed cross-entropy and prediction count, per segment position.
+struct DocumentLoss {
+  std::vector<double> segment_loss;
+  std::vector<int64_t> segment_tokens;
+  int64_t peak_encoder_graphs = 0;  // segments whose encoder graph was alive at once
+  double loss() const;              // summed over the document
+  int64_t tokens() const;           // predictions (n - 1)
+};
+
+// The estimator chosen by config, with its reservoir generator (state saved by checkpoints).
+class GradientEstimator {
+ public:
+  explicit GradientEstimator(const EstimatorOptions& options);
+  // `ids` [n] on the model's device, n a multiple of the segment length. Gradients accumulate.
+  DocumentLoss backward(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
+                        double loss_scale);
+  // The plan for a document of T segments (draws from the reservoir generator for `unbiased`).
+  GradientPlan next_plan(int64_t segments);
+  const EstimatorOptions& options() const { return options_; }
+  uint64_t rng_state() const { return rng_.state(); }
+  void set_rng_state(uint64_t state) { rng_.set_state(state); }
+
+ private:
+  EstimatorOptions options_;
+  ReservoirRng rng_;
+};
+
+// The three ways of running a plan, public for tests.
+DocumentLoss backward_full(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
+                           int64_t chunk, double loss_scale);
+DocumentLoss backward_naive(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
+                            const GradientPlan& plan, int64_t chunk, double loss_scale);
+DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCompressor& compressor,
+                                  const torch::Tensor& ids, const GradientPlan& plan, int64_t chunk,
+                                  bool activation_checkpointing, double loss_scale);
+
+}  // namespace uio::optim

@@ -1,0 +1,295 @@
+// tests/estimator_test.cpp — gradients through memory (DESIGN.md §3) on a tiny random UIO model in
+// float64: incremental TBPTT against recomputed windows and full BPTT, chunk sizes against each other,
+// the unbiased estimator by exact enumeration of every reservoir path, and by Monte Carlo.
+#include <cmath>
+#include <map>
+
+#include <gtest/gtest.h>
+
+#include "optim/estimator.h"
+#include "tests/test_util.h"
+
+using namespace uio::model;
+using namespace uio::optim;
+
+namespace {
+
+struct Tiny {
+  CausalLM base{nullptr};
+  MemoryCompressor memory{nullptr};
+  int64_t l = 4;
+};
+
+// 2 layers, GQA, l = 4, M = 2; every parameter random (adapters' B too), the base frozen.
+Tiny make_tiny(uint64_t seed) {
+  torch::manual_seed(seed);
+  Tiny t;
+  ModelConfig c;
+  c.vocab_size = 40, c.hidden_size = 16, c.intermediate_size = 24, c.num_layers = 2, c.num_heads = 4;
+  c.num_kv_heads = 2, c.head_dim = 4, c.max_position = 64, c.rope_theta = 1000.0;
+  t.base = CausalLM(c, torch::TensorOptions().dtype(torch::kDouble));
+  torch::NoGradGuard no_grad;
+  for (auto& p : t.base->parameters()) p.normal_(0, 0.3), p.requires_grad_(false);
+  MemoryOptions o;
+  o.segment_len = t.l, o.num_memory_tokens = 2;
+  o.encoder_lora = {4, 8.0, 0.0, {"q_proj", "v_proj"}};
+  o.transfer_lora = {3, 5.0, 0.0, {"k_proj", "v_proj"}};
+  t.memory = MemoryCompressor(c, o, torch::randn({c.hidden_size}));
+  t.memory->to(torch::kDouble);
+  for (auto& p : t.memory->parameters()) p.normal_(0, 0.3);
+  return t;
+}
+
+using Grads = std::map<std::string, torch::Tensor>;
+
+template <typename Run>
+Grads grads_of(Tiny& t, Run run) {
+  for (auto& p : t.memory->parameters()) p.mutable_grad() = torch::Tensor();
+  run();
+  Grads g;
+  for (auto& item : t.memory->named_parameters()) {
+    const auto& p = item.value();
+    g[item.key()] = p.grad().defined() ? p.grad().clone() : torch::zeros_like(p);
+  }
+  return g;
+}
+
+double rel_error(const Grads& a, const Grads& b, const std::string& prefix = "") {
+  double diff = 0, norm = 0;
+  for (auto& [name, x] : a) {
+    if (name.rfind(prefix, 0) != 0) continue;
+    diff += (x - b.at(name)).pow(2).sum().item<double>();
+    norm += b.at(name).pow(2).sum().item<double>();
+  }
+  return std::sqrt(diff / norm);
+}
+
+Grads add(const Grads& a, const Grads& b, double scale) {
+  Grads out = a;
+  for (auto& [name, x] : b) out[name] = out[name] + scale * x;
+  return out;
+}
+
+Grads zeros_like(const Grads& a) {
+  Grads out;
+  for (auto& [name, x] : a) out[name] = torch::zeros_like(x);
+  return out;
+}
+
+}  // namespace
+
+TEST(Estimator, IncrementalTbpttEqualsRecomputedWindowsForEveryWindow) {
+  auto t = make_tiny(uio::test::test_seed());
+  const int64_t T = 6;
+  auto ids = torch::randint(40, {T * t.l}, torch::kInt64);
+  for (int64_t S : {1, 2, 3}) {
+    auto plan = window_plan(T, S);
+    auto naive = grads_of(t, [&] { backward_naive(t.base, t.memory, ids, plan, 1, 0.1); });
+    auto incremental = grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, plan, 1, false, 0.1); });
+    EXPECT_LT(rel_error(incremental, naive), 1e-10) << "S = " << S;
+    // The window matters: a different S gives a different encoder gradient.
+    auto other = grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, window_plan(T, S + 1), 1, false, 0.1); });
+    EXPECT_GT(rel_error(other, naive, "encoder."), 1e-4) << "S = " << S;
+  }
+}
+
+TEST(Estimator, WindowCoveringTheDocumentEqualsFullBackpropagation) {
+  auto t = make_tiny(uio::test::test_seed());
+  const int64_t T = 6;
+  auto ids = torch::randint(40, {T * t.l}, torch::kInt64);
+  auto full = grads_of(t, [&] { backward_full(t.base, t.memory, ids, 2, 1.0); });
+  for (int64_t S : {T - 1, T, T + 3}) {
+    auto tbptt = grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, window_plan(T, S), 2, false, 1.0); });
+    EXPECT_LT(rel_error(tbptt, full), 1e-10) << "S = " << S;
+  }
+  EXPECT_GT(rel_error(grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, window_plan(T, 2), 2, false, 1.0); }),
+                      full, "encoder."),
+            1e-4);
+}
+
+TEST(Estimator, DirectGradientsOfEveryEstimatorEqualFull) {
+  auto t = make_tiny(uio::test::test_seed());
+  const int64_t T = 6;
+  auto ids = torch::randint(40, {T * t.l}, torch::kInt64);
+  auto full = grads_of(t, [&] { backward_full(t.base, t.memory, ids, 3, 1.0); });
+  ReservoirRng rng(7);
+  auto reservoir = reservoir_plan(T, 2, rng.draws(T, 2));
+  std::vector<std::pair<std::string, Grads>> runs = {
+      {"tbptt_naive", grads_of(t, [&] { backward_naive(t.base, t.memory, ids, window_plan(T, 1), 3, 1.0); })},
+      {"tbptt", grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, window_plan(T, 1), 3, false, 1.0); })},
+      {"unbiased", grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, reservoir, 3, false, 1.0); })},
+      {"unbiased_naive", grads_of(t, [&] { backward_naive(t.base, t.memory, ids, reservoir, 3, 1.0); })},
+  };
+  for (auto& [name, g] : runs) {
+    EXPECT_LT(rel_error(g, full, "transfer."), 1e-10) << name;  // the transfer head: never cut or scaled
+    EXPECT_GT(rel_error(g, full, "encoder."), 1e-4) << name;    // the encoder's: truncated or resampled
+  }
+  EXPECT_LT(rel_error(runs[2].second, runs[3].second), 1e-10);  // two independent runs of one reservoir plan
+}
+
+TEST(Estimator, EveryChunkSizeGivesTheSameGradientAndLoss) {
+  auto t = make_tiny(uio::test::test_seed());
+  const int64_t T = 6;
+  auto ids = torch::randint(40, {T * t.l}, torch::kInt64);
+  ReservoirRng rng(11);
+  auto reservoir = reservoir_plan(T, 2, rng.draws(T, 2));
+  auto window = window_plan(T, 2);
+  struct Case {
+    std::string name;
+    std::function<DocumentLoss(int64_t)> run;
+  };
+  std::vector<Case> cases = {
+      {"full", [&](int64_t K) { return backward_full(t.base, t.memory, ids, K, 1.0); }},
+      {"tbptt_naive", [&](int64_t K) { return backward_naive(t.base, t.memory, ids, window, K, 1.0); }},
+      {"tbptt", [&](int64_t K) { return backward_incremental(t.base, t.memory, ids, window, K, false, 1.0); }},
+      {"unbiased", [&](int64_t K) { return backward_incremental(t.base, t.memory, ids, reservoir, K, false, 1.0); }},
+      {"unbiased+checkpointing",
+       [&](int64_t K) { return backward_incremental(t.base, t.memory, ids, reservoir, K, true, 1.0); }},
+  };
+  DocumentLoss reference_loss;
+  for (auto& c : cases) {
+    DocumentLoss first;
+    auto one = grads_of(t, [&] { first = c.run(1); });
+    if (reference_loss.segment_loss.empty()) reference_loss = first;
+    for (int64_t K : {int64_t{2}, int64_t{3}, T}) {
+      DocumentLoss loss;
+      auto g = grads_of(t, [&] { loss = c.run(K); });
+      EXPECT_LT(rel_error(g, one), 1e-10) << c.name << ", K = " << K;
+      for (int64_t s = 0; s < T; ++s)
+        EXPECT_NEAR(loss.segment_loss[s], reference_loss.segment_loss[s], 1e-10) << c.name << ", K = " << K;
+    }
+  }
+  EXPECT_EQ(reference_loss.tokens(), T * t.l - 1);
+}
+
+TEST(Estimator, IncrementalKeepsAtMostWindowPlusOneEncoderGraphs) {
+  auto t = make_tiny(uio::test::test_seed());
+  const int64_t T = 9;
+  auto ids = torch::randint(40, {T * t.l}, torch::kInt64);
+  for (int64_t S : {1, 2, 3}) {
+    auto loss = backward_incremental(t.base, t.memory, ids, window_plan(T, S), 1, false, 1.0);
+    EXPECT_EQ(loss.peak_encoder_graphs, S + 1) << "S = " << S;
+    ReservoirRng rng(S);
+    auto unbiased = backward_incremental(t.base, t.memory, ids, reservoir_plan(T, S, rng.draws(T, S)), 1, false, 1.0);
+    EXPECT_LE(unbiased.peak_encoder_graphs, S + 1) << "S = " << S;
+  }
+  EXPECT_EQ(backward_full(t.base, t.memory, ids, 1, 1.0).peak_encoder_graphs, T);
+}
+
+// Every reservoir path for T = 7, S = 2: the draws for memories 2..6 range over 3 * 4 * 5 * 6 * 7 =
+// 2,520 equally likely sequences. Paths that give the same plan are run once, with their summed
+// probability; the probability-weighted mean of the compensated estimator is the full gradient.
+TEST(Estimator, CompensatedReservoirGradientIsExactlyUnbiased) {
+  auto t = make_tiny(uio::test::test_seed());
+  const int64_t T = 7, S = 2;
+  auto ids = torch::randint(40, {T * t.l}, torch::kInt64);
+  auto full = grads_of(t, [&] { backward_full(t.base, t.memory, ids, T, 1.0); });
+
+  for (bool compensate : {true, false}) {
+    std::map<std::vector<double>, std::pair<GradientPlan, double>> plans;  // weights -> plan, probability
+    int64_t paths = 0;
+    std::vector<int64_t> draws(T - S, 0);
+    while (true) {
+      ++paths;
+      auto plan = reservoir_plan(T, S, draws, compensate);
+      std::vector<double> key;
+      for (int64_t a = 0; a < T; ++a)
+        for (int64_t b = 0; b < a; ++b) key.push_back(plan.weight(a, b));
+      auto [it, fresh] = plans.try_emplace(key, plan, 0.0);
+      it->second.second += 1.0 / 2520.0;
+      size_t i = 0;  // next draw sequence, odometer style: draw i ranges over 0..S+i
+      while (i < draws.size() && ++draws[i] > S + static_cast<int64_t>(i)) draws[i++] = 0;
+      if (i == draws.size()) break;
+    }
+    ASSERT_EQ(paths, 2520);
+    Grads mean = zeros_like(full);
+    double total = 0;
+    for (auto& [key, entry] : plans) {
+      auto g = grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, entry.first, T, false, 1.0); });
+      mean = add(mean, g, entry.second);
+      total += entry.second;
+    }
+    EXPECT_NEAR(total, 1.0, 1e-12);
+    if (compensate) {
+      EXPECT_LT(rel_error(mean, full), 1e-10);
+    } else {
+      EXPECT_GT(rel_error(mean, full, "encoder."), 1e-3) << "without compensation the estimator is biased";
+      EXPECT_LT(rel_error(mean, full, "transfer."), 1e-10);
+    }
+  }
+}
+
+// Monte Carlo over the estimator's own generator: the mean of N draws approaches the full gradient
+// with an error that shrinks like 1/sqrt(N) (bounded by 4 standard errors of the sample).
+TEST(Estimator, MeanOfUnbiasedGradientsConvergesToFull) {
+  auto t = make_tiny(uio::test::test_seed());
+  const int64_t T = 8;
+  auto ids = torch::randint(40, {T * t.l}, torch::kInt64);
+  auto full = grads_of(t, [&] { backward_full(t.base, t.memory, ids, T, 1.0); });
+  double full_norm2 = 0;
+  for (auto& [name, x] : full) full_norm2 += x.pow(2).sum().item<double>();
+
+  EstimatorOptions o;
+  o.kind = EstimatorKind::unbiased, o.window = 2, o.chunk = 3, o.seed = uio::test::test_seed();
+  GradientEstimator estimator(o);
+  Grads sum = zeros_like(full), sum_sq = zeros_like(full);
+  std::vector<double> errors;
+  int64_t n = 0;
+  for (int64_t N : {16, 64, 256}) {
+    for (; n < N; ++n) {
+      auto g = grads_of(t, [&] { estimator.backward(t.base, t.memory, ids, 1.0); });
+      sum = add(sum, g, 1.0);
+      for (auto& [name, x] : g) sum_sq[name] = sum_sq[name] + x * x;
+    }
+    double err2 = 0, var = 0;
+    for (auto& [name, x] : sum) {
+      auto mean = x / static_cast<double>(N);
+      err2 += (mean - full.at(name)).pow(2).sum().item<double>();
+      var += (sum_sq[name] / static_cast<double>(N) - mean * mean).sum().item<double>() * N / (N - 1.0);
+    }
+    const double err = std::sqrt(err2), standard_error = std::sqrt(var / N);
+    EXPECT_LT(err, 4 * standard_error) << "N = " << N;
+    errors.push_back(err / std::sqrt(full_norm2));
+  }
+  EXPECT_LT(errors[2], errors[0]);
+  EXPECT_LT(errors[2], 0.25);
+}
+
+TEST(Estimator, RejectsDocumentsThatAreNotWholeSegmentsAndMismatchedPlans) {
+  auto t = make_tiny(uio::test::test_seed());
+  auto ids = torch::randint(40, {3 * t.l + 1}, torch::kInt64);
+  try {
+    backward_full(t.base, t.memory, ids, 1, 1.0);
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("multiple of segment_len 4"), std::string::npos) << e.what();
+  }
+  auto whole = torch::randint(40, {3 * t.l}, torch::kInt64);
+  EXPECT_THROW(backward_incremental(t.base, t.memory, whole, window_plan(4, 2), 1, false, 1.0), c10::Error);
+  EXPECT_THROW(parse_estimator_kind("tbtt"), std::invalid_argument);
+  EXPECT_THROW(reservoir_plan(5, 2, {0, 1}), std::invalid_argument);  // needs 3 draws
+  EXPECT_THROW(reservoir_plan(5, 2, {0, 1, 9}), std::invalid_argument);
+}
+
+TEST(GradientPlan, ReservoirKeepsEachMemoryWithProbabilitySOverT) {
+  // Over the generator's draws, loss t reads memory s with probability min(1, S / t).
+  const int64_t T = 10, S = 3, N = 20000;
+  ReservoirRng rng(5);
+  std::vector<double> seen(T * T, 0);
+  for (int64_t n = 0; n < N; ++n) {
+    auto plan = reservoir_plan(T, S, rng.draws(T, S));
+    for (int64_t a = 0; a < T; ++a)
+      for (int64_t b = 0; b < a; ++b) {
+        const double w = plan.weight(a, b);
+        if (w != 0) {
+          seen[a * T + b] += 1;
+          EXPECT_DOUBLE_EQ(w, std::max(1.0, double(a) / S));
+        }
+      }
+  }
+  for (int64_t a = 1; a < T; ++a)
+    for (int64_t b = 0; b < a; ++b) {
+      const double p = std::min(1.0, double(S) / a);
+      EXPECT_NEAR(seen[a * T + b] / N, p, 4 * std::sqrt(p * (1 - p) / N) + 1e-12) << a << "," << b;
+    }
+}
