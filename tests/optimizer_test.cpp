@@ -1,0 +1,312 @@
+// tests/optimizer_test.cpp — AdamW against PyTorch's torch.optim.AdamW with clip_grad_norm_
+// (tests/reference/adamw.py), the gradient norm against a float64 recomputation, clipping, decoupled
+// decay per group, checkpoint state (bit-identical resume, errors naming the key), and the schedule.
+#include <algorithm>
+#include <cmath>
+#include <iostream>
+#include <limits>
+
+#include <gtest/gtest.h>
+
+#include "model/safetensors.h"
+#include "optim/optimizer.h"
+#include "optim/schedule.h"
+#include "tests/test_util.h"
+
+using namespace uio::optim;
+using NamedParams = std::vector<std::pair<std::string, torch::Tensor>>;
+
+namespace {
+
+torch::Tensor param(std::vector<int64_t> shape) { return torch::randn(shape).requires_grad_(); }
+
+// LoRA-like matrices and a <mem>-like vector, fresh random values from the test's seed.
+NamedParams make_params() {
+  torch::manual_seed(uio::test::test_seed());
+  return {{"lora.A", param({4, 6})}, {"lora.B", param({6, 4})}, {"mem", param({6})}};
+}
+
+NamedParams clone_params(const NamedParams& params) {
+  NamedParams out;
+  for (const auto& [name, p] : params) out.emplace_back(name, p.detach().clone().requires_grad_());
+  return out;
+}
+
+std::string message_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(no exception)";
+}
+
+}  // namespace
+
+// PyTorch runs in float32 too, but not the same kernels: its AdamW updates exp_avg with lerp_ (ours:
+// mul_ + add_) and its clip_grad_norm_ sums the norm in float32 (ours: float64), so the moments and the
+// clip factor differ by a few float32 ulps (~1e-7 relative). Adam divides the first moment by the root
+// of the second, which keeps such relative errors relative, and each step moves a parameter by about
+// lr <= 0.05; after 5 steps the parameters agree to a few ulps of 1, well inside 1e-6 * max(1, |p|).
+TEST(Optimizer, MatchesPyTorchAdamWWithClippingStepByStep) {
+  const uio::model::SafetensorsFile ref((uio::test::testdata("adamw") / "adamw.safetensors").string());
+  NamedParams params = {{"w", ref.tensor("w").clone().requires_grad_()}, {"b", ref.tensor("b").clone().requires_grad_()}};
+  OptimizerOptions o;
+  o.beta1 = 0.9, o.beta2 = 0.95, o.eps = 1e-8, o.weight_decay = 0.1, o.grad_clip = 1.0;
+  Optimizer opt(params, o);
+  const auto lrs = ref.tensor("lr"), norms = ref.tensor("norm");
+  double max_error = 0.0;
+  int clipped = 0;
+  for (int64_t k = 0; k < lrs.size(0); ++k) {
+    for (auto& [name, p] : params) p.mutable_grad() = ref.tensor("grad." + std::to_string(k) + "." + name).clone();
+    const double norm = opt.grad_norm(), ref_norm = norms[k].item<double>();
+    EXPECT_NEAR(norm, ref_norm, 1e-6 * ref_norm) << "step " << k;
+    clipped += norm > o.grad_clip;
+    opt.step(lrs[k].item<double>(), norm);
+    opt.zero_grad();
+    for (const auto& [name, p] : params) {
+      const auto expected = ref.tensor("after." + std::to_string(k) + "." + name);
+      const auto error = ((p.detach() - expected).abs() / expected.abs().clamp_min(1.0)).max().item<double>();
+      EXPECT_LE(error, 1e-6) << "parameter " << name << " after step " << k;
+      max_error = std::max(max_error, error);
+    }
+  }
+  EXPECT_GT(clipped, 0);
+  EXPECT_LT(clipped, lrs.size(0));
+  EXPECT_EQ(opt.steps(), lrs.size(0));
+  std::cout << "max error against torch.optim.AdamW: " << max_error << " (relative to max(1, |p|))\n";
+}
+
+TEST(Optimizer, GradNormEqualsFloat64Recomputation) {
+  auto params = make_params();
+  Optimizer opt(params, {});
+  EXPECT_EQ(opt.grad_norm(), 0.0);
+  double sum = 0.0;
+  for (auto& [name, p] : params) {
+    if (name == "mem") continue;  // no .grad: counts zero
+    p.mutable_grad() = torch::randn(p.sizes()) * 3.0;
+    sum += p.grad().to(torch::kDouble).square().sum().item<double>();
+  }
+  EXPECT_NEAR(opt.grad_norm(), std::sqrt(sum), 1e-12 * std::sqrt(sum));
+}
+
+TEST(Optimizer, ClippingScalesGradientsToExactlyGradClip) {
+  auto params = make_params();
+  OptimizerOptions o;
+  o.grad_clip = 0.7;
+  Optimizer opt(params, o);
+  for (auto& [name, p] : params) p.mutable_grad() = torch::randn(p.sizes()) * 5.0;
+  const double norm = opt.grad_norm();
+  ASSERT_GT(norm, 2 * o.grad_clip);
+  opt.step(1e-3, norm);
+  // (norm + 1e-6) in the divisor, as in clip_grad_norm_, leaves the result 1e-6 / norm below grad_clip.
+  EXPECT_NEAR(opt.grad_norm(), o.grad_clip, 1e-6 * o.grad_clip);
+
+  // Below the threshold, or with clipping off, gradients are untouched.
+  for (const double clip : {1e6, 0.0}) {
+    o.grad_clip = clip;
+    auto fresh = make_params();
+    Optimizer unclipped(fresh, o);
+    std::vector<torch::Tensor> before;
+    for (auto& [name, p] : fresh) p.mutable_grad() = torch::randn(p.sizes()) * 5.0, before.push_back(p.grad().clone());
+    unclipped.step(1e-3, unclipped.grad_norm());
+    for (size_t i = 0; i < fresh.size(); ++i) EXPECT_TRUE(torch::equal(fresh[i].second.grad(), before[i])) << clip;
+  }
+}
+
+// A [1, n] matrix and an [n] vector with the same values and gradients take the same Adam update; only
+// the matrix is decayed, by exactly lr * weight_decay * p. A parameter without a gradient is skipped.
+TEST(Optimizer, DecaysMatricesOnlyAndSkipsParametersWithoutGradient) {
+  torch::manual_seed(uio::test::test_seed());
+  const auto values = torch::randn({9}), grad = torch::randn({9});
+  auto matrix = values.view({1, 9}).clone().requires_grad_(), vector = values.clone().requires_grad_();
+  auto idle = param({3, 3});
+  const auto idle_before = idle.detach().clone();
+  OptimizerOptions o;
+  o.weight_decay = 0.1;
+  Optimizer opt({{"matrix", matrix}, {"vector", vector}, {"idle", idle}}, o);
+  matrix.mutable_grad() = grad.view({1, 9}).clone(), vector.mutable_grad() = grad.clone();
+  const double lr = 0.03;
+  opt.step(lr, opt.grad_norm());
+  const auto difference = matrix.detach().view({9}) - vector.detach();
+  EXPECT_TRUE(torch::allclose(difference, -lr * o.weight_decay * values, 0.0, 3e-7))
+      << difference << -lr * o.weight_decay * values;
+  EXPECT_TRUE(torch::equal(idle.detach(), idle_before));
+  EXPECT_EQ(opt.state().count("idle.exp_avg"), 0u);
+}
+
+TEST(Optimizer, NonFiniteNormThrowsAndChangesNothing) {
+  auto params = make_params();
+  Optimizer opt(params, {});
+  for (auto& [name, p] : params) p.mutable_grad() = torch::randn(p.sizes());
+  const auto before = clone_params(params);
+  for (const double norm : {std::nan(""), std::numeric_limits<double>::infinity()})
+    EXPECT_THROW(opt.step(1e-3, norm), std::invalid_argument);
+  EXPECT_THROW(opt.step(-1.0, 1.0), std::invalid_argument);
+  for (size_t i = 0; i < params.size(); ++i) EXPECT_TRUE(torch::equal(params[i].second, before[i].second));
+  EXPECT_EQ(opt.steps(), 0);
+  EXPECT_TRUE(opt.state().empty());
+}
+
+TEST(Optimizer, ZeroGradLeavesGradientsUndefined) {
+  auto params = make_params();
+  Optimizer opt(params, {});
+  for (auto& [name, p] : params) p.mutable_grad() = torch::randn(p.sizes());
+  opt.step(1e-3, opt.grad_norm());
+  opt.zero_grad();
+  for (const auto& [name, p] : params) EXPECT_FALSE(p.grad().defined()) << name;
+  EXPECT_EQ(opt.steps(), 1);
+}
+
+TEST(Optimizer, ConstructorRejectsBadParameters) {
+  torch::manual_seed(uio::test::test_seed());
+  EXPECT_NE(message_of([] { Optimizer({{"a", param({2})}, {"a", param({2})}}, {}); }).find("'a' appears twice"),
+            std::string::npos);
+  EXPECT_NE(message_of([] { Optimizer({{"frozen", torch::randn({2})}}, {}); }).find("'frozen' does not require grad"),
+            std::string::npos);
+  EXPECT_THROW(Optimizer({}, {}), std::invalid_argument);
+  OptimizerOptions bad;
+  bad.beta2 = 1.5;
+  EXPECT_THROW(Optimizer({{"a", param({2})}}, bad), std::invalid_argument);
+}
+
+// 2N steps in one go against N steps, state through a safetensors file into a fresh optimiser over fresh
+// parameter tensors, and N more. "mem" misses its gradient at step 1, so its own step count (bias
+// correction) differs from the optimiser's and must survive the checkpoint too.
+TEST(Optimizer, ResumingFromSavedStateIsBitIdentical) {
+  const int64_t N = 4;
+  const auto initial = make_params();
+  std::vector<NamedParams> grads;
+  for (int64_t k = 0; k < 2 * N; ++k) {
+    NamedParams g;
+    for (const auto& [name, p] : initial)
+      if (!(name == "mem" && k == 1)) g.emplace_back(name, torch::randn(p.sizes()) * (k % 2 ? 0.1 : 4.0));
+    grads.push_back(g);
+  }
+  ScheduleOptions schedule;
+  schedule.warmup_steps = 2, schedule.total_steps = 2 * N;
+  auto train = [&](Optimizer& opt, NamedParams& params, int64_t from, int64_t to) {
+    for (int64_t k = from; k < to; ++k) {
+      for (const auto& [name, g] : grads[k])
+        for (auto& [pname, p] : params)
+          if (pname == name) p.mutable_grad() = g.clone();
+      opt.step(learning_rate(schedule, 3e-2, k), opt.grad_norm());
+      opt.zero_grad();
+    }
+  };
+  auto straight = clone_params(initial);
+  Optimizer straight_opt(straight, {});
+  train(straight_opt, straight, 0, 2 * N);
+
+  auto first = clone_params(initial);
+  Optimizer first_opt(first, {});
+  train(first_opt, first, 0, N);
+  const auto saved = first_opt.state();
+  EXPECT_EQ(saved.at("mem.step").item<int64_t>(), N - 1);
+  EXPECT_EQ(saved.at("lora.A.step").item<int64_t>(), N);
+  const auto path = (uio::test::scratch_dir() / "optimizer.safetensors").string();
+  uio::model::write_safetensors(path, {saved.begin(), saved.end()});
+  const uio::model::SafetensorsFile file(path);
+  std::map<std::string, torch::Tensor> loaded;
+  for (const auto& info : file.tensors()) loaded[info.name] = file.tensor(info.name);
+
+  auto resumed = clone_params(first);
+  Optimizer resumed_opt(resumed, {});
+  resumed_opt.load_state(loaded, first_opt.steps());
+  train(resumed_opt, resumed, N, 2 * N);
+  EXPECT_EQ(resumed_opt.steps(), 2 * N);
+  for (size_t i = 0; i < straight.size(); ++i)
+    EXPECT_TRUE(torch::equal(straight[i].second, resumed[i].second)) << straight[i].first;
+  for (const auto& [key, t] : straight_opt.state()) EXPECT_TRUE(torch::equal(t, resumed_opt.state().at(key))) << key;
+}
+
+TEST(Optimizer, LoadStateRejectsWrongNameOrShapeNamingTheKey) {
+  auto params = make_params();
+  Optimizer opt(params, {});
+  for (auto& [name, p] : params) p.mutable_grad() = torch::randn(p.sizes());
+  opt.step(1e-3, opt.grad_norm());
+  const auto good = opt.state();
+  auto expect_error = [&](std::map<std::string, torch::Tensor> state, int64_t steps, const std::string& text) {
+    const auto message = message_of([&] { opt.load_state(state, steps); });
+    EXPECT_NE(message.find(text), std::string::npos) << "expected '" << text << "' in: " << message;
+  };
+  auto renamed = good;
+  renamed["lora.C.exp_avg"] = renamed.at("lora.A.exp_avg");
+  expect_error(renamed, 1, "'lora.C.exp_avg' belongs to no trainable parameter");
+  auto reshaped = good;
+  reshaped["lora.B.exp_avg_sq"] = torch::rand({4, 6});
+  expect_error(reshaped, 1, "'lora.B.exp_avg_sq' has shape [4, 6], parameter 'lora.B' expects [6, 4]");
+  auto partial = good;
+  partial.erase("mem.exp_avg");
+  expect_error(partial, 1, "'mem.exp_avg' is missing");
+  auto retyped = good;
+  retyped["mem.exp_avg"] = retyped.at("mem.exp_avg").to(torch::kDouble);
+  expect_error(retyped, 1, "'mem.exp_avg' has dtype Double");
+  expect_error(good, 0, "'lora.A.step' is 1, expected 1..0");
+  EXPECT_THROW(opt.load_state(good, 0), std::runtime_error);
+  // A failed load changes nothing.
+  for (const auto& [key, t] : good) EXPECT_TRUE(torch::equal(t, opt.state().at(key))) << key;
+  EXPECT_EQ(opt.steps(), 1);
+}
+
+TEST(Schedule, WarmupRampsLinearlyIntoThePeak) {
+  ScheduleOptions o;
+  o.warmup_steps = 4, o.total_steps = 20;
+  const double peak = 2e-3;
+  for (int64_t s = 0; s < 4; ++s) EXPECT_DOUBLE_EQ(learning_rate(o, peak, s), peak * double(s + 1) / 5.0) << s;
+  EXPECT_DOUBLE_EQ(learning_rate(o, peak, 4), peak);
+  o.warmup_steps = 0, o.total_steps = 1;
+  EXPECT_DOUBLE_EQ(learning_rate(o, peak, 0), peak);
+}
+
+TEST(Schedule, CosineRunsFromPeakToMinimumAtTheLastStep) {
+  ScheduleOptions o;
+  o.warmup_steps = 3, o.total_steps = 14, o.min_lr_ratio = 0.2;
+  const double peak = 1e-3, min = peak * 0.2;
+  EXPECT_DOUBLE_EQ(learning_rate(o, peak, 3), peak);
+  EXPECT_NEAR(learning_rate(o, peak, 8), (peak + min) / 2, 1e-18);  // halfway between steps 3 and 13
+  EXPECT_NEAR(learning_rate(o, peak, 4), min + (peak - min) * (1 + std::cos(M_PI / 10)) / 2, 1e-18);
+  EXPECT_DOUBLE_EQ(learning_rate(o, peak, 13), min);
+  EXPECT_DOUBLE_EQ(learning_rate(o, peak, 100), min);
+}
+
+TEST(Schedule, CosineDecreasesMonotonicallyAfterWarmup) {
+  ScheduleOptions o;
+  o.warmup_steps = 5, o.total_steps = 200, o.min_lr_ratio = 0.0;
+  for (int64_t s = 5; s < 199; ++s) EXPECT_LT(learning_rate(o, 1.0, s + 1), learning_rate(o, 1.0, s)) << s;
+  EXPECT_EQ(learning_rate(o, 1.0, 199), 0.0);
+}
+
+TEST(Schedule, ConstantHoldsThePeakAfterWarmup) {
+  ScheduleOptions o;
+  o.kind = "constant", o.warmup_steps = 3, o.total_steps = 10;
+  EXPECT_DOUBLE_EQ(learning_rate(o, 5e-4, 0), 5e-4 / 4);
+  for (int64_t s = 3; s < 15; ++s) EXPECT_EQ(learning_rate(o, 5e-4, s), 5e-4) << s;
+}
+
+TEST(Schedule, BadOptionsAreRejectedNamingTheField) {
+  auto expect_field = [](ScheduleOptions o, const std::string& field) {
+    EXPECT_THROW(check_schedule(o), std::invalid_argument) << field;
+    EXPECT_NE(message_of([&] { check_schedule(o); }).find(field), std::string::npos) << field;
+  };
+  ScheduleOptions o;
+  o.total_steps = 10, o.warmup_steps = 2;
+  EXPECT_NO_THROW(check_schedule(o));
+  auto bad = o;
+  bad.total_steps = 0, bad.warmup_steps = 0;
+  expect_field(bad, "total_steps");
+  bad = o, bad.warmup_steps = -1;
+  expect_field(bad, "warmup_steps");
+  bad = o, bad.warmup_steps = 10;
+  expect_field(bad, "warmup_steps");
+  bad = o, bad.min_lr_ratio = 1.5;
+  expect_field(bad, "min_lr_ratio");
+  bad = o, bad.min_lr_ratio = -0.1;
+  expect_field(bad, "min_lr_ratio");
+  bad = o, bad.min_lr_ratio = std::nan("");
+  expect_field(bad, "min_lr_ratio");
+  bad = o, bad.kind = "linear";
+  expect_field(bad, "kind 'linear'");
+  EXPECT_THROW(learning_rate(o, 1e-3, -1), std::invalid_argument);
+  EXPECT_THROW(learning_rate(o, -1e-3, 0), std::invalid_argument);
+}
