@@ -3,6 +3,7 @@
 // decay per group, checkpoint state (bit-identical resume, errors naming the key), and the schedule.
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <iostream>
 #include <limits>
 
