@@ -2,6 +2,8 @@
 // splitting, parallel tokenisation with the output kept in input order, the held-out rule, the summary.
 #include "data/prepare.h"
 
+#include "data/splitmix.h"
+
 #include <glob.h>
 
 #include <algorithm>
@@ -34,12 +36,7 @@ uint64_t fnv1a64(const std::string& s, uint64_t h = 0xcbf29ce484222325ULL) {
   return h;
 }
 
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
+uint64_t splitmix64(uint64_t x) { return SplitMix64(x).next(); }
 
 struct InputFile {
   fs::path path;

@@ -1,6 +1,8 @@
 // data/sampler.cpp — the epoch layouts, the per-rank share and the resumable state of sampler.h.
 #include "data/sampler.h"
 
+#include "data/splitmix.h"
+
 #include <algorithm>
 #include <limits>
 #include <stdexcept>
@@ -11,28 +13,7 @@ namespace uio::data {
 
 namespace {
 
-// splitmix64 as a generator: deterministic everywhere, unlike std::shuffle's distributions.
-class Rng {
- public:
-  explicit Rng(uint64_t seed) : state_(seed) {}
-  uint64_t next() {
-    uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [0, n), by rejection (no modulo bias).
-  uint64_t below(uint64_t n) {
-    const uint64_t limit = std::numeric_limits<uint64_t>::max() - std::numeric_limits<uint64_t>::max() % n;
-    uint64_t x;
-    do x = next();
-    while (x >= limit);
-    return x % n;
-  }
-
- private:
-  uint64_t state_;
-};
+using Rng = SplitMix64;
 
 uint64_t mix(uint64_t a, uint64_t b) { return Rng(a ^ Rng(b).next()).next(); }
 

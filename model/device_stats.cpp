@@ -34,4 +34,10 @@ int64_t peak_memory_bytes(const torch::Device& device) {
   return static_cast<int64_t>(usage.ru_maxrss) * 1024;
 }
 
+void release_cached_memory(const torch::Device& device) {
+#ifdef UIO_WITH_CUDA
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::emptyCache();
+#endif
+}
+
 }  // namespace uio::model

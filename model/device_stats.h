@@ -11,5 +11,7 @@ void synchronize(const torch::Device& device);
 void reset_peak_memory(const torch::Device& device);
 // Bytes: peak allocated on the GPU since the last reset, or the process's peak RSS on the CPU.
 int64_t peak_memory_bytes(const torch::Device& device);
+// Returns the CUDA caching allocator's unused blocks to the driver (after an out-of-memory error).
+void release_cached_memory(const torch::Device& device);
 
 }  // namespace uio::model

@@ -1,6 +1,8 @@
 // model/llama.cpp — the Llama-family forward pass.
 #include "model/llama.h"
 
+#include "model/recompute.h"
+
 namespace uio::model {
 
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps, const torch::TensorOptions& options) : eps_(eps) {
@@ -51,6 +53,27 @@ LlamaModelImpl::LlamaModelImpl(const ModelConfig& c, const torch::TensorOptions&
   norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
 }
 
+namespace {
+
+// One layer under activation checkpointing: its inputs are the hidden states and the layer's memory
+// prefix (the tensors gradients flow through); everything else the closure keeps by value, since it
+// runs again in the backward pass, after this forward has returned.
+torch::Tensor recompute_layer(DecoderLayerImpl& layer, const torch::Tensor& h, const AttentionContext& actx) {
+  std::vector<torch::Tensor> inputs{h};
+  std::optional<AttentionPrefix> prefix;
+  if (actx.prefix) prefix = *actx.prefix, inputs.push_back(prefix->k), inputs.push_back(prefix->v);
+  auto fn = [&layer, cos = *actx.cos, sin = *actx.sin, mask = actx.mask, index = actx.layer, lora = actx.lora,
+             prefix](const std::vector<torch::Tensor>& in) mutable {
+    AttentionContext c;
+    c.cos = &cos, c.sin = &sin, c.mask = mask, c.layer = index, c.lora = lora;
+    if (prefix) prefix->k = in[1], prefix->v = in[2], c.prefix = &*prefix;
+    return std::vector<torch::Tensor>{layer.forward(in[0], c)};
+  };
+  return recompute_in_backward(fn, inputs)[0];
+}
+
+}  // namespace
+
 torch::Tensor LlamaModelImpl::forward_embeddings(const torch::Tensor& x, const ForwardContext& ctx) {
   TORCH_CHECK(x.dim() == 3 && x.size(2) == config_.hidden_size, "llama: expected embeddings [B, T, ",
               config_.hidden_size, "], got ", x.sizes());
@@ -72,6 +95,8 @@ torch::Tensor LlamaModelImpl::forward_embeddings(const torch::Tensor& x, const F
   actx.sin = &sin;
   actx.cache = ctx.cache;
   actx.mask = mask;
+  TORCH_CHECK(!ctx.recompute_layers || (!ctx.cache && !ctx.attn_inputs),
+              "llama: recompute_layers is for training passes without a KV cache or captured attention inputs");
   auto h = x;
   if (ctx.attn_inputs) ctx.attn_inputs->clear();
   for (int64_t i = 0; i < config_.num_layers; ++i) {
@@ -80,8 +105,12 @@ torch::Tensor LlamaModelImpl::forward_embeddings(const torch::Tensor& x, const F
     actx.lora = ctx.lora ? &ctx.lora->layer(i) : nullptr;
     torch::Tensor attn_input;
     const bool last = i + 1 == config_.num_layers;
-    h = layers[i]->as<DecoderLayer>()->forward(h, actx, ctx.attn_inputs ? &attn_input : nullptr,
-                                               ctx.attn_inputs && last);
+    auto layer = layers[i]->as<DecoderLayer>();
+    if (ctx.recompute_layers) {
+      h = recompute_layer(*layer, h, actx);
+      continue;
+    }
+    h = layer->forward(h, actx, ctx.attn_inputs ? &attn_input : nullptr, ctx.attn_inputs && last);
     if (ctx.attn_inputs) ctx.attn_inputs->push_back(attn_input.narrow(1, ctx.capture_from, T - ctx.capture_from));
   }
   if (ctx.cache) ctx.cache->advance(T);

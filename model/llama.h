@@ -67,6 +67,9 @@ struct ForwardContext {
   // the final layer then stops after its capture and forward_embeddings returns an undefined tensor.
   std::vector<torch::Tensor>* attn_inputs = nullptr;
   int64_t capture_from = 0;
+  // Activation checkpointing (model/recompute.h): keep only each layer's inputs and recompute the
+  // layer in the backward pass. Training only: not with a KV cache or attn_inputs.
+  bool recompute_layers = false;
 };
 
 // The transformer body (HF's `model.*`).

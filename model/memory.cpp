@@ -150,7 +150,7 @@ std::pair<torch::Tensor, torch::Tensor> MemoryCompressorImpl::row_cos_sin(const 
 
 torch::Tensor MemoryCompressorImpl::decode(CausalLM& base, const torch::Tensor& ids,
                                            const std::vector<int64_t>& segment_index, const Memory& memory,
-                                           KVCache* cache) {
+                                           KVCache* cache, bool recompute_layers) {
   TORCH_CHECK(ids.dim() == 2 && ids.size(0) == static_cast<int64_t>(segment_index.size()),
               "memory: decoder expects ids [K, T] with one segment index per row, got ", ids.sizes(), " and ",
               segment_index.size(), " indices");
@@ -179,6 +179,7 @@ torch::Tensor MemoryCompressorImpl::decode(CausalLM& base, const torch::Tensor& 
   ForwardContext ctx;
   ctx.cos = torch::cat(cos_rows), ctx.sin = torch::cat(sin_rows);  // [K, T, D]
   ctx.cache = cache;
+  ctx.recompute_layers = recompute_layers;
   std::vector<AttentionPrefix> prefix;
   if (P > 0) {
     auto pcos = torch::cat(pcos_rows), psin = torch::cat(psin_rows);  // [K or 1, P, D]

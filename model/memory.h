@@ -65,9 +65,10 @@ class MemoryCompressorImpl : public torch::nn::Module {
   // Decoder: final hidden states [K, T, C] of token rows `ids` [K, T]; row k is segment
   // `segment_index[k]` (0-based) and attends to the first segment_index[k] * M entries of `memory`
   // and causally to its own tokens. With `cache` (one row), the tokens continue the cached ones. A
-  // per-row memory ([K, G, P, D] entries) gives row k its own copy.
+  // per-row memory ([K, G, P, D] entries) gives row k its own copy. `recompute_layers`: activation
+  // checkpointing of every decoder layer (training; model/recompute.h).
   torch::Tensor decode(CausalLM& base, const torch::Tensor& ids, const std::vector<int64_t>& segment_index,
-                       const Memory& memory, KVCache* cache = nullptr);
+                       const Memory& memory, KVCache* cache = nullptr, bool recompute_layers = false);
 
   // The decoder's position of token j of segment t, and the RoPE used for memory and segment.
   int64_t decoder_position(int64_t segment, int64_t token) const { return segment * M_ + token; }

@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "model/fingerprint.h"
+#include "model/peft.h"
 #include "model/safetensors.h"
 
 namespace uio::model {
@@ -31,33 +33,91 @@ LoraOptions lora_from_json(const Json& j, const std::string& file, const std::st
 }  // namespace
 
 BaseIdentity identify(const std::string& path, const ModelConfig& c) {
-  return {path, c.architecture, c.num_layers, c.hidden_size, c.vocab_size, c.num_kv_heads, c.head_dim};
+  return {path,           c.architecture, c.num_layers, c.hidden_size, c.vocab_size, c.num_kv_heads,
+          c.head_dim,     weights_fingerprint(path)};
 }
+
+void check_same_base(const BaseIdentity& saved, const BaseIdentity& now, const std::string& file) {
+  auto mismatch = [&](const char* key, int64_t have, int64_t need) {
+    if (have != need)
+      throw std::runtime_error(file + ": the compressor was trained for a base model with " + key + " = " +
+                               std::to_string(have) + " (" + saved.path + "), this model has " +
+                               std::to_string(need) + " (" + now.path + "); pass the base model it was trained on");
+  };
+  mismatch("num_layers", saved.num_layers, now.num_layers);
+  mismatch("hidden_size", saved.hidden_size, now.hidden_size);
+  mismatch("vocab_size", saved.vocab_size, now.vocab_size);
+  mismatch("num_kv_heads", saved.num_kv_heads, now.num_kv_heads);
+  mismatch("head_dim", saved.head_dim, now.head_dim);
+  if (!saved.fingerprint.empty() && !now.fingerprint.empty() && saved.fingerprint != now.fingerprint)
+    throw std::runtime_error(file + ": the compressor was trained on the base model " + saved.path + " (fingerprint " +
+                             saved.fingerprint + "), but " + now.path + " has other weights (fingerprint " +
+                             now.fingerprint + "); pass the base model it was trained on");
+}
+
+namespace {
+
+// uio_config.json of a compressor directory (format uio-memory) or an export (uio-export).
+Json memory_config_json(const MemoryOptions& o, const BaseIdentity& base, const std::string& format) {
+  return {{"format", format},
+          {"version", 1},
+          {"segment_len", o.segment_len},
+          {"num_memory_tokens", o.num_memory_tokens},
+          {"memory_rope", o.memory_rope},
+          {"memory_rope_factor", o.memory_rope_factor},
+          {"encoder_lora", lora_json(o.encoder_lora)},
+          {"transfer_lora", lora_json(o.transfer_lora)},
+          {"base_model",
+           {{"path", base.path}, {"architecture", base.architecture}, {"num_layers", base.num_layers},
+            {"hidden_size", base.hidden_size}, {"vocab_size", base.vocab_size}, {"num_kv_heads", base.num_kv_heads},
+            {"head_dim", base.head_dim}, {"fingerprint", base.fingerprint}}}};
+}
+
+void write_json(const fs::path& path, const Json& j) {
+  const auto tmp = path.string() + ".tmp";
+  std::ofstream(tmp) << j.dump(2) << "\n";
+  fs::rename(tmp, path);
+}
+
+constexpr const char* kEncoderAdapter = "encoder_adapter";
+constexpr const char* kTransferAdapter = "transfer_adapter";
+constexpr const char* kMemoryEmbedding = "memory_embedding.safetensors";
+
+}  // namespace
 
 void save_memory(const std::string& dir, MemoryCompressor& compressor, const BaseIdentity& base) {
   fs::create_directories(dir);
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& item : compressor->named_parameters()) tensors.emplace_back(item.key(), item.value().detach());
   write_safetensors((fs::path(dir) / "uio_memory.safetensors").string(), tensors, {{"format", "uio-memory"}});
-  const auto& o = compressor->options();
-  Json j = {{"format", "uio-memory"},
-            {"version", 1},
-            {"segment_len", o.segment_len},
-            {"num_memory_tokens", o.num_memory_tokens},
-            {"memory_rope", o.memory_rope},
-            {"memory_rope_factor", o.memory_rope_factor},
-            {"encoder_lora", lora_json(o.encoder_lora)},
-            {"transfer_lora", lora_json(o.transfer_lora)},
-            {"base_model",
-             {{"path", base.path}, {"architecture", base.architecture}, {"num_layers", base.num_layers},
-              {"hidden_size", base.hidden_size}, {"vocab_size", base.vocab_size},
-              {"num_kv_heads", base.num_kv_heads}, {"head_dim", base.head_dim}}}};
-  const auto path = fs::path(dir) / "uio_config.json", tmp = fs::path(dir) / "uio_config.json.tmp";
-  std::ofstream(tmp) << j.dump(2) << "\n";
-  fs::rename(tmp, path);
+  write_json(fs::path(dir) / "uio_config.json", memory_config_json(compressor->options(), base, "uio-memory"));
 }
 
-LoadedMemory load_memory(const std::string& dir, const ModelConfig& config, const torch::Device& device) {
+void export_memory(const std::string& from, const std::string& dir) {
+  const auto loaded = read_memory_config(from);
+  SafetensorsFile weights((fs::path(from) / "uio_memory.safetensors").string());
+  std::map<std::string, torch::Tensor> encoder, transfer;
+  torch::Tensor embedding;
+  for (const auto& info : weights.tensors()) {
+    if (info.name.rfind("encoder.", 0) == 0) encoder[info.name.substr(8)] = weights.tensor(info.name);
+    else if (info.name.rfind("transfer.", 0) == 0) transfer[info.name.substr(9)] = weights.tensor(info.name);
+    else if (info.name == "memory_embedding") embedding = weights.tensor(info.name);
+    else throw std::runtime_error(weights.path() + ": unexpected tensor '" + info.name + "' in a compressor");
+  }
+  if (!embedding.defined()) throw std::runtime_error(weights.path() + ": no tensor 'memory_embedding'");
+  fs::create_directories(dir);
+  write_peft_adapter((fs::path(dir) / kEncoderAdapter).string(), encoder, loaded.options.encoder_lora, loaded.base.path);
+  write_peft_adapter((fs::path(dir) / kTransferAdapter).string(), transfer, loaded.options.transfer_lora, loaded.base.path);
+  write_safetensors((fs::path(dir) / kMemoryEmbedding).string(), {{"memory_embedding", embedding}}, {{"format", "pt"}});
+  auto j = memory_config_json(loaded.options, loaded.base, "uio-export");
+  if (fs::is_regular_file(loaded.base.path)) j["base_model"]["checksum"] = file_checksum(loaded.base.path);
+  j["files"] = {{kEncoderAdapter, "PEFT LoRA adapter of the encoder (q_proj, v_proj by default): compression"},
+                {kTransferAdapter, "PEFT LoRA adapter of the transfer head (k_proj, v_proj): memory keys and values"},
+                {kMemoryEmbedding, "the <mem> token embedding [hidden_size], float32"}};
+  write_json(fs::path(dir) / "uio_config.json", j);
+}
+
+LoadedMemory read_memory_config(const std::string& dir) {
   const auto config_path = (fs::path(dir) / "uio_config.json").string();
   std::ifstream in(config_path);
   if (!in) throw std::runtime_error(config_path + ": cannot open; --memory expects a directory written by uio (a "
@@ -76,36 +136,55 @@ LoadedMemory load_memory(const std::string& dir, const ModelConfig& config, cons
     o.memory_rope = j.at("memory_rope").get<std::string>();
     o.memory_rope_factor = j.at("memory_rope_factor").get<double>();
     const auto& b = j.at("base_model");
-    out.base = {b.at("path").get<std::string>(), b.at("architecture").get<std::string>(),
-                b.at("num_layers").get<int64_t>(), b.at("hidden_size").get<int64_t>(),
-                b.at("vocab_size").get<int64_t>(), b.at("num_kv_heads").get<int64_t>(), b.at("head_dim").get<int64_t>()};
+    out.base = {b.at("path").get<std::string>(),      b.at("architecture").get<std::string>(),
+                b.at("num_layers").get<int64_t>(),    b.at("hidden_size").get<int64_t>(),
+                b.at("vocab_size").get<int64_t>(),    b.at("num_kv_heads").get<int64_t>(),
+                b.at("head_dim").get<int64_t>(),      b.value("fingerprint", std::string())};
+    o.encoder_lora = lora_from_json(j.at("encoder_lora"), config_path, "encoder_lora");
+    o.transfer_lora = lora_from_json(j.at("transfer_lora"), config_path, "transfer_lora");
   } catch (const Json::exception& e) {
     throw std::runtime_error(config_path + ": missing or wrongly typed key (" + e.what() + ")");
   }
-  out.options.encoder_lora = lora_from_json(j.at("encoder_lora"), config_path, "encoder_lora");
-  out.options.transfer_lora = lora_from_json(j.at("transfer_lora"), config_path, "transfer_lora");
-  const auto want = identify(out.base.path, config);
-  auto mismatch = [&](const char* key, int64_t have, int64_t need) {
-    if (have != need)
-      throw std::runtime_error(config_path + ": the compressor was trained for a base model with " + key + " = " +
-                               std::to_string(have) + " (" + out.base.path + "), this model has " +
-                               std::to_string(need) + "; pass the base model it was trained on");
-  };
-  mismatch("num_layers", out.base.num_layers, want.num_layers);
-  mismatch("hidden_size", out.base.hidden_size, want.hidden_size);
-  mismatch("vocab_size", out.base.vocab_size, want.vocab_size);
-  mismatch("num_kv_heads", out.base.num_kv_heads, want.num_kv_heads);
-  mismatch("head_dim", out.base.head_dim, want.head_dim);
-
-  out.compressor = MemoryCompressor(config, out.options, torch::zeros({config.hidden_size}, device));
-  SafetensorsFile weights((fs::path(dir) / "uio_memory.safetensors").string());
-  torch::NoGradGuard no_grad;
-  for (auto& item : out.compressor->named_parameters()) {
-    auto& param = item.value();
-    auto t = weights.tensor(item.key(), param.sizes().vec(), "uio_config.json");
-    param.copy_(t);
-  }
   return out;
+}
+
+LoadedMemory load_memory(const std::string& dir, const ModelConfig& config, const BaseIdentity& base,
+                         const torch::Device& device) {
+  auto out = read_memory_config(dir);
+  check_same_base(out.base, base, (fs::path(dir) / "uio_config.json").string());
+  out.compressor = MemoryCompressor(config, out.options, torch::zeros({config.hidden_size}, device));
+  load_memory_weights(dir, out.compressor);
+  return out;
+}
+
+void load_memory_weights(const std::string& dir, MemoryCompressor& compressor) {
+  torch::NoGradGuard no_grad;
+  auto params = compressor->named_parameters();
+  auto set = [&](const std::string& name, const torch::Tensor& t, const std::string& file) {
+    auto* p = params.find(name);
+    if (!p) throw std::runtime_error(file + ": tensor '" + name + "' has no place in this compressor (targets differ?)");
+    if (t.sizes() != p->sizes())
+      throw std::runtime_error(file + ": tensor '" + name + "' has shape " + c10::str(t.sizes()) + ", uio_config.json "
+                               "expects " + c10::str(p->sizes()));
+    p->copy_(t);
+  };
+  if (!fs::exists(fs::path(dir) / "uio_memory.safetensors") && fs::is_directory(fs::path(dir) / kEncoderAdapter)) {
+    // An export: two PEFT adapters and the <mem> embedding.
+    size_t count = 0;
+    for (const auto& [sub, prefix] : {std::pair{kEncoderAdapter, "encoder."}, std::pair{kTransferAdapter, "transfer."}}) {
+      const auto adapter = read_peft_adapter((fs::path(dir) / sub).string());
+      for (const auto& [name, t] : adapter.tensors) set(prefix + name, t, (fs::path(dir) / sub).string());
+      count += adapter.tensors.size();
+    }
+    SafetensorsFile embedding((fs::path(dir) / kMemoryEmbedding).string());
+    set("memory_embedding", embedding.tensor("memory_embedding"), embedding.path());
+    if (count + 1 != params.size())
+      throw std::runtime_error(dir + ": the export holds " + std::to_string(count + 1) + " tensors, the compressor has " +
+                               std::to_string(params.size()));
+    return;
+  }
+  SafetensorsFile weights((fs::path(dir) / "uio_memory.safetensors").string());
+  for (auto& item : params) set(item.key(), weights.tensor(item.key(), item.value().sizes().vec(), "uio_config.json"), weights.path());
 }
 
 }  // namespace uio::model

@@ -1,7 +1,7 @@
 // model/memory_io.h — the trained memory compressor on disk: a directory with `uio_memory.safetensors`
 // (encoder LoRA, transfer LoRA, <mem> embedding, uio's names) and `uio_config.json` (l, M, memory_rope,
-// LoRA shapes and targets, and which base model it belongs to). Checkpoints (trainer/) and exports build
-// on it; `uio generate --memory DIR` reads it.
+// LoRA shapes and targets, and which base model it belongs to); or an export of it in PEFT's format.
+// Checkpoints (trainer/) build on it; `uio generate --memory DIR` reads either.
 #pragma once
 
 #include <string>
@@ -16,10 +16,22 @@ struct BaseIdentity {
   std::string path;          // as given when training
   std::string architecture;  // llama | mistral | qwen2
   int64_t num_layers = 0, hidden_size = 0, vocab_size = 0, num_kv_heads = 0, head_dim = 0;
+  std::string fingerprint;   // model/fingerprint.h; empty when unknown
 };
+// The identity of the model at `path` (its fingerprint computed when the path exists).
 BaseIdentity identify(const std::string& path, const ModelConfig& config);
+// Throws naming `file` (where `saved` came from) and the fix when `now` is another model: a different
+// shape, or a different fingerprint when both are known.
+void check_same_base(const BaseIdentity& saved, const BaseIdentity& now, const std::string& file);
 
 void save_memory(const std::string& dir, MemoryCompressor& compressor, const BaseIdentity& base);
+
+// The memory compressor alone in formats other tools read, from a compressor directory or checkpoint
+// `from`: encoder_adapter/ and transfer_adapter/ (PEFT LoRA adapter directories, model/peft.h),
+// memory_embedding.safetensors, and uio_config.json (format uio-export: l, M, memory_rope, adapter
+// shapes and targets, the base model's identity, fingerprint and, when its file is at hand, checksum).
+// load_memory reads it back like a compressor directory.
+void export_memory(const std::string& from, const std::string& dir);
 
 struct LoadedMemory {
   MemoryOptions options;
@@ -27,8 +39,17 @@ struct LoadedMemory {
   MemoryCompressor compressor{nullptr};
 };
 
-// Reads a compressor for `config` onto `device`. Errors name the file and key: a missing or malformed
-// uio_config.json, a compressor made for another architecture or size, missing or misshapen tensors.
-LoadedMemory load_memory(const std::string& dir, const ModelConfig& config, const torch::Device& device);
+// Options and base identity of the compressor directory `dir` (its uio_config.json), no weights.
+LoadedMemory read_memory_config(const std::string& dir);
+
+// Copies the weights of the compressor directory `dir` into `compressor` (same options; shapes checked,
+// errors name the file and tensor).
+void load_memory_weights(const std::string& dir, MemoryCompressor& compressor);
+
+// Reads a compressor for the base model `base` (config and identity) onto `device`. Errors name the
+// file and key: a missing or malformed uio_config.json, a compressor made for another model, missing or
+// misshapen tensors.
+LoadedMemory load_memory(const std::string& dir, const ModelConfig& config, const BaseIdentity& base,
+                         const torch::Device& device);
 
 }  // namespace uio::model

@@ -134,6 +134,12 @@ DocumentLoss backward_full(model::CausalLM& base, model::MemoryCompressor& compr
   return doc.result(doc.segments());
 }
 
+DocumentLoss score_document(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
+                            int64_t chunk) {
+  torch::NoGradGuard no_grad;  // memory then grows in place (model::Memory::append) and nothing is back-propagated
+  return backward_full(base, compressor, ids, chunk, 0.0);
+}
+
 DocumentLoss backward_naive(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
                             const GradientPlan& plan, int64_t chunk, double loss_scale) {
   TORCH_CHECK(chunk > 0, "estimator: chunk must be > 0");
@@ -296,7 +302,8 @@ DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCompressor
         memory.k.push_back(RouteMemory::apply(direct[2 * i], route[2 * i], weights));  // [K, G, P, D]
         memory.v.push_back(RouteMemory::apply(direct[2 * i + 1], route[2 * i + 1], weights));
       }
-      auto loss = doc.score(base, compressor->decode(base, segments, index, memory), c0);
+      auto hidden = compressor->decode(base, segments, index, memory, nullptr, activation_checkpointing);
+      auto loss = doc.score(base, hidden, c0);
       (loss * loss_scale).backward();
       // The transfer head takes the plain gradient; the memories' leaves take the routed one (Eq. 7-8).
       std::vector<torch::Tensor> g_direct, g_route;

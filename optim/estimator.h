@@ -34,9 +34,10 @@ struct EstimatorOptions {
   EstimatorKind kind = EstimatorKind::unbiased;
   int64_t window = 2;  // S
   int64_t chunk = 8;   // K: segments per batched chunk
-  // Keep no encoder activations between a chunk's forward and its backward: recompute the encoder
-  // (with the same dropout draws) when its gradient is complete. Trades one encoder forward per
-  // segment for the memory of the encoder graphs. Decoders need none: their memory is a leaf.
+  // Activation checkpointing: keep no encoder activations between a chunk's forward and its backward
+  // (recompute the encoder, with the same dropout draws, when its gradient is complete), and keep
+  // only each decoder layer's inputs (recompute the layer in the backward pass). Trades one more
+  // forward per segment for most of the activation memory.
   bool activation_checkpointing = false;
   uint64_t seed = 0;  // the reservoir's generator
 };
@@ -67,6 +68,10 @@ class GradientEstimator {
   EstimatorOptions options_;
   ReservoirRng rng_;
 };
+
+// The document's loss with memory and no gradients (evaluation): the same forward as training.
+DocumentLoss score_document(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
+                            int64_t chunk);
 
 // The three ways of running a plan, public for tests.
 DocumentLoss backward_full(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,

@@ -3,7 +3,8 @@
 # sources and licences): corpus/<source>/<document>.txt, plain UTF-8 text, markup stripped.
 # Packages are fetched with `apt-get download` and unpacked with `dpkg -x` into .corpus-debs/ (nothing is
 # installed into /). Deterministic; safe to run again: a source whose stamp matches its package
-# versions is kept. CORPUS_DIR and DEBS_DIR override corpus/ and .corpus-debs/; JOBS the worker count.
+# versions is kept. CORPUS_DIR and DEBS_DIR override corpus/ and .corpus-debs/; JOBS the worker count;
+# SOURCES a space-separated subset of the sources.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 corpus=${CORPUS_DIR:-$root/corpus}
@@ -24,6 +25,13 @@ declare -A packages=(
   [debian-reference]="debian-reference-en"
 )
 sources=(austen kjv web jargon linux python perl rust postgresql debian-reference)
+# SOURCES="austen debian-reference" fetches only those (the CPU demo's small slice).
+if [ -n "${SOURCES:-}" ]; then
+  read -r -a sources <<< "$SOURCES"
+  for s in "${sources[@]}"; do
+    [ -n "${packages[$s]:-}" ] || { echo "get-corpus: unknown source '$s' (known: ${!packages[*]})" >&2; exit 1; }
+  done
+fi
 
 command -v apt-get >/dev/null && command -v dpkg >/dev/null ||
   { echo "get-corpus: needs apt-get and dpkg (a Debian or Ubuntu machine)" >&2; exit 1; }

@@ -21,7 +21,7 @@ struct Tiny {
 };
 
 // 2 layers, GQA, l = 4, M = 2; every parameter random (adapters' B too), the base frozen.
-Tiny make_tiny(uint64_t seed) {
+Tiny make_tiny(uint64_t seed, torch::Device device = torch::kCPU) {
   torch::manual_seed(seed);
   Tiny t;
   ModelConfig c;
@@ -37,6 +37,7 @@ Tiny make_tiny(uint64_t seed) {
   t.memory = MemoryCompressor(c, o, torch::randn({c.hidden_size}));
   t.memory->to(torch::kDouble);
   for (auto& p : t.memory->parameters()) p.normal_(0, 0.3);
+  t.base->to(device), t.memory->to(device);
   return t;
 }
 
@@ -162,6 +163,36 @@ TEST(Estimator, EveryChunkSizeGivesTheSameGradientAndLoss) {
   EXPECT_EQ(reference_loss.tokens(), T * t.l - 1);
 }
 
+// Activation checkpointing (encoders recomputed when their gradient is complete, decoder layers in the
+// backward pass) changes no gradient, with encoder dropout on: the replays repeat the dropout draws.
+TEST(Estimator, ActivationCheckpointingGivesTheSameGradientsWithDropout) {
+  auto t = make_tiny(uio::test::test_seed());
+  auto options = t.memory->options();
+  options.encoder_lora.dropout = 0.25;
+  MemoryCompressor dropped(t.base->config(), options, torch::randn({16}, torch::kDouble));
+  dropped->to(torch::kDouble);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : dropped->parameters()) p.normal_(0, 0.3);
+  }
+  dropped->train();
+  Tiny d{t.base, dropped, t.l};
+  const int64_t T = 6;
+  auto ids = torch::randint(40, {T * t.l}, torch::kInt64);
+  ReservoirRng rng(5);
+  auto reservoir = reservoir_plan(T, 2, rng.draws(T, 2));
+  for (int64_t K : {int64_t{1}, int64_t{4}}) {
+    torch::manual_seed(77);
+    auto plain = grads_of(d, [&] { backward_incremental(d.base, d.memory, ids, reservoir, K, false, 1.0); });
+    torch::manual_seed(77);
+    auto checkpointed = grads_of(d, [&] { backward_incremental(d.base, d.memory, ids, reservoir, K, true, 1.0); });
+    EXPECT_LT(rel_error(checkpointed, plain), 1e-12) << "K = " << K;
+    torch::manual_seed(78);  // other dropout draws: another gradient (dropout is really on)
+    auto other = grads_of(d, [&] { backward_incremental(d.base, d.memory, ids, reservoir, K, true, 1.0); });
+    EXPECT_GT(rel_error(other, plain, "encoder."), 1e-4) << "K = " << K;
+  }
+}
+
 TEST(Estimator, IncrementalKeepsAtMostWindowPlusOneEncoderGraphs) {
   auto t = make_tiny(uio::test::test_seed());
   const int64_t T = 9;
@@ -253,6 +284,32 @@ TEST(Estimator, MeanOfUnbiasedGradientsConvergesToFull) {
   }
   EXPECT_LT(errors[2], errors[0]);
   EXPECT_LT(errors[2], 0.25);
+}
+
+// The same exactness on the GPU (float64 there too): incremental == recomputed windows, and every chunk
+// size gives the same gradient for the unbiased plan; and the CUDA gradient equals the CPU one.
+TEST(Estimator, OnCudaIncrementalEqualsRecomputedAndChunksAgree) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  auto t = make_tiny(uio::test::test_seed(), torch::kCUDA);
+  auto cpu = make_tiny(uio::test::test_seed());
+  const int64_t T = 6;
+  auto ids = torch::randint(40, {T * t.l}, torch::kInt64);
+  auto cuda_ids = ids.to(torch::kCUDA);
+  auto window = window_plan(T, 2);
+  auto naive = grads_of(t, [&] { backward_naive(t.base, t.memory, cuda_ids, window, 2, 1.0); });
+  auto incremental = grads_of(t, [&] { backward_incremental(t.base, t.memory, cuda_ids, window, 1, false, 1.0); });
+  EXPECT_LT(rel_error(incremental, naive), 1e-10);
+  auto on_cpu = grads_of(cpu, [&] { backward_incremental(cpu.base, cpu.memory, ids, window, 1, false, 1.0); });
+  Grads moved;
+  for (auto& [name, g] : incremental) moved[name] = g.cpu();
+  EXPECT_LT(rel_error(moved, on_cpu), 1e-10);
+  ReservoirRng rng(3);
+  auto reservoir = reservoir_plan(T, 2, rng.draws(T, 2));
+  auto one = grads_of(t, [&] { backward_incremental(t.base, t.memory, cuda_ids, reservoir, 1, false, 1.0); });
+  for (int64_t K : {int64_t{2}, T}) {
+    auto g = grads_of(t, [&] { backward_incremental(t.base, t.memory, cuda_ids, reservoir, K, true, 1.0); });
+    EXPECT_LT(rel_error(g, one), 1e-10) << "K = " << K;
+  }
 }
 
 TEST(Estimator, RejectsDocumentsThatAreNotWholeSegmentsAndMismatchedPlans) {

@@ -173,7 +173,7 @@ TEST(Memory, SavedCompressorLoadsBackAndRefusesAnotherModel) {
   auto dir = uio::test::scratch_dir() / "compressor";
   t.memory->to(torch::kFloat);
   save_memory(dir.string(), t.memory, identify("tiny", t.config));
-  auto loaded = load_memory(dir.string(), t.config, torch::kCPU);
+  auto loaded = load_memory(dir.string(), t.config, identify("tiny", t.config), torch::kCPU);
   auto a = t.memory->named_parameters(), b = loaded.compressor->named_parameters();
   ASSERT_EQ(a.size(), b.size());
   for (const auto& item : a) EXPECT_TRUE(torch::equal(item.value(), b[item.key()])) << item.key();
@@ -182,11 +182,25 @@ TEST(Memory, SavedCompressorLoadsBackAndRefusesAnotherModel) {
   auto other = t.config;
   other.hidden_size = 48;
   try {
-    load_memory(dir.string(), other, torch::kCPU);
+    load_memory(dir.string(), other, identify("tiny", other), torch::kCPU);
     FAIL() << "expected a mismatch error";
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("hidden_size = 32"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("uio_config.json"), std::string::npos) << e.what();
+  }
+  // Same shapes, other weights: the fingerprints of the two weight files differ.
+  const auto scratch = uio::test::scratch_dir();
+  uio::test::write_file(scratch / "a.gguf", std::string(3 << 20, 'a'));
+  auto b_bytes = std::string(3 << 20, 'a');
+  b_bytes[(3 << 20) - 5] = 'b';  // in the last MiB
+  uio::test::write_file(scratch / "b.gguf", b_bytes);
+  save_memory(dir.string(), t.memory, identify((scratch / "a.gguf").string(), t.config));
+  EXPECT_NO_THROW(load_memory(dir.string(), t.config, identify((scratch / "a.gguf").string(), t.config), torch::kCPU));
+  try {
+    load_memory(dir.string(), t.config, identify((scratch / "b.gguf").string(), t.config), torch::kCPU);
+    FAIL() << "expected a fingerprint mismatch";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("has other weights"), std::string::npos) << e.what();
   }
 }
 

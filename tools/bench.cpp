@@ -27,6 +27,7 @@
 namespace uio::cli {
 
 int bench_memory_command(const std::vector<std::string>& args);  // tools/bench_memory.cpp
+int bench_train_command(const std::vector<std::string>& args);   // tools/bench_train.cpp
 
 namespace {
 
@@ -286,6 +287,7 @@ const std::vector<Bench>& benches() {
   static const std::vector<Bench> table = {
       {"tokenizer", "uio's tokenizer vs HF tokenizers, MB/s on 1 thread and all cores", bench_tokenizer_command},
       {"memory", "compress and decode one long document with memory: tokens/s and peak memory", bench_memory_command},
+      {"train", "training steps per estimator, chunk size and length: tokens/s and peak memory", bench_train_command},
   };
   return table;
 }

@@ -111,7 +111,7 @@ int run_generate(const std::vector<std::string>& args) {
   if (opt.memory.empty()) {
     model::generate(loaded.model, prompt, sampling, emit);
   } else {
-    auto memory = model::load_memory(opt.memory, loaded.config, load.device);
+    auto memory = model::load_memory(opt.memory, loaded.config, model::identify(opt.base.model, loaded.config), load.device);
     memory.compressor->to(load.dtype);
     model::MemoryReader reader(loaded.model, memory.compressor);
     const int64_t segments = static_cast<int64_t>(prompt.size()) / memory.options.segment_len;

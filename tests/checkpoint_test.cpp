@@ -1,0 +1,358 @@
+// tests/checkpoint_test.cpp — checkpoints (trainer/checkpoint.h) and exact resume: 2N steps in one go
+// equal N steps, a checkpoint, fresh objects, a restore and N more, bit for bit, with the unbiased
+// estimator and dropout on; failed writes leave the previous checkpoint and `latest` intact; damaged,
+// truncated or foreign checkpoints are refused naming the file; `latest` falls back to the newest
+// complete one; pruning keeps the last N and the marked ones. `uio train` killed with SIGKILL at random
+// moments always resumes from a complete checkpoint.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <random>
+#include <sstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "data/document_source.h"
+#include "data/token_store.h"
+#include "model/safetensors.h"
+#include "tests/cli_util.h"
+#include "tests/test_util.h"
+#include "trainer/checkpoint.h"
+#include "trainer/train.h"
+
+using namespace uio;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Tiny {
+  model::ModelConfig config;
+  model::CausalLM base{nullptr};
+  model::MemoryCompressor memory{nullptr};
+};
+
+// Built the same way every time from `seed`, as a new process would: the base and the compressor's
+// initial weights depend only on the seed.
+Tiny make_tiny(uint64_t seed, double dropout) {
+  torch::manual_seed(seed);
+  Tiny t;
+  auto& c = t.config;
+  c.vocab_size = 48, c.hidden_size = 32, c.intermediate_size = 48, c.num_layers = 2, c.num_heads = 4;
+  c.num_kv_heads = 2, c.head_dim = 8, c.max_position = 128, c.rope_theta = 10000.0, c.eos_token_id = 1;
+  t.base = model::CausalLM(c, torch::TensorOptions().dtype(torch::kFloat));
+  model::MemoryOptions o;
+  o.segment_len = 8, o.num_memory_tokens = 2;
+  o.encoder_lora = {4, 8.0, dropout, {"q_proj", "v_proj"}};
+  o.transfer_lora = {4, 8.0, dropout, {"k_proj", "v_proj"}};
+  t.memory = model::MemoryCompressor(c, o, torch::randn({c.hidden_size}));
+  {
+    torch::NoGradGuard no_grad;  // B random too, so every adapter's gradient is non-zero from the start
+    for (auto& p : t.memory->parameters()) p.normal_(0, 0.2);
+  }
+  return t;
+}
+
+trainer::TrainConfig config_for(const fs::path& out, int64_t steps) {
+  trainer::TrainConfig c;
+  c.estimator.kind = optim::EstimatorKind::unbiased, c.estimator.window = 2, c.estimator.chunk = 3;
+  c.estimator.seed = 17;
+  c.optimizer.lr = 3e-3;
+  c.schedule.kind = "cosine", c.schedule.warmup_steps = 2;
+  c.steps = steps, c.log_every = 1, c.accumulation = 2;
+  c.out_dir = out.string();
+  c.config_text = "[train]\nsteps = " + std::to_string(steps) + "\n";
+  return c;
+}
+
+std::map<std::string, torch::Tensor> tensors_of(const fs::path& file) {
+  model::SafetensorsFile f(file.string());
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& info : f.tensors()) out[info.name] = f.tensor(info.name).clone();
+  return out;
+}
+
+void expect_equal_files(const fs::path& a, const fs::path& b) {
+  auto x = tensors_of(a), y = tensors_of(b);
+  ASSERT_EQ(x.size(), y.size()) << a << " vs " << b;
+  for (auto& [name, t] : x) EXPECT_TRUE(torch::equal(t, y.at(name))) << name << " in " << a.filename();
+}
+
+// Steps `from_step`..`to_step` of a run of `total` steps (the schedule depends on the total), writing
+// into `out`: resumed from `checkpoint` when given, and checkpointed at the end. Returns each step's loss.
+std::vector<double> train_tiny(const fs::path& out, int64_t total, int64_t to_step, int64_t seed,
+                               const std::string& checkpoint = "", std::string* saved = nullptr) {
+  auto t = make_tiny(seed, 0.2);
+  data::RandomDocuments docs(48, 5 * 8, 9);
+  trainer::Trainer trainer(config_for(out, total), t.base, t.memory, {}, docs, {});
+  if (!checkpoint.empty()) trainer.restore(checkpoint);
+  std::vector<double> losses;
+  while (trainer.steps_done() < to_step) losses.push_back(trainer.step().loss);
+  const auto dir = trainer.save_checkpoint();
+  if (saved) *saved = dir;
+  return losses;
+}
+
+}  // namespace
+
+TEST(Checkpoint, ResumingGivesBitIdenticalWeightsOptimizerStateAndLosses) {
+  const auto dir = uio::test::scratch_dir();
+  const int64_t N = 4, seed = static_cast<int64_t>(uio::test::test_seed() % 1000);
+  auto straight = train_tiny(dir / "straight", 2 * N, 2 * N, seed);
+  ASSERT_EQ(straight.size(), static_cast<size_t>(2 * N));
+
+  std::string middle;
+  auto first = train_tiny(dir / "split", 2 * N, N, seed, "", &middle);
+  torch::manual_seed(12345);  // the process goes on drawing before the resume; the restore must undo that
+  auto second = train_tiny(dir / "split", 2 * N, 2 * N, seed, middle);
+  first.insert(first.end(), second.begin(), second.end());
+  ASSERT_EQ(first.size(), straight.size());
+  for (size_t i = 0; i < straight.size(); ++i) EXPECT_EQ(first[i], straight[i]) << "step " << i + 1;  // bit for bit
+
+  const auto a = dir / "straight/checkpoints/step-00000008", b = dir / "split/checkpoints/step-00000008";
+  expect_equal_files(a / "uio_memory.safetensors", b / "uio_memory.safetensors");
+  expect_equal_files(a / "optimizer.safetensors", b / "optimizer.safetensors");
+  expect_equal_files(a / "rng.safetensors", b / "rng.safetensors");
+  EXPECT_EQ(trainer::verify_checkpoint(a.string())["reservoir_rng"], trainer::verify_checkpoint(b.string())["reservoir_rng"]);
+
+  // The generators matter: resumed with other dropout draws (the CPU generator reseeded after the
+  // restore), the same checkpoint gives other losses.
+  auto t = make_tiny(seed, 0.2);
+  data::RandomDocuments docs(48, 5 * 8, 9);
+  trainer::Trainer other(config_for(dir / "other", 2 * N), t.base, t.memory, {}, docs, {});
+  other.restore(middle);
+  torch::manual_seed(999);
+  bool differs = false;
+  for (int64_t i = 0; i < N; ++i) differs = differs || other.step().loss != straight[N + i];
+  EXPECT_TRUE(differs) << "dropout draws should change the losses";
+}
+
+TEST(Checkpoint, StoreKeepsTheLastNAndTheMarkedOnesAndPointsLatestAtTheNewest) {
+  const auto root = uio::test::scratch_dir() / "checkpoints";
+  trainer::CheckpointStore store(root.string(), {2, 4});
+  auto write = [](const std::string& dir) { uio::test::write_file(fs::path(dir) / "payload.bin", "some bytes"); };
+  for (int64_t step = 1; step <= 9; ++step) {
+    if (step == 3) {
+      store.save(step, {}, write);
+      uio::test::write_file(root / "step-00000003" / "keep", "");
+      continue;
+    }
+    store.save(step, {}, write);
+  }
+  std::set<std::string> names;
+  for (const auto& e : fs::directory_iterator(root)) names.insert(e.path().filename().string());
+  EXPECT_EQ(names, (std::set<std::string>{"latest", "step-00000003", "step-00000004", "step-00000008",
+                                          "step-00000009"}));
+  EXPECT_EQ(uio::test::read_file(root / "latest"), "step-00000009\n");
+  std::ostringstream log;
+  EXPECT_EQ(store.find_latest(log).value(), (root / "step-00000009").string());
+  auto state = trainer::verify_checkpoint((root / "step-00000009").string());
+  EXPECT_EQ(state["step"], 9);
+  EXPECT_EQ(state["files"]["payload.bin"]["bytes"], 10);
+}
+
+TEST(Checkpoint, AFailedWriteLeavesThePreviousCheckpointAndLatestIntact) {
+  const auto dir = uio::test::scratch_dir();
+  auto t = make_tiny(5, 0.0);
+  data::RandomDocuments docs(48, 5 * 8, 9);
+  trainer::Trainer trainer(config_for(dir, 10), t.base, t.memory, {}, docs, {});
+  trainer.step();
+  const auto good = trainer.save_checkpoint();
+  trainer.step();
+  for (const char* file : {"optimizer.safetensors", "trainer_state.json", "latest"}) {
+    ::setenv("UIO_CHECKPOINT_FAULT", file, 1);
+    try {
+      trainer.save_checkpoint();
+      ADD_FAILURE() << "expected the write of " << file << " to fail";
+    } catch (const trainer::CheckpointError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("No space left on device"), std::string::npos) << what;
+      EXPECT_NE(what.find("latest: step-00000001"), std::string::npos) << what;
+      EXPECT_NE(what.find("--resume auto"), std::string::npos) << what;
+    }
+    ::unsetenv("UIO_CHECKPOINT_FAULT");
+    std::ostringstream log;
+    const auto found = trainer::CheckpointStore((dir / "checkpoints").string(), {}).find_latest(log);
+    // A failure after the rename (writing `latest`) leaves a complete step-2 beside an intact step-1;
+    // `latest` still names step 1 either way.
+    EXPECT_EQ(uio::test::read_file(dir / "checkpoints/latest"), "step-00000001\n") << file;
+    EXPECT_EQ(found.value(), good) << file;
+    for (const auto& e : fs::directory_iterator(dir / "checkpoints"))
+      EXPECT_EQ(e.path().filename().string().rfind(".tmp", 0), std::string::npos) << e.path();
+    EXPECT_NO_THROW(trainer::verify_checkpoint(good));
+  }
+}
+
+TEST(Checkpoint, DamagedTruncatedOrMissingPiecesAreNamedAndAutoFallsBack) {
+  const auto dir = uio::test::scratch_dir();
+  auto t = make_tiny(6, 0.0);
+  data::RandomDocuments docs(48, 5 * 8, 9);
+  trainer::Trainer trainer(config_for(dir, 10), t.base, t.memory, {}, docs, {});
+  trainer.step();
+  const auto older = trainer.save_checkpoint();
+  trainer.step();
+  const auto newer = trainer.save_checkpoint();
+  const auto root = dir / "checkpoints";
+  auto expect_refused = [&](const std::string& needle) {
+    try {
+      trainer::verify_checkpoint(newer);
+      ADD_FAILURE() << "expected " << needle;
+    } catch (const trainer::CheckpointError& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("--resume auto"), std::string::npos) << e.what();
+    }
+    std::ostringstream log;
+    EXPECT_EQ(trainer::CheckpointStore(root.string(), {}).find_latest(log).value(), older) << needle;
+    EXPECT_NE(log.str().find("warning"), std::string::npos) << log.str();
+  };
+  const auto optimizer = fs::path(newer) / "optimizer.safetensors";
+  const auto bytes = uio::test::read_file(optimizer);
+  uio::test::write_file(optimizer, bytes.substr(0, bytes.size() / 2));  // truncated
+  expect_refused("optimizer.safetensors: " + std::to_string(bytes.size() / 2) + " bytes, the manifest says");
+  auto damaged = bytes;
+  damaged[damaged.size() - 3] ^= 0x40;
+  uio::test::write_file(optimizer, damaged);
+  expect_refused("optimizer.safetensors: checksum differs");
+  uio::test::write_file(optimizer, bytes);
+  fs::remove(fs::path(newer) / "trainer_state.json");
+  expect_refused("trainer_state.json: missing, so the checkpoint is incomplete");
+
+  // No `latest` at all: the newest complete checkpoint, with a warning.
+  fs::remove(root / "latest");
+  std::ostringstream log;
+  EXPECT_EQ(trainer::CheckpointStore(root.string(), {}).find_latest(log).value(), older);
+  EXPECT_NE(log.str().find("latest is missing"), std::string::npos) << log.str();
+}
+
+TEST(Checkpoint, ACheckpointOfAnotherModelOrShapeIsRefused) {
+  const auto dir = uio::test::scratch_dir();
+  auto t = make_tiny(7, 0.0);
+  const auto weights = dir / "weights.gguf";
+  uio::test::write_file(weights, std::string(2 << 20, 'w'));
+  data::RandomDocuments docs(48, 5 * 8, 9);
+  trainer::Trainer trainer(config_for(dir / "run", 10), t.base, t.memory, model::identify(weights.string(), t.config),
+                           docs, {});
+  trainer.step();
+  const auto saved = trainer.save_checkpoint();
+
+  uio::test::write_file(dir / "other.gguf", std::string(2 << 20, 'o'));
+  auto u = make_tiny(7, 0.0);
+  trainer::Trainer other(config_for(dir / "run2", 10), u.base, u.memory,
+                         model::identify((dir / "other.gguf").string(), u.config), docs, {});
+  try {
+    other.restore(saved);
+    FAIL() << "expected a different-model error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("other weights"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("uio_config.json"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Checkpoint, ConfigComparisonNamesEveryMismatchedShapeKey) {
+  const std::string saved = "[train]\nsegment_len = 1024\nnum_memory_tokens = 32\nlr = 0.0001\nestimator = unbiased\n";
+  const std::string now = "[train]\nsegment_len = 512\nnum_memory_tokens = 32\nlr = 5e-05\nestimator = tbptt\n";
+  std::vector<std::string> changed;
+  auto bad = trainer::compare_configs(saved, now, {"segment_len", "num_memory_tokens", "estimator"}, &changed);
+  EXPECT_EQ(bad, (std::vector<std::string>{"estimator: unbiased -> tbptt", "segment_len: 1024 -> 512"}));
+  EXPECT_EQ(changed, (std::vector<std::string>{"lr: 0.0001 -> 5e-05"}));
+}
+
+// `uio train` on a tiny HF model, killed with SIGKILL at random moments (checkpoint writes slowed so
+// kills land inside them): every time, the newest complete checkpoint verifies and a resumed run
+// continues from it; no partial checkpoint is ever taken.
+TEST(Checkpoint, KilledAtRandomMomentsTheRunAlwaysResumesFromACompleteCheckpoint) {
+  const auto dir = uio::test::scratch_dir();
+  const auto store_dir = dir / "store";
+  {
+    data::TokenStoreMeta meta;
+    meta.vocab_size = 128, meta.eos_id = 2, meta.tokenizer = "test";
+    data::TokenStoreWriter w(store_dir.string(), meta);
+    std::mt19937_64 rng(uio::test::test_seed());
+    for (int d = 0; d < 6; ++d) {
+      std::vector<int32_t> tokens(400);
+      for (auto& x : tokens) x = static_cast<int32_t>(rng() % 120) + 3;
+      w.add("doc" + std::to_string(d), d == 5 ? data::Split::heldout : data::Split::train, tokens);
+    }
+    w.finish();
+  }
+  const auto model = uio::test::testdata("hf_models/qwen2_bias").string();
+  const auto out = dir / "run";
+  const std::vector<std::string> args = {"train", "--model", model, "--data", store_dir.string(), "--seq_len", "64",
+                                         "--segment_len", "16", "--num_memory_tokens", "4", "--encoder_lora_rank", "4",
+                                         "--transfer_lora_rank", "4", "--encoder_lora_dropout", "0.1", "--chunk", "2",
+                                         "--val_documents", "0", "--checkpoint_every", "1", "--keep_checkpoints", "2",
+                                         "--log_every", "1", "--out_dir", out.string(), "--resume", "auto"};
+  std::mt19937_64 rng(uio::test::test_seed());
+  int64_t last_step = 0, kills = 0;
+  const int kRounds = 12;  // the last one stops the run with SIGTERM instead: a clean stop, after a checkpoint
+  for (int round = 0; round <= kRounds; ++round) {
+    const bool term = round == kRounds;
+    auto argv_strings = args;
+    argv_strings.insert(argv_strings.begin(), uio::test::uio_binary());
+    argv_strings.push_back("--steps");
+    argv_strings.push_back("1000");
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      ::setenv("UIO_CHECKPOINT_DELAY_MS", "15", 1);
+      std::freopen((dir / "child.log").c_str(), "w", stdout);
+      std::freopen((dir / "child.err").c_str(), "w", stderr);
+      std::vector<char*> argv;
+      for (auto& a : argv_strings) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    ::usleep(static_cast<useconds_t>(600000 + rng() % 900000));  // start-up, then a few steps and writes
+    ::kill(pid, term ? SIGTERM : SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    if (term) {
+      ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << uio::test::read_file(dir / "child.err");
+      EXPECT_NE(uio::test::read_file(dir / "child.log").find("stopped by a signal after step"), std::string::npos)
+          << uio::test::read_file(dir / "child.log");
+    } else {
+      ASSERT_TRUE(WIFSIGNALED(status)) << "round " << round << ": the run ended before the kill (exit "
+                                       << WEXITSTATUS(status) << ")";
+      ++kills;
+    }
+    std::ostringstream log;
+    const auto found = trainer::CheckpointStore((out / "checkpoints").string(), {}).find_latest(log);
+    if (!found) continue;  // killed before the first checkpoint
+    const auto state = trainer::verify_checkpoint(*found);
+    const int64_t step = state["step"].get<int64_t>();
+    EXPECT_GE(step, last_step) << "round " << round << ": resumed runs never go back";
+    last_step = step;
+  }
+  EXPECT_GT(last_step, 2) << "the runs made progress across " << kills << " kills";
+  // A final resume runs to the end and reports where it continued from.
+  auto final_args = args;
+  final_args.push_back("--steps");
+  final_args.push_back(std::to_string(last_step + 2));
+  const auto r = uio::test::run_uio(final_args);
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("resume: from"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("step-" ), std::string::npos) << r.out;
+  std::ostringstream name;
+  name << "step-" << std::setw(8) << std::setfill('0') << last_step + 2;
+  auto state = trainer::verify_checkpoint((out / "checkpoints" / name.str()).string());
+  EXPECT_EQ(state["step"].get<int64_t>(), last_step + 2);
+
+  // Other model or data shapes: refused, naming each key.
+  auto mismatched = args;
+  for (size_t i = 1; i < mismatched.size(); ++i) {
+    if (mismatched[i - 1] == "--segment_len") mismatched[i] = "32";
+    if (mismatched[i - 1] == "--seq_len") mismatched[i] = "128";
+  }
+  mismatched.push_back("--steps");
+  mismatched.push_back(std::to_string(last_step + 4));
+  const auto refused = uio::test::run_uio(mismatched);
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("segment_len: 16 -> 32"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("seq_len: 64 -> 128"), std::string::npos) << refused.err;
+}

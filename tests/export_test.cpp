@@ -1,0 +1,128 @@
+// tests/export_test.cpp — `uio export` output loads elsewhere: PEFT (peft.PeftModel.from_pretrained on
+// the HF base model, tests/python/peft_export.py) gives the same LoRA'd q/v (encoder) and k/v
+// (transfer) projections as uio on random inputs, for a tiny random Qwen2 and for SmolLM2 from its GGUF
+// file; reloading the export in uio gives the checkpoint's weights and logits exactly; PEFT names round-trip.
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "model/memory_io.h"
+#include "model/peft.h"
+#include "model/safetensors.h"
+#include "model/weights.h"
+#include "tests/cli_util.h"
+#include "tests/test_util.h"
+
+using namespace uio;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A compressor with every adapter weight random (B too, so the LoRA term is not zero).
+model::MemoryCompressor random_compressor(const model::ModelConfig& config, uint64_t seed) {
+  torch::manual_seed(seed);
+  model::MemoryOptions o;
+  o.segment_len = 16, o.num_memory_tokens = 4;
+  o.encoder_lora = {4, 12.0, 0.0, {"q_proj", "v_proj"}};
+  o.transfer_lora = {6, 9.0, 0.0, {"k_proj", "v_proj"}};
+  model::MemoryCompressor c(config, o, torch::randn({config.hidden_size}));
+  torch::NoGradGuard no_grad;
+  for (auto& p : c->parameters()) p.normal_(0, 0.05);
+  return c;
+}
+
+// uio's projections with the compressor's adapters against PEFT's on the same random inputs.
+void check_against_peft(const std::string& base_path, double tolerance) {
+  auto loaded = model::load_model(base_path);
+  auto compressor = random_compressor(loaded.config, uio::test::test_seed());
+  const auto dir = uio::test::scratch_dir();
+  model::save_memory((dir / "compressor").string(), compressor, model::identify(base_path, loaded.config));
+  model::export_memory((dir / "compressor").string(), (dir / "export").string());
+
+  auto x = torch::randn({7, loaded.config.hidden_size});
+  model::write_safetensors((dir / "x.safetensors").string(), {{"x", x}});
+  const std::string command = uio::test::shell_quote(UIO_PYTHON_EXE) + " " +
+                              uio::test::shell_quote(std::string(UIO_SOURCE_DIR) + "/tests/python/peft_export.py") +
+                              " " + uio::test::shell_quote((dir / "export").string()) + " " +
+                              uio::test::shell_quote(base_path) + " " + uio::test::shell_quote((dir / "x.safetensors").string()) +
+                              " " + uio::test::shell_quote((dir / "peft.safetensors").string()) + " 2>&1";
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  model::SafetensorsFile peft((dir / "peft.safetensors").string());
+  torch::NoGradGuard no_grad;
+  int checked = 0;
+  for (int64_t i = 0; i < loaded.config.num_layers; ++i) {
+    auto& attn = *loaded.model->model->layers[i]->as<model::DecoderLayer>()->self_attn;
+    const auto& enc = compressor->encoder->layer(i);
+    const auto& tr = compressor->transfer_head->layer(i);
+    const std::vector<std::pair<std::string, torch::Tensor>> ours = {
+        {"encoder.layers." + std::to_string(i) + ".q_proj", attn.q_proj(x, enc.q_proj)},
+        {"encoder.layers." + std::to_string(i) + ".v_proj", attn.v_proj(x, enc.v_proj)},
+        {"transfer.layers." + std::to_string(i) + ".k_proj", attn.k_proj(x, tr.k_proj)},
+        {"transfer.layers." + std::to_string(i) + ".v_proj", attn.v_proj(x, tr.v_proj)}};
+    for (const auto& [name, y] : ours) {
+      auto reference = peft.tensor(name);
+      const double err = ((y - reference).norm() / reference.norm()).item<double>();
+      EXPECT_LT(err, tolerance) << name;
+      // The adapters really move the projection (so a dropped adapter would fail the check).
+      auto plain = name.find(".q_proj") != std::string::npos ? attn.q_proj(x)
+                   : name.find(".k_proj") != std::string::npos ? attn.k_proj(x) : attn.v_proj(x);
+      EXPECT_GT(((plain - reference).norm() / reference.norm()).item<double>(), 100 * tolerance) << name;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 4 * loaded.config.num_layers);
+
+  // Reloaded from the export, uio has the checkpoint's weights and gives identical logits.
+  auto from_export = model::load_memory((dir / "export").string(), loaded.config,
+                                        model::identify(base_path, loaded.config), torch::kCPU);
+  for (const auto& item : compressor->named_parameters())
+    EXPECT_TRUE(torch::equal(item.value(), from_export.compressor->named_parameters()[item.key()])) << item.key();
+  auto ids = torch::randint(loaded.config.vocab_size, {3 * 16 + 5}, torch::kInt64);
+  compressor->eval(), from_export.compressor->eval();
+  EXPECT_TRUE(torch::equal(model::document_logits(loaded.model, compressor, ids),
+                           model::document_logits(loaded.model, from_export.compressor, ids)));
+  auto config = nlohmann::json::parse(std::ifstream(dir / "export/uio_config.json"));
+  EXPECT_EQ(config["format"], "uio-export");
+  EXPECT_EQ(config["num_memory_tokens"], 4);
+  EXPECT_FALSE(config["base_model"]["fingerprint"].get<std::string>().empty());
+  EXPECT_TRUE(config["base_model"].contains("checksum") || fs::is_directory(base_path));
+}
+
+}  // namespace
+
+TEST(Export, PeftLoadsTheAdaptersOfATinyQwen2AndUioReloadsTheExportExactly) {
+  check_against_peft(uio::test::testdata("hf_models/qwen2_bias").string(), 1e-5);
+}
+
+TEST(Export, PeftLoadsTheAdaptersOnSmolLM2FromItsGguf) {
+  const auto ref = uio::test::testdata("smollm2") / "reference.json";
+  if (!fs::exists(ref)) GTEST_SKIP() << "no SmolLM2 GGUF under models/ (run scripts/get-model.sh)";
+  check_against_peft(nlohmann::json::parse(std::ifstream(ref))["gguf"].get<std::string>(), 1e-4);
+}
+
+TEST(Export, PeftNamesRoundTripAndUnknownNamesAreRefused) {
+  EXPECT_EQ(model::peft_tensor_name("layers.3.v_proj.lora_B"), "base_model.model.model.layers.3.self_attn.v_proj.lora_B.weight");
+  EXPECT_EQ(model::peft_tensor_name("layers.0.down_proj.lora_A"), "base_model.model.model.layers.0.mlp.down_proj.lora_A.weight");
+  for (const char* name : {"layers.12.q_proj.lora_A", "layers.1.gate_proj.lora_B", "layers.7.o_proj.lora_A"})
+    EXPECT_EQ(model::uio_tensor_name(model::peft_tensor_name(name)), name);
+  EXPECT_THROW(model::peft_tensor_name("layers.1.qkv.lora_A"), std::invalid_argument);
+  EXPECT_THROW(model::uio_tensor_name("base_model.model.model.layers.1.mlp.q_proj.lora_A.weight"), std::invalid_argument);
+}
+
+TEST(Export, CliExportsARunsNewestCheckpointAndRefusesADamagedOne) {
+  auto loaded = model::load_model(uio::test::testdata("hf_models/qwen2_bias").string());
+  auto compressor = random_compressor(loaded.config, 3);
+  const auto dir = uio::test::scratch_dir();
+  model::save_memory((dir / "compressor").string(), compressor, model::identify("tiny", loaded.config));
+  auto r = uio::test::run_uio({"export", "--checkpoint", (dir / "compressor").string(), "--out", (dir / "out").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "out/encoder_adapter/adapter_model.safetensors"));
+  EXPECT_TRUE(fs::exists(dir / "out/transfer_adapter/adapter_config.json"));
+  EXPECT_TRUE(fs::exists(dir / "out/memory_embedding.safetensors"));
+  auto bad = uio::test::run_uio({"export", "--checkpoint", (dir / "nothing").string(), "--out", (dir / "o2").string()});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("no uio_memory.safetensors"), std::string::npos) << bad.err;
+}

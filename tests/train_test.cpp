@@ -1,0 +1,230 @@
+// tests/train_test.cpp — the training loop. On the real model (SmolLM2-135M from its GGUF file):
+// memory learns a key/value recall task that the base model alone cannot solve. On a tiny random
+// model: the base weights never change, only the compressor's do, and non-finite steps are skipped,
+// counted, and stop the run when they persist.
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "data/recall_task.h"
+#include "data/tokenizer.h"
+#include "model/loss.h"
+#include "model/weights.h"
+#include "tests/test_util.h"
+#include "trainer/train.h"
+
+using namespace uio;
+
+namespace {
+
+std::string smollm2_gguf() {
+  const auto ref = uio::test::testdata("smollm2") / "reference.json";
+  if (!std::filesystem::exists(ref)) return "";
+  return nlohmann::json::parse(std::ifstream(ref))["gguf"];
+}
+
+model::MemoryCompressor make_compressor(const model::ModelConfig& config, model::CausalLM& base, int64_t l, int64_t M,
+                                        int64_t rank) {
+  model::MemoryOptions o;
+  o.segment_len = l, o.num_memory_tokens = M;
+  o.encoder_lora = {rank, 2.0 * rank, 0.0, {"q_proj", "v_proj"}};
+  o.transfer_lora = {rank, 2.0 * rank, 0.0, {"k_proj", "v_proj"}};
+  const int64_t eos = config.eos_token_id >= 0 ? config.eos_token_id : 0;
+  return model::MemoryCompressor(config, o, base->model->embed_tokens->weight[eos].detach().to(torch::kFloat).clone());
+}
+
+// Mean loss on the answer tokens of `documents` recall documents: with memory (teacher-forced), and
+// by the base model reading the last segment alone (what it sees without memory).
+std::pair<double, double> answer_loss(model::CausalLM& base, model::MemoryCompressor& memory, data::RecallTask& task,
+                                      int64_t documents) {
+  torch::NoGradGuard no_grad;
+  memory->eval();
+  double with = 0, without = 0;
+  int64_t count = 0;
+  const int64_t l = memory->segment_len();
+  for (int64_t d = 0; d < documents; ++d) {
+    auto doc = task.make();
+    const int64_t n = doc.ids.size(0);
+    auto logits = model::document_logits(base, memory, doc.ids, 2).log_softmax(-1);      // [n, V]
+    auto alone = base->forward(doc.ids.narrow(0, n - l, l).unsqueeze(0))[0].log_softmax(-1);  // [l, V]
+    for (auto p : doc.answer_positions) {
+      const int64_t target = doc.ids[p].item<int64_t>();
+      with -= logits[p - 1][target].item<double>();
+      without -= alone[p - 1 - (n - l)][target].item<double>();
+      ++count;
+    }
+  }
+  memory->train();
+  return {with / static_cast<double>(count), without / static_cast<double>(count)};
+}
+
+struct Tiny {
+  model::ModelConfig config;
+  model::CausalLM base{nullptr};
+  model::MemoryCompressor memory{nullptr};
+};
+
+Tiny make_tiny(uint64_t seed) {
+  torch::manual_seed(seed);
+  Tiny t;
+  auto& c = t.config;
+  c.vocab_size = 48, c.hidden_size = 32, c.intermediate_size = 48, c.num_layers = 2, c.num_heads = 4;
+  c.num_kv_heads = 2, c.head_dim = 8, c.max_position = 128, c.rope_theta = 10000.0, c.eos_token_id = 1;
+  t.base = model::CausalLM(c, torch::TensorOptions().dtype(torch::kFloat));
+  t.memory = make_compressor(c, t.base, 8, 2, 4);
+  return t;
+}
+
+// Random token documents, with a hook that runs before each document is handed out.
+class HookedDocuments : public data::DocumentSource {
+ public:
+  HookedDocuments(int64_t vocab, int64_t length, std::function<void(int64_t)> hook)
+      : inner_(vocab, length, 1), hook_(std::move(hook)) {}
+  torch::Tensor next() override {
+    hook_(calls_++);
+    return inner_.next();
+  }
+  std::string state_json() const override { return inner_.state_json(); }
+  void restore(const std::string& json) override { inner_.restore(json); }
+
+ private:
+  data::RandomDocuments inner_;
+  int64_t calls_ = 0;
+  std::function<void(int64_t)> hook_;
+};
+
+trainer::TrainConfig quick_config(int64_t steps) {
+  trainer::TrainConfig c;
+  c.estimator.kind = optim::EstimatorKind::unbiased, c.estimator.window = 2, c.estimator.chunk = 2;
+  c.optimizer.lr = 1e-2;
+  c.schedule.kind = "constant";
+  c.steps = steps, c.log_every = 1;
+  return c;
+}
+
+}  // namespace
+
+TEST(RecallTask, QueriesRepeatTheFirstSegmentsPairsInTheLastSegment) {
+  const auto gguf = smollm2_gguf();
+  if (gguf.empty()) GTEST_SKIP() << "no SmolLM2 GGUF under models/ (run scripts/get-model.sh)";
+  auto tokenizer = data::load_tokenizer(gguf);
+  data::RecallTaskOptions o;
+  o.segment_len = 48, o.segments = 3, o.pairs = 4, o.digits = 3, o.seed = 3;
+  data::RecallTask task(*tokenizer, o);
+  for (int rep = 0; rep < 10; ++rep) {
+    auto doc = task.make();
+    ASSERT_EQ(doc.ids.size(0), 3 * 48);
+    ASSERT_EQ(doc.answer_positions.size(), 4u * 3u) << "3 digits per value, one token each";
+    std::vector<int32_t> first(doc.ids.data_ptr<int64_t>(), doc.ids.data_ptr<int64_t>() + 48);
+    std::vector<int32_t> middle(doc.ids.data_ptr<int64_t>() + 48, doc.ids.data_ptr<int64_t>() + 96);
+    std::vector<int32_t> last(doc.ids.data_ptr<int64_t>() + 96, doc.ids.data_ptr<int64_t>() + 144);
+    const auto a = tokenizer->decode(first), b = tokenizer->decode(last);
+    EXPECT_EQ(tokenizer->decode(middle).find_first_of("0123456789"), std::string::npos) << "filler only";
+    // Every "word number." of the last segment appears in the first, and the answers are its digits.
+    for (size_t i = 0; i < doc.answer_positions.size(); i += 3) {
+      const int64_t p = doc.answer_positions[i];
+      ASSERT_GE(p, 96);
+      std::vector<int32_t> pair(doc.ids.data_ptr<int64_t>() + p - 2, doc.ids.data_ptr<int64_t>() + p + 3);
+      const auto text = tokenizer->decode(pair);  // " word 123"
+      EXPECT_NE(a.find(text), std::string::npos) << text << " not in: " << a;
+      EXPECT_NE(b.find(text), std::string::npos) << text;
+    }
+  }
+  o.pairs = 12;
+  EXPECT_THROW(data::RecallTask(*tokenizer, o), std::invalid_argument);
+}
+
+// SmolLM2-135M reads a list of word/number pairs in its first segment only through memory. The digits
+// are uniformly random, so no model without the first segment can do better than ln 10 = 2.30 nats per
+// digit on the numbers asked for in the last segment (the base model alone scores about 3.2). After a
+// short CPU run (100 steps of two 64-token documents, about 2.5 minutes on 2 cores) uio's loss there is
+// well below ln 10: information reaches the answers through memory and nowhere else. Measured when
+// written: base model alone 3.22, with memory before training 8.07, after 1.70.
+TEST(Train, MemoryLearnsRecallThatTheBaseModelAloneCannot) {
+  const auto gguf = smollm2_gguf();
+  if (gguf.empty()) GTEST_SKIP() << "no SmolLM2 GGUF under models/ (run scripts/get-model.sh)";
+  auto loaded = model::load_model(gguf);
+  auto tokenizer = data::load_tokenizer(gguf);
+  torch::manual_seed(uio::test::test_seed());
+  const int64_t l = 32, M = 8;
+  auto memory = make_compressor(loaded.config, loaded.model, l, M, 8);
+  data::RecallTaskOptions ro;
+  ro.segment_len = l, ro.segments = 2, ro.pairs = 3, ro.digits = 2, ro.seed = 1;
+  data::RecallTask train_task(*tokenizer, ro);
+  ro.seed = 99;
+  data::RecallTask eval_task(*tokenizer, ro);
+  const auto [with_before, without] = answer_loss(loaded.model, memory, eval_task, 16);
+
+  trainer::TrainConfig c;
+  c.estimator.kind = optim::EstimatorKind::tbptt, c.estimator.window = 1, c.estimator.chunk = 2;
+  c.optimizer.lr = 3e-3, c.optimizer.weight_decay = 0.0;
+  c.schedule.kind = "constant", c.schedule.warmup_steps = 3;
+  c.steps = 100, c.accumulation = 2, c.log_every = 20;
+  std::ostringstream log;
+  trainer::Trainer trainer(c, loaded.model, memory, {}, train_task, {});
+  trainer.run(log);
+  const auto [with_after, without_after] = answer_loss(loaded.model, memory, eval_task, 16);
+  std::cout << "answer-token loss (nats per digit): base model alone " << without << ", with memory before training "
+            << with_before << ", after " << with_after << "\n" << log.str();
+  const double chance = std::log(10.0);
+  EXPECT_GT(without, chance) << "the base model alone cannot know the digits";
+  EXPECT_LT(with_after, chance - 0.4) << "memory must carry the digits";
+  EXPECT_LT(with_after, 0.6 * without);
+}
+
+TEST(Train, OnlyTheCompressorChangesTheBaseStaysBitwiseEqual) {
+  auto t = make_tiny(uio::test::test_seed());
+  std::map<std::string, torch::Tensor> base_before, memory_before;
+  for (auto& p : t.base->named_parameters()) base_before[p.key()] = p.value().clone();
+  for (auto& p : t.memory->named_parameters()) memory_before[p.key()] = p.value().clone();
+  data::RandomDocuments docs(48, 4 * 8, 3);
+  std::ostringstream log;
+  trainer::Trainer trainer(quick_config(5), t.base, t.memory, {}, docs, {});
+  auto result = trainer.run(log);
+  EXPECT_EQ(result.steps, 5);
+  EXPECT_EQ(result.skipped, 0);
+  for (auto& p : t.base->named_parameters()) EXPECT_TRUE(torch::equal(p.value(), base_before[p.key()])) << p.key();
+  int moved = 0;
+  for (auto& p : t.memory->named_parameters()) moved += !torch::equal(p.value(), memory_before[p.key()]);
+  EXPECT_GE(moved, 8) << "transfer LoRA, encoder LoRA (but the last layer's, which no memory reads) and <mem>";
+  EXPECT_FALSE(torch::equal(t.memory->memory_embedding, memory_before["memory_embedding"]));
+}
+
+TEST(Train, NonFiniteStepsAreSkippedCountedAndStopTheRunWhenTheyPersist) {
+  auto t = make_tiny(uio::test::test_seed());
+  auto saved = t.memory->memory_embedding.detach().clone();
+  // The third document is read with a NaN <mem> embedding, then the embedding is restored.
+  HookedDocuments docs(48, 4 * 8, [&](int64_t call) {
+    torch::NoGradGuard no_grad;
+    if (call == 2) saved.copy_(t.memory->memory_embedding), t.memory->memory_embedding.fill_(NAN);
+    if (call == 3) t.memory->memory_embedding.copy_(saved);
+  });
+  std::ostringstream log;
+  trainer::Trainer trainer(quick_config(6), t.base, t.memory, {}, docs, {});
+  auto result = trainer.run(log);
+  EXPECT_EQ(result.steps, 6);
+  EXPECT_EQ(result.skipped, 1);
+  EXPECT_NE(log.str().find("step 3: non-finite loss"), std::string::npos) << log.str();
+  EXPECT_TRUE(torch::isfinite(t.memory->memory_embedding).all().item<bool>());
+
+  // Persistently non-finite: the run stops with a message saying what to change.
+  {
+    torch::NoGradGuard no_grad;
+    t.memory->memory_embedding.fill_(NAN);
+  }
+  auto c = quick_config(20);
+  c.max_bad_steps = 3;
+  trainer::Trainer doomed(c, t.base, t.memory, {}, docs, {});
+  try {
+    doomed.run(log);
+    FAIL() << "expected the run to stop";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("3 steps in a row had a non-finite loss"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("lower optimizer lr"), std::string::npos) << e.what();
+  }
+}

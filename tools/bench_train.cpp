@@ -1,0 +1,155 @@
+// tools/bench_train.cpp — `uio bench train`: the speed and peak memory of whole training steps (every
+// document's segments through the estimator, backward, AdamW) for each estimator, chunk size K,
+// activation checkpointing setting and document length asked for. Random token documents and an
+// untrained compressor: the work is that of real training. Prints a table; results go to
+// docs/benchmarks.md by hand.
+#include <algorithm>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "data/document_source.h"
+#include "model/device_stats.h"
+#include "model/weights.h"
+#include "tools/memory_options.h"
+#include "tools/model_options.h"
+#include "tools/options.h"
+#include "trainer/train.h"
+
+namespace uio::cli {
+namespace {
+
+struct TrainBenchOptions {
+  ModelInput base{"", "bfloat16", "cuda"};
+  MemoryOptionsInput memory;
+  std::string tokens = "8192,32768,102400";
+  std::string estimators = "unbiased,tbptt,full";
+  std::string chunks = "1,8,32";
+  std::string checkpointing = "off";  // off | on | off,on
+  int64_t window = 2;
+  int64_t steps = 3;  // timed steps per setting, after one warm-up step
+  int64_t seed = 0;
+};
+
+std::vector<std::string> split_list(const std::string& key, const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  if (out.empty()) throw OptionError("bench train: --" + key + " is empty");
+  return out;
+}
+
+std::vector<int64_t> int_list(const std::string& key, const std::string& text) {
+  std::vector<int64_t> out;
+  for (const auto& item : split_list(key, text)) {
+    try {
+      size_t used = 0;
+      out.push_back(std::stoll(item, &used));
+      if (used != item.size() || out.back() < 1) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      throw OptionError("bench train: --" + key + " takes positive integers separated by commas, got '" + item + "'");
+    }
+  }
+  return out;
+}
+
+bool on_off(const std::string& word) {
+  if (word == "on") return true;
+  if (word == "off") return false;
+  throw OptionError("bench train: --checkpointing takes on, off or both (off,on), got '" + word + "'");
+}
+
+struct Row {
+  std::string estimator;
+  int64_t chunk = 0, tokens = 0;
+  bool checkpointing = false;
+  double seconds = 0, peak_gb = 0;
+  std::string failure;  // "out of memory", or empty
+};
+
+}  // namespace
+
+int bench_train_command(const std::vector<std::string>& args) {
+  TrainBenchOptions opt;
+  Schema schema("bench train", "Training steps through memory: input tokens/s and peak memory per estimator, "
+                               "chunk size, activation checkpointing and document length");
+  add_model_options(schema, opt.base, "base model (HF directory or .gguf), frozen");
+  add_memory_options(schema, opt.memory);
+  schema.add("tokens", &opt.tokens, "document lengths, comma-separated (rounded down to whole segments)")
+      .add("estimators", &opt.estimators, "estimators, comma-separated: full, tbptt_naive, tbptt, unbiased")
+      .add("chunks", &opt.chunks, "chunk sizes K (segments per batched call), comma-separated")
+      .add("checkpointing", &opt.checkpointing, "activation checkpointing: off, on, or off,on")
+      .add("window", &opt.window, "S: the tbptt window / reservoir size")
+      .add("steps", &opt.steps, "timed steps per setting (after one warm-up step); the median is reported")
+      .add("seed", &opt.seed, "seed of the random documents and the adapters' initialisation");
+  if (!schema.parse(args, std::cout)) return 0;
+  const auto memory_options = resolve_memory_options(opt.memory);
+  const int64_t l = memory_options.segment_len;
+  const auto lengths = int_list("tokens", opt.tokens);
+  const auto chunks = int_list("chunks", opt.chunks);
+  std::vector<optim::EstimatorKind> kinds;
+  for (const auto& name : split_list("estimators", opt.estimators)) kinds.push_back(optim::parse_estimator_kind(name));
+  std::vector<bool> checkpointing;
+  for (const auto& word : split_list("checkpointing", opt.checkpointing)) checkpointing.push_back(on_off(word));
+  if (opt.steps < 1) throw OptionError("bench train: --steps must be >= 1");
+
+  const auto load = load_options(opt.base);
+  auto loaded = model::load_model(opt.base.model, load);
+  const auto eos = loaded.config.eos_token_id >= 0 ? loaded.config.eos_token_id : 0;
+  const auto memory_init = loaded.model->model->embed_tokens->weight[eos].detach().to(torch::kFloat);
+  std::cout << "bench train: " << loaded.config.architecture << " from " << opt.base.model << ", " << opt.base.dtype
+            << " compute on " << opt.base.device << " (fp32 adapters and AdamW state), l = " << l
+            << ", M = " << memory_options.num_memory_tokens << ", S = " << opt.window << "; median of " << opt.steps
+            << " steps after one warm-up; tokens/s counts every input token of a whole step "
+               "(forward, backward, optimiser)\n\n"
+            << std::left << std::setw(12) << "estimator" << std::right << std::setw(7) << "K" << std::setw(7) << "ckpt"
+            << std::setw(10) << "tokens" << std::setw(11) << "s/step" << std::setw(13) << "tokens/s" << std::setw(11)
+            << "peak GB" << "\n";
+  for (int64_t n : lengths) {
+    const int64_t T = n / l;
+    if (T < 1) throw OptionError("bench train: --tokens " + std::to_string(n) + " is shorter than one segment (" +
+                                 std::to_string(l) + ")");
+    for (auto kind : kinds)
+      for (int64_t K : chunks)
+        for (bool ckpt : checkpointing) {
+          if (K > T && K != chunks.front()) continue;  // the same as K = T
+          Row row{optim::estimator_kind_name(kind), std::min(K, T), T * l, ckpt, 0.0, 0.0, ""};
+          try {
+            torch::manual_seed(static_cast<uint64_t>(opt.seed));
+            model::MemoryCompressor compressor(loaded.config, memory_options, memory_init.to(load.device));
+            trainer::TrainConfig c;
+            c.estimator.kind = kind, c.estimator.window = opt.window, c.estimator.chunk = K;
+            c.estimator.activation_checkpointing = ckpt, c.estimator.seed = static_cast<uint64_t>(opt.seed);
+            c.steps = opt.steps + 1;
+            data::RandomDocuments documents(loaded.config.vocab_size, T * l, static_cast<uint64_t>(opt.seed));
+            trainer::Trainer trainer(c, loaded.model, compressor, {}, documents, {});
+            trainer.step();  // warm-up: kernel choice, allocator, lazy tables
+            model::reset_peak_memory(load.device);
+            std::vector<double> times;
+            for (int64_t s = 0; s < opt.steps; ++s) times.push_back(trainer.step().seconds);
+            std::sort(times.begin(), times.end());
+            row.seconds = times[times.size() / 2];
+            row.peak_gb = static_cast<double>(model::peak_memory_bytes(load.device)) / 1e9;
+          } catch (const c10::OutOfMemoryError&) {
+            row.failure = "out of memory";
+          }
+          model::release_cached_memory(load.device);
+          std::cout << std::left << std::setw(12) << row.estimator << std::right << std::setw(7) << row.chunk
+                    << std::setw(7) << (row.checkpointing ? "on" : "off") << std::setw(10) << row.tokens;
+          if (row.failure.empty())
+            std::cout << std::fixed << std::setw(11) << std::setprecision(3) << row.seconds << std::setw(13)
+                      << std::setprecision(0) << static_cast<double>(row.tokens) / row.seconds << std::setw(11)
+                      << std::setprecision(2) << row.peak_gb << "\n";
+          else
+            std::cout << "   " << row.failure << "\n";
+          std::cout << std::flush;
+        }
+  }
+  if (!load.device.is_cuda())
+    std::cout << "\n(peak memory on the CPU is the process's peak resident set, which only grows: read it as "
+                 "the largest so far)\n";
+  return 0;
+}
+
+}  // namespace uio::cli

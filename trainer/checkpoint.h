@@ -1,0 +1,83 @@
+// trainer/checkpoint.h — training checkpoints on disk: one directory per step under <out_dir>/checkpoints,
+// written into a temporary directory (every file fsync'ed), renamed into place, then the `latest`
+// pointer replaced atomically; the last N kept plus any marked to keep. A checkpoint is complete when
+// its manifest (trainer_state.json) names every file with its size and checksum and they all match;
+// nothing else is ever loaded. What goes into a checkpoint is the trainer's (trainer/train.h).
+//
+//   checkpoints/step-00000100/
+//     uio_config.json, uio_memory.safetensors   the compressor (model/memory_io.h; `uio generate --memory` reads it)
+//     optimizer.safetensors                      AdamW state (optim/optimizer.h names)
+//     rng.safetensors                            random generator states (CPU, each CUDA device), U8
+//     config.ini                                 the resolved options of the run
+//     trainer_state.json                         counters, data and reservoir states, manifest (written last)
+//     keep                                       (optional) never pruned
+//   checkpoints/latest                           "step-00000100\n"
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <iosfwd>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace uio::trainer {
+
+// A checkpoint that cannot be used: missing, truncated or corrupt files, or one from another model.
+class CheckpointError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct CheckpointOptions {
+  int64_t keep_last = 3;   // complete checkpoints kept (older ones are deleted), >= 1
+  int64_t keep_every = 0;  // also keep every checkpoint whose step is a multiple of this (0: none)
+};
+
+// Writes the files of one checkpoint into a directory it is given; throws on any failure.
+using CheckpointWriter = std::function<void(const std::string& dir)>;
+
+class CheckpointStore {
+ public:
+  // `root`: <out_dir>/checkpoints (created). Leftover temporary directories of a crashed writer are removed.
+  CheckpointStore(std::string root, CheckpointOptions options);
+
+  // Writes checkpoint `step`: `write` fills a fresh temporary directory, then save() adds the manifest
+  // (`state`, with "files" filled in, as trainer_state.json, written last), fsyncs every file and the
+  // directory, renames it to step-<step>, points `latest` at it and prunes. On any failure the temporary
+  // directory is removed, the previous checkpoints and `latest` are untouched, and a CheckpointError
+  // says what failed. Returns the checkpoint's directory.
+  std::string save(int64_t step, nlohmann::json state, const CheckpointWriter& write);
+
+  // The newest complete checkpoint: the one `latest` names when it verifies, else (with a warning on
+  // `log` naming what was wrong) the newest step-* directory that does. None: std::nullopt.
+  std::optional<std::string> find_latest(std::ostream& log) const;
+  const std::string& root() const { return root_; }
+
+ private:
+  void prune(const std::string& newest) const;
+
+  std::string root_;
+  CheckpointOptions options_;
+};
+
+// Checks that `dir` is a complete checkpoint (its manifest's files exist with the recorded sizes and
+// checksums) and returns trainer_state.json; throws CheckpointError naming the file and the fix.
+nlohmann::json verify_checkpoint(const std::string& dir);
+
+// Test hook for crash and I/O-error tests: UIO_CHECKPOINT_FAULT=<file name> makes writing that file of
+// a checkpoint fail as a full disk would (ENOSPC); UIO_CHECKPOINT_DELAY_MS=<n> sleeps n ms after each
+// file, so a kill lands inside a write. Read from the environment on every save.
+void checkpoint_fault_point(const std::string& file);
+
+// Compares two resolved configs (INI text, `key = value` lines): returns "key: saved -> now" for every
+// key in `must_match` whose value differs, and fills `changed` with the same for the other keys.
+std::vector<std::string> compare_configs(const std::string& saved_ini, const std::string& current_ini,
+                                         const std::vector<std::string>& must_match,
+                                         std::vector<std::string>* changed = nullptr);
+
+}  // namespace uio::trainer
