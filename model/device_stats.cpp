@@ -5,6 +5,7 @@
 
 #ifdef UIO_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <torch/cuda.h>
 #endif
 
@@ -13,6 +14,12 @@ namespace uio::model {
 void synchronize(const torch::Device& device) {
 #ifdef UIO_WITH_CUDA
   if (device.is_cuda()) torch::cuda::synchronize(device.index() < 0 ? -1 : device.index());
+#endif
+}
+
+void bind_device(const torch::Device& device) {
+#ifdef UIO_WITH_CUDA
+  if (device.is_cuda() && device.index() >= 0) c10::cuda::set_device(device.index());
 #endif
 }
 

@@ -8,6 +8,8 @@
 namespace uio::model {
 
 void synchronize(const torch::Device& device);
+// Makes `device` the current CUDA device of this process (data parallel: one process per GPU); a no-op elsewhere.
+void bind_device(const torch::Device& device);
 void reset_peak_memory(const torch::Device& device);
 // Bytes: peak allocated on the GPU since the last reset, or the process's peak RSS on the CPU.
 int64_t peak_memory_bytes(const torch::Device& device);

@@ -118,7 +118,7 @@ at::Generator dropout_generator(const torch::Device& device) { return at::global
 }  // namespace
 
 DocumentLoss backward_full(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
-                           int64_t chunk, double loss_scale) {
+                           int64_t chunk, double loss_scale, bool recompute_decoder) {
   TORCH_CHECK(chunk > 0, "estimator: chunk must be > 0");
   Document doc(compressor, ids);
   model::Memory memory;  // concatenated under autograd: every memory keeps its encoder graph
@@ -127,7 +127,8 @@ DocumentLoss backward_full(model::CausalLM& base, model::MemoryCompressor& compr
     const int64_t K = std::min(chunk, doc.segments() - c0);
     auto segments = doc.segment_ids(c0, K);
     memory.append(compressor->compress(base, segments));
-    auto loss = doc.score(base, compressor->decode(base, segments, Document::rows(c0, K), memory), c0);
+    auto hidden = compressor->decode(base, segments, Document::rows(c0, K), memory, nullptr, recompute_decoder);
+    auto loss = doc.score(base, hidden, c0);
     total = total.defined() ? total + loss : loss;
   }
   if (total.requires_grad()) (total * loss_scale).backward();
@@ -348,7 +349,8 @@ DocumentLoss GradientEstimator::backward(model::CausalLM& base, model::MemoryCom
                                          const torch::Tensor& ids, double loss_scale) {
   const int64_t T = ids.size(0) / compressor->segment_len();
   switch (options_.kind) {
-    case EstimatorKind::full: return backward_full(base, compressor, ids, options_.chunk, loss_scale);
+    case EstimatorKind::full:
+      return backward_full(base, compressor, ids, options_.chunk, loss_scale, options_.activation_checkpointing);
     case EstimatorKind::tbptt_naive:
       return backward_naive(base, compressor, ids, next_plan(T), options_.chunk, loss_scale);
     case EstimatorKind::tbptt:

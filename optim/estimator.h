@@ -74,8 +74,10 @@ DocumentLoss score_document(model::CausalLM& base, model::MemoryCompressor& comp
                             int64_t chunk);
 
 // The three ways of running a plan, public for tests.
+// `recompute_decoder`: activation checkpointing of the decoder layers (every encoder graph is kept: that
+// is what full backpropagation costs).
 DocumentLoss backward_full(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
-                           int64_t chunk, double loss_scale);
+                           int64_t chunk, double loss_scale, bool recompute_decoder = false);
 DocumentLoss backward_naive(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
                             const GradientPlan& plan, int64_t chunk, double loss_scale);
 DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCompressor& compressor,

@@ -9,7 +9,7 @@ cd "$root"
 
 apt_packages=(cmake ninja-build g++ ccache pkg-config
   libboost-program-options-dev libgtest-dev libgmock-dev libpcre2-dev
-  libsentencepiece-dev nlohmann-json3-dev python3-venv)
+  libsentencepiece-dev nlohmann-json3-dev libgloo-dev python3-venv)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,6 +1,7 @@
 // tools/train.cpp — `uio train`: fine-tunes the memory compressor of a frozen base model on a token
 // store (uio prepare) and reports held-out perplexity with memory against the base model truncated to
 // one segment, before and after. Options parse into trainer::TrainConfig; the loop is trainer/'s.
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -11,6 +12,8 @@
 #include "tools/memory_options.h"
 #include "tools/model_options.h"
 #include "tools/options.h"
+#include "model/device_stats.h"
+#include "trainer/distributed.h"
 #include "trainer/stop_signal.h"
 #include "trainer/train.h"
 
@@ -20,8 +23,9 @@ namespace {
 struct TrainInput {
   ModelInput base;
   MemoryOptionsInput memory;
-  std::string data, sampler = "long_only", estimator = "unbiased", resume;
-  int64_t seq_len = 4096, val_documents = 4, seed = 0;
+  std::string data, sampler = "long_only", estimator = "unbiased", resume, master_addr;
+  int64_t seq_len = 4096, val_documents = 4, seed = 0, master_port = 0;
+  double dist_timeout_s = 600;
   trainer::TrainConfig config;
 };
 
@@ -105,10 +109,19 @@ int train_command(const std::vector<std::string>& args) {
            "checkpoint directory keeps it too")
       .add("resume", &in.resume, "continue a run: 'auto' (the newest complete checkpoint in out_dir, or start "
                                  "fresh when there is none) or a checkpoint directory")
+      .add("master_addr", &in.master_addr, "data parallel: rendezvous host (empty: MASTER_ADDR; docs/distributed.md)")
+      .add("master_port", &in.master_port, "data parallel: rendezvous port (0: MASTER_PORT, else 29500)")
+      .add("dist_timeout_s", &in.dist_timeout_s,
+           "data parallel: seconds a collective may wait for the other ranks before the job stops with an error")
+      .add("check_every", &c.check_every, "data parallel: steps between checks that all ranks hold the same weights")
       .required("data");
   if (!schema.parse(args, std::cout)) return 0;
+  // Data parallel: this process's rank from torchrun's or Slurm's environment (a world of one without).
+  const auto process = trainer::process_info_from_env(in.master_addr, in.master_port);
+  std::ostream silent(nullptr);
+  std::ostream& out = process.rank == 0 ? std::cout : silent;  // rank 0 speaks for the job
   c.config_text = schema.to_ini();
-  const auto checkpoint = resume_checkpoint(in.resume, c.out_dir, c.config_text, std::cout);
+  const auto checkpoint = resume_checkpoint(in.resume, c.out_dir, c.config_text, out);
   c.estimator.kind = optim::parse_estimator_kind(in.estimator);
   c.estimator.seed = static_cast<uint64_t>(in.seed);
   const auto memory_options = resolve_memory_options(in.memory);
@@ -118,7 +131,13 @@ int train_command(const std::vector<std::string>& args) {
                       std::to_string(l));
   if (in.val_documents < 0) throw OptionError("val_documents must be >= 0");
 
-  const auto load = load_options(in.base);
+  if (in.dist_timeout_s <= 0) throw OptionError("dist_timeout_s must be > 0");
+  auto load = load_options(in.base);
+  if (load.device.is_cuda() && process.world_size > 1)  // one process per GPU, bound to its local device
+    load.device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(process.local_rank));
+  model::bind_device(load.device);
+  trainer::Communicator comm(process, load.device,
+                             std::chrono::milliseconds(static_cast<int64_t>(in.dist_timeout_s * 1000)));
   auto loaded = model::load_model(in.base.model, load);
   auto store = std::make_shared<const data::TokenStore>(in.data);
   if (store->meta().vocab_size > loaded.config.vocab_size)
@@ -127,37 +146,42 @@ int train_command(const std::vector<std::string>& args) {
                       "); prepare the store with this model's tokenizer (uio prepare --tokenizer " + in.base.model + ")");
   data::SamplerOptions so;
   so.seq_len = in.seq_len, so.mode = data::parse_sampler_mode(in.sampler), so.seed = static_cast<uint64_t>(in.seed);
+  so.rank = process.rank, so.world_size = process.world_size;  // each rank its own share of the documents
   data::SamplerSource documents(store, so);
   std::vector<torch::Tensor> validation;
   if (in.val_documents > 0) {
     auto vo = so;
+    vo.rank = 0, vo.world_size = 1;  // every rank knows every held-out document (the trainer shares them out)
     vo.split = data::Split::heldout;
     data::Sampler heldout(*store, vo);
     const int64_t count = std::min(in.val_documents, heldout.sequences_per_epoch());
     for (int64_t i = 0; i < count; ++i) validation.push_back(heldout.next().tokens);
   }
 
-  torch::manual_seed(static_cast<uint64_t>(in.seed));
+  c.seed = static_cast<uint64_t>(in.seed);
+  torch::manual_seed(c.seed);
   const auto eos = loaded.config.eos_token_id >= 0 ? loaded.config.eos_token_id : 0;
   model::MemoryCompressor compressor(loaded.config, memory_options,
                                      loaded.model->model->embed_tokens->weight[eos].detach().to(torch::kFloat).to(load.device));
-  std::cout << "train: " << loaded.config.architecture << " from " << in.base.model << " (" << in.base.dtype << " on "
-            << in.base.device << "), l = " << l << ", M = " << memory_options.num_memory_tokens << ", "
+  out << "train: " << loaded.config.architecture << " from " << in.base.model << " (" << in.base.dtype << " on "
+            << load.device << "), l = " << l << ", M = " << memory_options.num_memory_tokens << ", "
             << in.seq_len / l << " segments per document, estimator " << in.estimator << " (S = " << c.estimator.window
-            << ", chunk " << c.estimator.chunk << "), " << c.steps << " steps x " << c.accumulation << " documents\n";
+            << ", chunk " << c.estimator.chunk << "), " << c.steps << " steps x " << c.accumulation << " documents"
+            << (process.world_size > 1 ? " x " + std::to_string(process.world_size) + " ranks (" + process.launcher + ")" : "")
+            << "\n";
   trainer::Trainer trainer(c, loaded.model, compressor, model::identify(in.base.model, loaded.config), documents,
-                           validation);
+                           validation, &comm);
   if (checkpoint) {
-    trainer.restore(*checkpoint);
-    std::cout << "resume: from " << *checkpoint << " (step " << trainer.steps_done() << " of " << c.steps << ")\n";
+    trainer.restore(*checkpoint, out);
+    out << "resume: from " << *checkpoint << " (step " << trainer.steps_done() << " of " << c.steps << ")\n";
   }
   trainer::install_stop_handlers();
   auto result = trainer.run(std::cout);
   if (result.stopped) return 0;
-  std::cout << "train: " << result.steps << " steps (" << result.skipped << " skipped), last loss "
-            << result.last_loss << "\n";
+  out << "train: " << result.steps << " steps (" << result.skipped << " skipped), last loss " << result.last_loss
+      << "\n";
   if (!validation.empty()) {
-    std::cout << "held-out perplexity after the first segment (context longer than one segment):\n"
+    out << "held-out perplexity after the first segment (context longer than one segment):\n"
               << "  base model truncated to one segment  " << result.after.truncated.perplexity(1) << "\n"
               << "  with memory, before training         " << result.before.memory.perplexity(1) << "\n"
               << "  with memory, after training          " << result.after.memory.perplexity(1) << "\n";

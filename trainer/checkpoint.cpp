@@ -4,6 +4,7 @@
 #include "model/fingerprint.h"
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +16,8 @@
 #include <iomanip>
 #include <sstream>
 #include <thread>
+
+#include <sys/stat.h>
 
 namespace uio::trainer {
 namespace fs = std::filesystem;
@@ -76,6 +79,24 @@ void write_text_atomically(const fs::path& path, const std::string& text) {
   fs::rename(tmp, path);
 }
 
+// Removes a directory tree (or a file); missing is fine. POSIX rather than std::filesystem::remove_all:
+// some torch wheels (2.11 on the GPU machine) export their own copies of libstdc++'s filesystem
+// internals, and remove_all crashed there when those won (docs/gpu.md). Throws on failure.
+void remove_tree(const fs::path& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return;
+  auto remove_one = [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); };
+  if (::nftw(path.c_str(), remove_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
+    throw std::runtime_error(path.string() + ": cannot remove (" + std::strerror(errno) + ")");
+}
+
+void remove_tree_quietly(const fs::path& path) noexcept {
+  try {
+    remove_tree(path);
+  } catch (...) {
+  }
+}
+
 std::string read_text(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw CheckpointError(path.string() + ": cannot open");
@@ -118,10 +139,7 @@ CheckpointStore::CheckpointStore(std::string root, CheckpointOptions options)
   fs::create_directories(root_);
   for (const auto& entry : fs::directory_iterator(root_)) {  // a crashed writer's leftovers
     const auto name = entry.path().filename().string();
-    if (name.rfind(".tmp-", 0) == 0 || name.rfind(".old-", 0) == 0) {
-      std::error_code ec;
-      fs::remove_all(entry.path(), ec);
-    }
+    if (name.rfind(".tmp-", 0) == 0 || name.rfind(".old-", 0) == 0) remove_tree_quietly(entry.path());
   }
 }
 
@@ -132,7 +150,7 @@ std::string CheckpointStore::save(int64_t step, Json state, const CheckpointWrit
   std::string previous = "none";
   if (fs::exists(root / kLatest)) previous = trim(read_text(root / kLatest));
   try {
-    fs::remove_all(tmp);
+    remove_tree(tmp);
     fs::create_directories(tmp);
     write(tmp.string());
     // The manifest names every file with its size and checksum; it is written last, so a directory
@@ -155,7 +173,7 @@ std::string CheckpointStore::save(int64_t step, Json state, const CheckpointWrit
       const fs::path old = root / (".old-" + name + "-" + std::to_string(::getpid()));
       fs::rename(final_dir, old);
       fs::rename(tmp, final_dir);
-      fs::remove_all(old);
+      remove_tree(old);
     } else {
       fs::rename(tmp, final_dir);
     }
@@ -164,8 +182,7 @@ std::string CheckpointStore::save(int64_t step, Json state, const CheckpointWrit
     write_text_atomically(root / kLatest, name + "\n");
     fsync_path(root, true);
   } catch (const std::exception& e) {
-    std::error_code ec;
-    fs::remove_all(tmp, ec);
+    remove_tree_quietly(tmp);
     throw CheckpointError("checkpoint " + name + " in " + root_ + " was not written: " + e.what() +
                           ". The previous checkpoint (latest: " + previous +
                           ") is intact; free disk space (or fix the error) and resume with --resume auto");
@@ -188,8 +205,7 @@ void CheckpointStore::prune(const std::string& newest) const {
     const bool recent = complete && kept++ < options_.keep_last;
     const bool marked = fs::exists(dir / "keep") || (options_.keep_every > 0 && step % options_.keep_every == 0);
     if (recent || marked || dir.filename() == newest) continue;
-    std::error_code ec;
-    fs::remove_all(dir, ec);
+    remove_tree_quietly(dir);
   }
 }
 

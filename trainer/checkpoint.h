@@ -7,9 +7,9 @@
 //   checkpoints/step-00000100/
 //     uio_config.json, uio_memory.safetensors   the compressor (model/memory_io.h; `uio generate --memory` reads it)
 //     optimizer.safetensors                      AdamW state (optim/optimizer.h names)
-//     rng.safetensors                            random generator states (CPU, each CUDA device), U8
 //     config.ini                                 the resolved options of the run
-//     trainer_state.json                         counters, data and reservoir states, manifest (written last)
+//     trainer_state.json                         counters; per rank: data position, reservoir and random
+//                                                generator states (CPU, each CUDA device); manifest (last)
 //     keep                                       (optional) never pruned
 //   checkpoints/latest                           "step-00000100\n"
 #pragma once

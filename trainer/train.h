@@ -5,7 +5,7 @@
 #pragma once
 
 #include <fstream>
-#include <iosfwd>
+#include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,6 +18,7 @@
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
 #include "trainer/checkpoint.h"
+#include "trainer/distributed.h"
 #include "trainer/perplexity.h"
 
 namespace uio::trainer {
@@ -35,6 +36,8 @@ struct TrainConfig {
   std::string config_text;   // the resolved options (INI), kept beside the outputs and in checkpoints
   int64_t checkpoint_every = 0;  // steps between checkpoints (0: only at the end and when stopped by a signal)
   CheckpointOptions checkpoints;
+  uint64_t seed = 0;             // the run's seed; ranks > 0 draw dropout and reservoir from seed + rank
+  int64_t check_every = 50;      // data parallel: steps between checks that every rank holds the same weights
 };
 
 struct TrainResult {
@@ -52,6 +55,7 @@ struct StepResult {
   double grad_norm = 0, lr = 0;
   int64_t predictions = 0, input_tokens = 0;
   bool finite = true;        // false: non-finite loss or gradient, the update was skipped
+  bool stop = false;         // some rank was asked to stop (SIGINT/SIGTERM) during this step
   double seconds = 0;        // wall time of the step (synchronised with the device)
   std::vector<double> segment_loss;  // summed per segment position
   std::vector<int64_t> segment_tokens;
@@ -60,27 +64,39 @@ struct StepResult {
 class Trainer {
  public:
   // `validation`: held-out documents ([n] each) scored before, every val_every steps, and after.
+  // `comm`: the data-parallel job this process belongs to (null: a world of one). With several ranks,
+  // `documents` is this rank's share, every rank starts from rank 0's weights, gradients and step
+  // statistics are summed over ranks, and only rank 0 logs and writes metrics and checkpoints.
   Trainer(TrainConfig config, model::CausalLM base, model::MemoryCompressor compressor, model::BaseIdentity identity,
-          data::DocumentSource& documents, std::vector<torch::Tensor> validation);
+          data::DocumentSource& documents, std::vector<torch::Tensor> validation, Communicator* comm = nullptr);
   // The whole run: validation, config.steps steps with progress and metrics, validation, the
   // trained compressor written to out_dir.
   TrainResult run(std::ostream& log);
-  // One optimiser step (accumulation documents through the estimator, then AdamW, or a skip when the
-  // loss or gradient is not finite). `uio bench train` times these.
+  // One optimiser step (accumulation documents through the estimator on every rank, gradients summed
+  // over ranks, then AdamW, or a skip when the loss or gradient is not finite). `uio bench train`
+  // times these.
   StepResult step();
   int64_t steps_done() const { return step_; }
 
   // Writes a checkpoint of the current step to <out_dir>/checkpoints (trainer/checkpoint.h): the
-  // compressor, AdamW state, every random generator (CPU, CUDA devices, the reservoir's), the data
-  // source's position, the counters and the resolved config. Returns its directory.
+  // compressor, AdamW state, every rank's random generators (CPU, CUDA devices, the reservoir's) and
+  // data position, the counters and the resolved config. Every rank calls it; rank 0 writes. Returns
+  // its directory.
   std::string save_checkpoint();
   // Continues from a checkpoint written by save_checkpoint (verified first): afterwards the run goes on
-  // exactly as the one that wrote it would have. Config compatibility is the caller's to check.
-  void restore(const std::string& dir);
+  // exactly as the one that wrote it would have, when the world size is the same; with another world
+  // size it continues with a warning on `log` (the data order and the random draws change). Config
+  // compatibility is the caller's to check.
+  void restore(const std::string& dir, std::ostream& log = std::cerr);
 
  private:
   Perplexity validate(std::ostream& log, int64_t step, const char* when);
   void write_metrics(const StepResult& r, int64_t skipped, double elapsed);
+  bool is_root() const { return !comm_ || comm_->is_root(); }
+  int world_size() const { return comm_ ? comm_->world_size() : 1; }
+  nlohmann::json rank_state() const;           // this rank's generators and data position
+  void apply_rank_state(const nlohmann::json& state);
+  void check_replicas_agree();                 // every rank holds the same weights
 
   TrainConfig config_;
   model::CausalLM base_;
@@ -94,6 +110,7 @@ class Trainer {
   std::unique_ptr<std::ofstream> metrics_;
   int64_t step_ = 0;  // optimiser steps taken (skipped ones included)
   int64_t skipped_ = 0, input_tokens_ = 0;
+  Communicator* comm_ = nullptr;
 };
 
 }  // namespace uio::trainer
