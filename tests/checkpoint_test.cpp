@@ -19,7 +19,6 @@
 #include <nlohmann/json.hpp>
 
 #include "data/document_source.h"
-#include "data/token_store.h"
 #include "model/safetensors.h"
 #include "tests/cli_util.h"
 #include "tests/test_util.h"
@@ -267,19 +266,7 @@ TEST(Checkpoint, ConfigComparisonNamesEveryMismatchedShapeKey) {
 // continues from it; no partial checkpoint is ever taken.
 TEST(Checkpoint, KilledAtRandomMomentsTheRunAlwaysResumesFromACompleteCheckpoint) {
   const auto dir = uio::test::scratch_dir();
-  const auto store_dir = dir / "store";
-  {
-    data::TokenStoreMeta meta;
-    meta.vocab_size = 128, meta.eos_id = 2, meta.tokenizer = "test";
-    data::TokenStoreWriter w(store_dir.string(), meta);
-    std::mt19937_64 rng(uio::test::test_seed());
-    for (int d = 0; d < 6; ++d) {
-      std::vector<int32_t> tokens(400);
-      for (auto& x : tokens) x = static_cast<int32_t>(rng() % 120) + 3;
-      w.add("doc" + std::to_string(d), d == 5 ? data::Split::heldout : data::Split::train, tokens);
-    }
-    w.finish();
-  }
+  const auto store_dir = uio::test::write_random_store(dir / "store", 6, 400, uio::test::test_seed());
   const auto model = uio::test::testdata("hf_models/qwen2_bias").string();
   const auto out = dir / "run";
   const std::vector<std::string> args = {"train", "--model", model, "--data", store_dir.string(), "--seq_len", "64",
@@ -292,43 +279,25 @@ TEST(Checkpoint, KilledAtRandomMomentsTheRunAlwaysResumesFromACompleteCheckpoint
   const int kRounds = 12;  // the last one stops the run with SIGTERM instead: a clean stop, after a checkpoint
   for (int round = 0; round <= kRounds; ++round) {
     const bool term = round == kRounds;
-    auto argv_strings = args;
-    argv_strings.insert(argv_strings.begin(), uio::test::uio_binary());
-    argv_strings.push_back("--steps");
-    argv_strings.push_back("1000");
-    fs::remove(dir / "child.log");  // read below while the child runs: nothing of an earlier round
-    const pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      ::setenv("UIO_CHECKPOINT_DELAY_MS", "15", 1);
-      std::freopen((dir / "child.log").c_str(), "w", stdout);
-      std::freopen((dir / "child.err").c_str(), "w", stderr);
-      std::vector<char*> argv;
-      for (auto& a : argv_strings) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
+    auto round_args = args;
+    round_args.insert(round_args.end(), {"--steps", "1000"});
+    const auto child = uio::test::spawn_uio(round_args, {{"UIO_CHECKPOINT_DELAY_MS", "15"}}, dir / "child.log",
+                                            dir / "child.err");
     if (term) {
       // A clean stop needs the handlers installed: wait until this run has trained a step (slow
       // machines take seconds to load libtorch), then ask it to stop.
-      const auto log = dir / "child.log";
-      for (int i = 0; i < 600 && uio::test::read_file(log).find(" | loss ") == std::string::npos; ++i) ::usleep(50000);
+      uio::test::wait_for_text(child.log, " | loss ");
     } else {
       ::usleep(static_cast<useconds_t>(600000 + rng() % 900000));  // start-up, then a few steps and writes
     }
-    ::kill(pid, term ? SIGTERM : SIGKILL);
-    int status = 0;
-    ::waitpid(pid, &status, 0);
+    ::kill(child.pid, term ? SIGTERM : SIGKILL);
+    const int code = uio::test::wait_exit(child);
     if (term) {
-      ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-          << "status " << status << " signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0) << ": "
-          << uio::test::read_file(dir / "child.err");
+      ASSERT_EQ(code, 0) << uio::test::read_file(dir / "child.err");
       EXPECT_NE(uio::test::read_file(dir / "child.log").find("stopped by a signal after step"), std::string::npos)
           << uio::test::read_file(dir / "child.log");
     } else {
-      ASSERT_TRUE(WIFSIGNALED(status)) << "round " << round << ": the run ended before the kill (exit "
-                                       << WEXITSTATUS(status) << ")";
+      ASSERT_EQ(code, 128 + SIGKILL) << "round " << round << ": the run ended before the kill";
       ++kills;
     }
     std::ostringstream log;

@@ -19,7 +19,6 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "data/token_store.h"
 #include "model/safetensors.h"
 #include "tests/cli_util.h"
 #include "tests/test_util.h"
@@ -32,19 +31,8 @@ namespace {
 
 bool gloo_available() { return trainer::distributed_available(torch::kCPU); }
 
-// A token store of random documents (ids 3..122) for the tiny Qwen2 test model (vocabulary 128).
 fs::path make_store(const fs::path& dir) {
-  data::TokenStoreMeta meta;
-  meta.vocab_size = 128, meta.eos_id = 2, meta.tokenizer = "test";
-  data::TokenStoreWriter w((dir / "store").string(), meta);
-  std::mt19937_64 rng(uio::test::test_seed());
-  for (int d = 0; d < 8; ++d) {
-    std::vector<int32_t> tokens(300);
-    for (auto& x : tokens) x = static_cast<int32_t>(rng() % 120) + 3;
-    w.add("doc" + std::to_string(d), d == 7 ? data::Split::heldout : data::Split::train, tokens);
-  }
-  w.finish();
-  return dir / "store";
+  return uio::test::write_random_store(dir / "store", 8, 300, uio::test::test_seed());
 }
 
 std::vector<std::string> train_args(const fs::path& store, const fs::path& out, const std::string& extra_estimator) {
@@ -55,10 +43,8 @@ std::vector<std::string> train_args(const fs::path& store, const fs::path& out, 
           "--out_dir", out.string()};
 }
 
-struct Rank {
-  pid_t pid = -1;
-  fs::path log, err;
-};
+using uio::test::Child;
+using uio::test::wait_exit;
 
 int free_port() {
   static std::mt19937 rng(static_cast<unsigned>(::getpid()));
@@ -66,36 +52,16 @@ int free_port() {
 }
 
 // Starts `world` ranks of `uio ARGS...` with torchrun's variables; stdout/stderr to files in `dir`.
-std::vector<Rank> launch(const fs::path& dir, int world, std::vector<std::string> args, int port) {
-  args.insert(args.begin(), uio::test::uio_binary());
-  std::vector<Rank> ranks;
-  for (int r = 0; r < world; ++r) {
-    Rank rank{-1, dir / ("rank" + std::to_string(r) + ".log"), dir / ("rank" + std::to_string(r) + ".err")};
-    fs::remove(rank.log), fs::remove(rank.err);
-    rank.pid = ::fork();
-    if (rank.pid == 0) {
-      ::setenv("RANK", std::to_string(r).c_str(), 1);
-      ::setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
-      ::setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
-      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
-      ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
-      std::freopen(rank.log.c_str(), "w", stdout);
-      std::freopen(rank.err.c_str(), "w", stderr);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    ranks.push_back(rank);
-  }
+std::vector<Child> launch(const fs::path& dir, int world, const std::vector<std::string>& args, int port) {
+  std::vector<Child> ranks;
+  for (int r = 0; r < world; ++r)
+    ranks.push_back(uio::test::spawn_uio(args,
+                                         {{"RANK", std::to_string(r)}, {"LOCAL_RANK", std::to_string(r)},
+                                          {"WORLD_SIZE", std::to_string(world)}, {"MASTER_ADDR", "127.0.0.1"},
+                                          {"MASTER_PORT", std::to_string(port)}},
+                                         dir / ("rank" + std::to_string(r) + ".log"),
+                                         dir / ("rank" + std::to_string(r) + ".err")));
   return ranks;
-}
-
-int wait_exit(const Rank& r) {
-  int status = 0;
-  ::waitpid(r.pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 void run_all(const fs::path& dir, int world, const std::vector<std::string>& args) {
@@ -170,7 +136,7 @@ TEST(Distributed, ResumingTwoRanksIsExactAndAnotherWorldSizeWarns) {
   split.insert(split.end(), {"--encoder_lora_dropout", "0.2", "--steps", "6", "--resume", "auto"});
   {
     auto ranks = launch(dir, 2, split, free_port());
-    for (int i = 0; i < 600 && uio::test::read_file(ranks[0].log).find(" | loss ") == std::string::npos; ++i) ::usleep(20000);
+    uio::test::wait_for_text(ranks[0].log, " | loss ");
     for (auto& r : ranks) ::kill(r.pid, SIGTERM);
     for (auto& r : ranks) ASSERT_EQ(wait_exit(r), 0) << uio::test::read_file(r.err);
     const auto log = uio::test::read_file(dir / "rank0.log");
@@ -201,8 +167,7 @@ TEST(Distributed, ARankThatDiesOrHangsStopsTheOtherWithinTheTimeout) {
     auto args = train_args(store, dir / ("run" + std::to_string(sig)), "unbiased");
     args.insert(args.end(), {"--steps", "100000", "--dist_timeout_s", "8"});
     auto ranks = launch(dir, 2, args, free_port());
-    for (int i = 0; i < 600 && uio::test::read_file(ranks[0].log).find(" | loss ") == std::string::npos; ++i) ::usleep(50000);
-    ASSERT_NE(uio::test::read_file(ranks[0].log).find(" | loss "), std::string::npos) << uio::test::read_file(ranks[0].err);
+    ASSERT_TRUE(uio::test::wait_for_text(ranks[0].log, " | loss ")) << uio::test::read_file(ranks[0].err);
     const auto t0 = std::chrono::steady_clock::now();
     ::kill(ranks[1].pid, sig);
     const int code = wait_exit(ranks[0]);
