@@ -43,6 +43,11 @@ void Memory::append(const Memory& more) {
   }
 }
 
+torch::Tensor eos_memory_init(CausalLM& base) {
+  const int64_t eos = base->config().eos_token_id >= 0 ? base->config().eos_token_id : 0;
+  return base->model->embed_tokens->weight[eos].detach().to(torch::kFloat).clone();
+}
+
 torch::Tensor encoder_attention_mask(int64_t l, int64_t M) {
   TORCH_CHECK(l > 0 && M > 0 && l % M == 0, "memory: segment_len (", l, ") must be a positive multiple of ",
               "num_memory_tokens (", M, ")");

@@ -94,6 +94,10 @@ class MemoryCompressorImpl : public torch::nn::Module {
 };
 TORCH_MODULE(MemoryCompressor);
 
+// The initial <mem> embedding of a new compressor (DESIGN.md §2): the EOS token's input embedding
+// (token 0 when the model names no EOS), float32, on the model's device.
+torch::Tensor eos_memory_init(CausalLM& base);
+
 // The encoder's attention mask (true = may attend) and RoPE positions, exactly as DESIGN.md §2:
 // ordinary tokens causal among themselves and blind to memory; memory token i sees ordinary tokens
 // [0, (i+1) l/M) and itself; ordinary token j at position j, memory token i at (i+1) l/M.

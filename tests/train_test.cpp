@@ -34,8 +34,7 @@ model::MemoryCompressor make_compressor(const model::ModelConfig& config, model:
   o.segment_len = l, o.num_memory_tokens = M;
   o.encoder_lora = {rank, 2.0 * rank, 0.0, {"q_proj", "v_proj"}};
   o.transfer_lora = {rank, 2.0 * rank, 0.0, {"k_proj", "v_proj"}};
-  const int64_t eos = config.eos_token_id >= 0 ? config.eos_token_id : 0;
-  return model::MemoryCompressor(config, o, base->model->embed_tokens->weight[eos].detach().to(torch::kFloat).clone());
+  return model::MemoryCompressor(config, o, model::eos_memory_init(base));
 }
 
 // Mean loss on the answer tokens of `documents` recall documents: with memory (teacher-forced), and

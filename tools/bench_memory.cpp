@@ -41,8 +41,7 @@ int bench_memory_command(const std::vector<std::string>& args) {
   const auto mo = resolve_memory_options(opt.memory);
   const auto load = load_options(opt.base);
   auto loaded = model::load_model(opt.base.model, load);
-  auto eos = loaded.config.eos_token_id >= 0 ? loaded.config.eos_token_id : 0;
-  model::MemoryCompressor compressor(loaded.config, mo, loaded.model->model->embed_tokens->weight[eos].detach().to(torch::kFloat));
+  model::MemoryCompressor compressor(loaded.config, mo, model::eos_memory_init(loaded.model));
   compressor->to(load.dtype);
   torch::manual_seed(static_cast<uint64_t>(opt.seed));
   const int64_t l = mo.segment_len, T = opt.tokens / l;

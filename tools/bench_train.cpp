@@ -96,8 +96,7 @@ int bench_train_command(const std::vector<std::string>& args) {
 
   const auto load = load_options(opt.base);
   auto loaded = model::load_model(opt.base.model, load);
-  const auto eos = loaded.config.eos_token_id >= 0 ? loaded.config.eos_token_id : 0;
-  const auto memory_init = loaded.model->model->embed_tokens->weight[eos].detach().to(torch::kFloat);
+  const auto memory_init = model::eos_memory_init(loaded.model);
   std::cout << "bench train: " << loaded.config.architecture << " from " << opt.base.model << ", " << opt.base.dtype
             << " compute on " << opt.base.device << " (fp32 adapters and AdamW state), l = " << l
             << ", M = " << memory_options.num_memory_tokens << ", S = " << opt.window << "; median of " << opt.steps
@@ -117,7 +116,7 @@ int bench_train_command(const std::vector<std::string>& args) {
           Row row{optim::estimator_kind_name(kind), std::min(K, T), T * l, ckpt, 0.0, 0.0, ""};
           try {
             torch::manual_seed(static_cast<uint64_t>(opt.seed));
-            model::MemoryCompressor compressor(loaded.config, memory_options, memory_init.to(load.device));
+            model::MemoryCompressor compressor(loaded.config, memory_options, memory_init);
             trainer::TrainConfig c;
             c.estimator.kind = kind, c.estimator.window = opt.window, c.estimator.chunk = K;
             c.estimator.activation_checkpointing = ckpt, c.estimator.seed = static_cast<uint64_t>(opt.seed);

@@ -160,9 +160,7 @@ int train_command(const std::vector<std::string>& args) {
 
   c.seed = static_cast<uint64_t>(in.seed);
   torch::manual_seed(c.seed);
-  const auto eos = loaded.config.eos_token_id >= 0 ? loaded.config.eos_token_id : 0;
-  model::MemoryCompressor compressor(loaded.config, memory_options,
-                                     loaded.model->model->embed_tokens->weight[eos].detach().to(torch::kFloat).to(load.device));
+  model::MemoryCompressor compressor(loaded.config, memory_options, model::eos_memory_init(loaded.model));
   out << "train: " << loaded.config.architecture << " from " << in.base.model << " (" << in.base.dtype << " on "
             << load.device << "), l = " << l << ", M = " << memory_options.num_memory_tokens << ", "
             << in.seq_len / l << " segments per document, estimator " << in.estimator << " (S = " << c.estimator.window
