@@ -23,13 +23,14 @@ int64_t sample_token(const torch::Tensor& logits, const SamplingOptions& o, at::
 }
 
 std::vector<int64_t> generate(CausalLM& model, const std::vector<int64_t>& prompt, const SamplingOptions& o,
-                              const std::function<bool(int64_t)>& on_token) {
+                              const std::function<bool(int64_t)>& on_token, const Rope* rope) {
   TORCH_CHECK(!prompt.empty(), "generate: the prompt is empty");
   torch::NoGradGuard no_grad;
   const auto device = model->output_weight().device();
   auto cache = model->make_cache(1, static_cast<int64_t>(prompt.size()) + o.max_new_tokens);
   ForwardContext ctx;
   ctx.cache = &cache;
+  ctx.rope = rope;
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(o.seed);
   auto ids = torch::tensor(prompt, torch::kInt64).unsqueeze(0).to(device);  // [1, T]
   std::vector<int64_t> out;

@@ -27,9 +27,10 @@ struct SamplingOptions {
 int64_t sample_token(const torch::Tensor& logits, const SamplingOptions& options, at::Generator& generator);
 
 // Feeds `prompt`, then generates until max_new_tokens, EOS, or `on_token` returning false.
-// Returns the new ids (the prompt excluded).
+// Returns the new ids (the prompt excluded). `rope` replaces the model's own RoPE (context-extension
+// baselines: position interpolation, NTK, YaRN at a longer window).
 std::vector<int64_t> generate(CausalLM& model, const std::vector<int64_t>& prompt, const SamplingOptions& options,
-                              const std::function<bool(int64_t)>& on_token = {});
+                              const std::function<bool(int64_t)>& on_token = {}, const Rope* rope = nullptr);
 
 // The same with memory: the prompt is read in l-token segments (each full one compressed), and
 // generated tokens fill the current segment until it is compressed in turn. `on_segment(done, total)`

@@ -6,11 +6,11 @@
 #include <algorithm>
 #include <iomanip>
 #include <iostream>
-#include <sstream>
 
 #include "data/document_source.h"
 #include "model/device_stats.h"
 #include "model/weights.h"
+#include "tools/list_options.h"
 #include "tools/memory_options.h"
 #include "tools/model_options.h"
 #include "tools/options.h"
@@ -31,33 +31,10 @@ struct TrainBenchOptions {
   int64_t seed = 0;
 };
 
-std::vector<std::string> split_list(const std::string& key, const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream in(text);
-  for (std::string item; std::getline(in, item, ',');)
-    if (!item.empty()) out.push_back(item);
-  if (out.empty()) throw OptionError("bench train: --" + key + " is empty");
-  return out;
-}
-
-std::vector<int64_t> int_list(const std::string& key, const std::string& text) {
-  std::vector<int64_t> out;
-  for (const auto& item : split_list(key, text)) {
-    try {
-      size_t used = 0;
-      out.push_back(std::stoll(item, &used));
-      if (used != item.size() || out.back() < 1) throw std::invalid_argument(item);
-    } catch (const std::exception&) {
-      throw OptionError("bench train: --" + key + " takes positive integers separated by commas, got '" + item + "'");
-    }
-  }
-  return out;
-}
-
 bool on_off(const std::string& word) {
   if (word == "on") return true;
   if (word == "off") return false;
-  throw OptionError("bench train: --checkpointing takes on, off or both (off,on), got '" + word + "'");
+  throw OptionError("--checkpointing takes on, off or both (off,on), got '" + word + "'");
 }
 
 struct Row {

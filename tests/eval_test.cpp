@@ -1,0 +1,180 @@
+// tests/eval_test.cpp — the long-context evaluation harness (trainer/evaluate.h, tools/eval.cpp): for
+// `truncate` and the RoPE-scaling baselines (linear, ntk, dynamic, yarn) the perplexity harness gives
+// the numbers of plain HF transformers on the same tokens (tests/python/eval_reference.py, a tiny Qwen2
+// with a 128-token window, inside and past the window); `uio`'s score equals the memory forward of the
+// whole prefix; passkey and needle prompts have their exact length and the key once at its depth;
+// `uio eval` writes results.json and results.md with a row per method and length.
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "data/passkey.h"
+#include "data/tokenizer.h"
+#include "model/loss.h"
+#include "model/memory_io.h"
+#include "model/safetensors.h"
+#include "model/weights.h"
+#include "tests/cli_util.h"
+#include "tests/test_util.h"
+#include "trainer/evaluate.h"
+
+using namespace uio;
+namespace fs = std::filesystem;
+
+namespace {
+
+model::MemoryCompressor random_compressor(const model::ModelConfig& config, model::CausalLM& base, uint64_t seed) {
+  torch::manual_seed(seed);
+  model::MemoryOptions o;
+  o.segment_len = 32, o.num_memory_tokens = 8;
+  o.encoder_lora = {4, 8.0, 0.0, {"q_proj", "v_proj"}};
+  o.transfer_lora = {4, 8.0, 0.0, {"k_proj", "v_proj"}};
+  model::MemoryCompressor c(config, o, model::eos_memory_init(base));
+  torch::NoGradGuard no_grad;
+  for (auto& p : c->parameters()) p.normal_(0, 0.05);
+  c->eval();
+  return c;
+}
+
+std::string smollm2_gguf() {
+  const auto ref = uio::test::testdata("smollm2") / "reference.json";
+  if (!fs::exists(ref)) return "";
+  return nlohmann::json::parse(std::ifstream(ref))["gguf"];
+}
+
+}  // namespace
+
+TEST(Eval, TruncateAndRopeScalingBaselinesMatchHuggingFaceOnTheSameTokens) {
+  const auto model_dir = uio::test::testdata("hf_models/qwen2_bias").string();
+  auto loaded = model::load_model(model_dir);
+  ASSERT_EQ(loaded.config.max_position, 128);
+  const auto dir = uio::test::scratch_dir();
+  torch::manual_seed(uio::test::test_seed());
+  auto ids = torch::randint(3, loaded.config.vocab_size, {300}, torch::kInt64);
+  model::write_safetensors((dir / "ids.safetensors").string(), {{"ids", ids}});
+  const int64_t scored = 40, window = 64;
+  const std::string command = uio::test::shell_quote(UIO_PYTHON_EXE) + " " +
+                              uio::test::shell_quote(std::string(UIO_SOURCE_DIR) + "/tests/python/eval_reference.py") +
+                              " " + uio::test::shell_quote(model_dir) + " " +
+                              uio::test::shell_quote((dir / "ids.safetensors").string()) + " 40 64 100,300 " +
+                              uio::test::shell_quote((dir / "hf.json").string()) + " 2>&1";
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  const auto hf = nlohmann::json::parse(std::ifstream(dir / "hf.json"));
+
+  trainer::Evaluator ev;
+  ev.base = loaded.model;
+  ev.truncate_window = window;
+  for (int64_t L : {100, 300}) {
+    std::map<std::string, double> ours;
+    for (auto m : {trainer::EvalMethod::truncate, trainer::EvalMethod::linear, trainer::EvalMethod::ntk,
+                   trainer::EvalMethod::dynamic, trainer::EvalMethod::yarn}) {
+      auto [loss, n] = ev.score_tail(m, ids.narrow(0, 0, L), scored);
+      EXPECT_EQ(n, scored);
+      const std::string name = trainer::eval_method_name(m);
+      ours[name] = loss;
+      const double reference = hf[std::to_string(L)][name].get<double>();
+      EXPECT_NEAR(loss, reference, 1e-5 * std::abs(reference)) << name << " at L = " << L;
+    }
+    if (L > 128) {  // past the window the methods differ from each other (so a mix-up would show)
+      EXPECT_GT(std::abs(ours["linear"] - ours["ntk"]), 1e-3);
+      EXPECT_GT(std::abs(ours["linear"] - ours["yarn"]), 1e-3);
+      EXPECT_GT(std::abs(ours["dynamic"] - ours["ntk"]), 1e-6);
+    } else {  // inside it every scaling is the plain model
+      EXPECT_NEAR(ours["linear"], ours["yarn"], 1e-6 * ours["linear"]);
+    }
+  }
+}
+
+// uio's score of the last tokens equals the cross-entropy of the memory model's forward over the whole
+// prefix (model::document_logits, which the memory parity tests check against HF), for prefixes that
+// end inside a segment, on a boundary, and scored regions that span segments.
+TEST(Eval, UioScoreEqualsTheMemoryForwardOfTheWholePrefix) {
+  auto loaded = model::load_model(uio::test::testdata("hf_models/qwen2_bias").string());
+  trainer::Evaluator ev;
+  ev.base = loaded.model;
+  ev.compressor = random_compressor(loaded.config, loaded.model, uio::test::test_seed());
+  ev.chunk = 3;
+  torch::manual_seed(uio::test::test_seed() + 1);
+  auto ids = torch::randint(3, loaded.config.vocab_size, {300}, torch::kInt64);
+  torch::NoGradGuard no_grad;
+  for (auto [L, scored] : std::vector<std::pair<int64_t, int64_t>>{{300, 40}, {256, 32}, {257, 70}, {70, 20}, {64, 63}}) {
+    auto [loss, n] = ev.score_tail(trainer::EvalMethod::uio, ids.narrow(0, 0, L), scored);
+    auto logits = model::document_logits(loaded.model, ev.compressor, ids.narrow(0, 0, L), 2).to(torch::kDouble);
+    auto logp = logits.narrow(0, L - scored - 1, scored).log_softmax(-1);
+    const double reference = -logp.gather(1, ids.narrow(0, L - scored, scored).unsqueeze(1)).sum().item<double>();
+    EXPECT_EQ(n, scored);
+    EXPECT_NEAR(loss, reference, 1e-5 * std::abs(reference)) << "L = " << L << ", scored " << scored;
+  }
+}
+
+TEST(Passkey, PromptHasItsExactLengthAndTheKeyOnceAtItsDepth) {
+  const auto gguf = smollm2_gguf();
+  if (gguf.empty()) GTEST_SKIP() << "no SmolLM2 GGUF under models/ (run scripts/get-model.sh)";
+  auto tokenizer = data::load_tokenizer(gguf);
+  for (int64_t length : {300, 1000, 4096})
+    for (double depth : {0.0, 0.3, 1.0}) {
+      auto p = data::make_passkey_prompt(*tokenizer, length, depth, 5, static_cast<uint64_t>(length) + 7);
+      ASSERT_EQ(static_cast<int64_t>(p.ids.size()), length);
+      ASSERT_EQ(p.answer.size(), 5u);
+      std::vector<int32_t> all(p.ids.begin(), p.ids.end());
+      const auto text = tokenizer->decode(all);
+      const std::string sentence = "The pass key is " + p.answer + ". Remember it. " + p.answer + " is the pass key.";
+      ASSERT_NE(text.find(sentence), std::string::npos);
+      EXPECT_EQ(text.find(sentence), text.rfind(sentence)) << "the key sentence appears once";
+      // Twice in the sentence, nowhere else.
+      size_t count = 0;
+      for (size_t at = text.find(p.answer); at != std::string::npos; at = text.find(p.answer, at + 1)) ++count;
+      EXPECT_EQ(count, 2u);
+      EXPECT_EQ(text.rfind("What is the pass key? The pass key is"), text.size() - 37);
+      std::vector<int32_t> needle(p.ids.begin() + p.needle_begin, p.ids.begin() + p.needle_end);
+      EXPECT_NE(tokenizer->decode(needle).find(sentence), std::string::npos);
+      // Depth: the share of the filler before the key.
+      const auto preamble = tokenizer->encode("There is an important info hidden inside a lot of irrelevant text. Find "
+                                              "it and memorize it. I will quiz you about the important information there.");
+      const auto question = tokenizer->encode(" What is the pass key? The pass key is");
+      const double room = static_cast<double>(length - static_cast<int64_t>(preamble.size() + question.size()) -
+                                              (p.needle_end - p.needle_begin));
+      const double before = static_cast<double>(p.needle_begin - static_cast<int64_t>(preamble.size()));
+      EXPECT_NEAR(before, depth * room, 0.5) << "length " << length << " depth " << depth;
+    }
+  EXPECT_THROW(data::make_passkey_prompt(*tokenizer, 20, 0.5, 5, 1), std::invalid_argument);
+  // The needle variant over real text (here: the passkey's own filler would do; any ids serve).
+  std::vector<int64_t> haystack;
+  for (auto t : tokenizer->encode(" It was a truth universally acknowledged, that a single man in possession of a "
+                                  "good fortune, must be in want of a wife."))
+    haystack.push_back(t);
+  auto n = data::make_needle_prompt(*tokenizer, haystack, 800, 0.5, 5, 3);
+  EXPECT_EQ(n.ids.size(), 800u);
+  std::vector<int32_t> needle(n.ids.begin() + n.needle_begin, n.ids.begin() + n.needle_end);
+  EXPECT_NE(tokenizer->decode(needle).find("The special magic number is " + n.answer), std::string::npos);
+}
+
+TEST(Eval, CliWritesEveryMethodAndLengthToResultsJsonAndMarkdown) {
+  const auto dir = uio::test::scratch_dir();
+  const auto model_dir = uio::test::testdata("hf_models/qwen2_bias").string();
+  auto loaded = model::load_model(model_dir);
+  auto compressor = random_compressor(loaded.config, loaded.model, 5);
+  model::save_memory((dir / "memory").string(), compressor, model::identify(model_dir, loaded.config));
+  const auto store = uio::test::write_random_store(dir / "store", 6, 500, uio::test::test_seed());
+  const auto r = uio::test::run_uio({"eval", "--model", model_dir, "--memory", (dir / "memory").string(), "--data",
+                                     store.string(), "--lengths", "100,300", "--score_tokens", "40", "--documents", "1",
+                                     "--truncate_window", "64", "--out_dir", (dir / "out").string(), "--plot", "false"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  const auto results = nlohmann::json::parse(std::ifstream(dir / "out/results.json"));
+  ASSERT_EQ(results["perplexity"].size(), 12u);  // 6 methods x 2 lengths
+  for (const auto& row : results["perplexity"]) {
+    EXPECT_EQ(row["status"], "ok") << row.dump();
+    EXPECT_GT(row["ppl"].get<double>(), 1.0) << row.dump();
+    EXPECT_EQ(row["scored_tokens"], 40) << row.dump();
+  }
+  const auto md = uio::test::read_file(dir / "out/results.md");
+  for (const char* m : {"| uio |", "| truncate |", "| linear |", "| ntk |", "| dynamic |", "| yarn |"})
+    EXPECT_NE(md.find(m), std::string::npos) << md;
+  auto bad = uio::test::run_uio({"eval", "--model", model_dir, "--methods", "uio,rope", "--lengths", "100"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("is not one of uio, truncate"), std::string::npos) << bad.err;
+}
