@@ -20,6 +20,7 @@
 #include "model/weights.h"
 #include "tests/cli_util.h"
 #include "tests/test_util.h"
+#include "tools/train_flops.h"
 #include "trainer/evaluate.h"
 
 using namespace uio;
@@ -177,4 +178,25 @@ TEST(Eval, CliWritesEveryMethodAndLengthToResultsJsonAndMarkdown) {
   auto bad = uio::test::run_uio({"eval", "--model", model_dir, "--methods", "uio,rope", "--lengths", "100"});
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.err.find("is not one of uio, truncate"), std::string::npos) << bad.err;
+}
+
+// The FLOP convention of `uio bench train` (tools/train_flops.h), recomputed by hand for a small shape,
+// and the published shapes' parameter counts.
+TEST(BenchTrain, FlopCountFollowsTheStatedConventionAndShapesHaveTheirPublishedSizes) {
+  model::ModelConfig c;
+  c.vocab_size = 100, c.hidden_size = 8, c.intermediate_size = 12, c.num_layers = 2, c.num_heads = 2;
+  c.num_kv_heads = 1, c.head_dim = 4;
+  // N per layer: q 8*8 + k 8*4 + v 8*4 + o 8*8 + 3 * 8*12 = 64 + 32 + 32 + 64 + 288 = 480; 2 layers: 960.
+  const double N = 960, head = 800, HD = 8, l = 6, M = 2;
+  double expected = 0;
+  for (int t = 0; t < 3; ++t) {
+    expected += 2 * N * (l + M) + 2 * 4 * HD * (l + M) * (l + M) / 2;
+    expected += 4 * (N + head) * l + 2 * 12 * HD * l * (t * M + l / 2);
+  }
+  EXPECT_DOUBLE_EQ(uio::cli::train_step_flops(c, 6, 2, 3), expected);
+  // Parameter counts as published (HF config.json of each): 7B, 8B, 135M.
+  EXPECT_NEAR(uio::cli::named_shape("llama2-7b").num_parameters() / 1e9, 6.74, 0.01);
+  EXPECT_NEAR(uio::cli::named_shape("llama3-8b").num_parameters() / 1e9, 8.03, 0.01);
+  EXPECT_NEAR(uio::cli::named_shape("smollm2-135m").num_parameters() / 1e6, 134.5, 0.5);
+  EXPECT_THROW(uio::cli::named_shape("gpt2"), std::invalid_argument);
 }

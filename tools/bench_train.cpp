@@ -14,6 +14,7 @@
 #include "tools/memory_options.h"
 #include "tools/model_options.h"
 #include "tools/options.h"
+#include "tools/train_flops.h"
 #include "trainer/train.h"
 
 namespace uio::cli {
@@ -29,6 +30,8 @@ struct TrainBenchOptions {
   int64_t window = 2;
   int64_t steps = 3;  // timed steps per setting, after one warm-up step
   int64_t seed = 0;
+  std::string shape;          // a named shape with random weights instead of --model
+  double peak_tflops = 989.0; // the device's dense bf16 peak (H100/H200 SXM datasheet) for MFU
 };
 
 bool on_off(const std::string& word) {
@@ -51,7 +54,7 @@ int bench_train_command(const std::vector<std::string>& args) {
   TrainBenchOptions opt;
   Schema schema("bench train", "Training steps through memory: input tokens/s and peak memory per estimator, "
                                "chunk size, activation checkpointing and document length");
-  add_model_options(schema, opt.base, "base model (HF directory or .gguf), frozen");
+  add_model_options(schema, opt.base, "base model (HF directory or .gguf), frozen; or --shape", false);
   add_memory_options(schema, opt.memory);
   schema.add("tokens", &opt.tokens, "document lengths, comma-separated (rounded down to whole segments)")
       .add("estimators", &opt.estimators, "estimators, comma-separated: full, tbptt_naive, tbptt, unbiased")
@@ -59,7 +62,10 @@ int bench_train_command(const std::vector<std::string>& args) {
       .add("checkpointing", &opt.checkpointing, "activation checkpointing: off, on, or off,on")
       .add("window", &opt.window, "S: the tbptt window / reservoir size")
       .add("steps", &opt.steps, "timed steps per setting (after one warm-up step); the median is reported")
-      .add("seed", &opt.seed, "seed of the random documents and the adapters' initialisation");
+      .add("seed", &opt.seed, "seed of the random documents and the adapters' initialisation")
+      .add("shape", &opt.shape, "instead of --model: a random-weight model of a published shape (smollm2-135m, "
+                                "llama2-7b, llama3-8b)")
+      .add("peak_tflops", &opt.peak_tflops, "the device's peak dense TFLOP/s in the compute dtype, for MFU");
   if (!schema.parse(args, std::cout)) return 0;
   const auto memory_options = resolve_memory_options(opt.memory);
   const int64_t l = memory_options.segment_len;
@@ -71,17 +77,34 @@ int bench_train_command(const std::vector<std::string>& args) {
   for (const auto& word : split_list("checkpointing", opt.checkpointing)) checkpointing.push_back(on_off(word));
   if (opt.steps < 1) throw OptionError("bench train: --steps must be >= 1");
 
+  if (opt.shape.empty() == opt.base.model.empty())
+    throw OptionError("bench train: give --model (weights from a file) or --shape (random weights), not both");
   const auto load = load_options(opt.base);
-  auto loaded = model::load_model(opt.base.model, load);
+  model::LoadedModel loaded;
+  if (!opt.shape.empty()) {
+    try {
+      loaded.config = named_shape(opt.shape);
+    } catch (const std::invalid_argument& e) {
+      throw OptionError(std::string("--shape: ") + e.what());
+    }
+    loaded.config.architecture = "llama";
+    torch::manual_seed(static_cast<uint64_t>(opt.seed));
+    loaded.model = model::CausalLM(loaded.config, torch::TensorOptions().dtype(load.dtype).device(load.device));
+    opt.base.model = opt.shape + " (random weights)";
+  } else {
+    loaded = model::load_model(opt.base.model, load);
+  }
   const auto memory_init = model::eos_memory_init(loaded.model);
   std::cout << "bench train: " << loaded.config.architecture << " from " << opt.base.model << ", " << opt.base.dtype
             << " compute on " << opt.base.device << " (fp32 adapters and AdamW state), l = " << l
             << ", M = " << memory_options.num_memory_tokens << ", S = " << opt.window << "; median of " << opt.steps
             << " steps after one warm-up; tokens/s counts every input token of a whole step "
-               "(forward, backward, optimiser)\n\n"
+               "(forward, backward, optimiser); TFLOP/s and MFU (of " << opt.peak_tflops
+            << " TFLOP/s) count the encoder forward and the decoder forward + backward, 4N + attention per decoder "
+               "token (tools/train_flops.h)\n\n"
             << std::left << std::setw(12) << "estimator" << std::right << std::setw(7) << "K" << std::setw(7) << "ckpt"
             << std::setw(10) << "tokens" << std::setw(11) << "s/step" << std::setw(13) << "tokens/s" << std::setw(11)
-            << "peak GB" << "\n";
+            << "peak GB" << std::setw(10) << "TFLOP/s" << std::setw(8) << "MFU" << "\n";
   for (int64_t n : lengths) {
     const int64_t T = n / l;
     if (T < 1) throw OptionError("bench train: --tokens " + std::to_string(n) + " is shorter than one segment (" +
@@ -113,12 +136,15 @@ int bench_train_command(const std::vector<std::string>& args) {
           model::release_cached_memory(load.device);
           std::cout << std::left << std::setw(12) << row.estimator << std::right << std::setw(7) << row.chunk
                     << std::setw(7) << (row.checkpointing ? "on" : "off") << std::setw(10) << row.tokens;
-          if (row.failure.empty())
+          if (row.failure.empty()) {
+            const double tflops = train_step_flops(loaded.config, l, memory_options.num_memory_tokens, T) / row.seconds / 1e12;
             std::cout << std::fixed << std::setw(11) << std::setprecision(3) << row.seconds << std::setw(13)
                       << std::setprecision(0) << static_cast<double>(row.tokens) / row.seconds << std::setw(11)
-                      << std::setprecision(2) << row.peak_gb << "\n";
-          else
+                      << std::setprecision(2) << row.peak_gb << std::setw(10) << std::setprecision(1) << tflops
+                      << std::setw(7) << std::setprecision(1) << 100.0 * tflops / opt.peak_tflops << "%\n";
+          } else {
             std::cout << "   " << row.failure << "\n";
+          }
           std::cout << std::flush;
         }
   }

@@ -3,11 +3,11 @@
 
 namespace uio::cli {
 
-void add_model_options(Schema& schema, ModelInput& input, const std::string& model_help) {
+void add_model_options(Schema& schema, ModelInput& input, const std::string& model_help, bool model_required) {
   schema.add("model", &input.model, model_help)
       .add("dtype", &input.dtype, "compute dtype: float32, bfloat16, float16")
-      .add("device", &input.device, "cpu, cuda or cuda:N")
-      .required("model");
+      .add("device", &input.device, "cpu, cuda or cuda:N");
+  if (model_required) schema.required("model");
 }
 
 model::LoadOptions load_options(const ModelInput& input) {

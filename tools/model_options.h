@@ -15,8 +15,8 @@ struct ModelInput {
   std::string device = "cpu";
 };
 
-// Registers model (required), dtype and device.
-void add_model_options(Schema& schema, ModelInput& input, const std::string& model_help);
+// Registers model (required unless `model_required` is false), dtype and device.
+void add_model_options(Schema& schema, ModelInput& input, const std::string& model_help, bool model_required = true);
 model::LoadOptions load_options(const ModelInput& input);  // throws on an unknown dtype or device
 
 }  // namespace uio::cli
