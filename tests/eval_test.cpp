@@ -200,3 +200,16 @@ TEST(BenchTrain, FlopCountFollowsTheStatedConventionAndShapesHaveTheirPublishedS
   EXPECT_NEAR(uio::cli::named_shape("smollm2-135m").num_parameters() / 1e6, 134.5, 0.5);
   EXPECT_THROW(uio::cli::named_shape("gpt2"), std::invalid_argument);
 }
+
+// `uio bench train --compare_python` runs the eager HF + PEFT step (tools/bench/uio_step_hf.py) on the
+// same model and document and prints both speeds and their ratio.
+TEST(BenchTrain, ComparesWithTheEagerPythonStepOnTheSameShape) {
+  const auto r = uio::test::run_uio({"bench", "train", "--model", uio::test::testdata("hf_models/qwen2_bias").string(),
+                                     "--dtype", "float32", "--device", "cpu", "--segment_len", "32",
+                                     "--num_memory_tokens", "8", "--encoder_lora_rank", "4", "--transfer_lora_rank", "4",
+                                     "--tokens", "256", "--estimators", "tbptt", "--chunks", "3", "--steps", "1",
+                                     "--compare_python", "--python", UIO_PYTHON_EXE});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("uio/python "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("MFU"), std::string::npos) << r.out;
+}

@@ -4,8 +4,11 @@
 // untrained compressor: the work is that of real training. Prints a table; results go to
 // docs/benchmarks.md by hand.
 #include <algorithm>
+#include <cstdio>
 #include <iomanip>
 #include <iostream>
+
+#include <nlohmann/json.hpp>
 
 #include "data/document_source.h"
 #include "model/device_stats.h"
@@ -32,7 +35,32 @@ struct TrainBenchOptions {
   int64_t seed = 0;
   std::string shape;          // a named shape with random weights instead of --model
   double peak_tflops = 989.0; // the device's dense bf16 peak (H100/H200 SXM datasheet) for MFU
+  bool compare_python = false;
+  std::string python = std::string(UIO_SOURCE_DIR) + "/.venv/bin/python";
 };
+
+// tools/bench/uio_step_hf.py (HF transformers + PEFT, eager) on the same shape, document and chunk:
+// its median input tokens/s, or a negative number with the reason in `why`.
+double python_tokens_per_s(const TrainBenchOptions& opt, const model::MemoryOptions& memory, int64_t tokens,
+                           int64_t chunk, std::string& why) {
+  const std::string script = std::string(UIO_SOURCE_DIR) + "/tools/bench/uio_step_hf.py";
+  std::string command = "'" + opt.python + "' '" + script + "' " +
+                        (opt.shape.empty() ? "--model '" + opt.base.model + "'" : "--shape " + opt.shape) +
+                        " --tokens " + std::to_string(tokens) + " --segment-len " + std::to_string(memory.segment_len) +
+                        " --memory-tokens " + std::to_string(memory.num_memory_tokens) + " --chunk " +
+                        std::to_string(chunk) + " --rank " + std::to_string(memory.encoder_lora.rank) + " --steps " +
+                        std::to_string(opt.steps) + " --device " + opt.base.device + " --dtype " + opt.base.dtype +
+                        " 2>/dev/null";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return why = "cannot start " + opt.python, -1;
+  std::string out;
+  char buffer[4096];
+  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) out.append(buffer, n);
+  const int status = ::pclose(pipe);
+  const auto line = out.rfind("{\"tokens\"");
+  if (status != 0 || line == std::string::npos) return why = "failed (out of memory?)", -1;
+  return nlohmann::json::parse(out.substr(line))["tokens_per_s"].get<double>();
+}
 
 bool on_off(const std::string& word) {
   if (word == "on") return true;
@@ -65,7 +93,10 @@ int bench_train_command(const std::vector<std::string>& args) {
       .add("seed", &opt.seed, "seed of the random documents and the adapters' initialisation")
       .add("shape", &opt.shape, "instead of --model: a random-weight model of a published shape (smollm2-135m, "
                                 "llama2-7b, llama3-8b)")
-      .add("peak_tflops", &opt.peak_tflops, "the device's peak dense TFLOP/s in the compute dtype, for MFU");
+      .add("peak_tflops", &opt.peak_tflops, "the device's peak dense TFLOP/s in the compute dtype, for MFU")
+      .add("compare_python", &opt.compare_python,
+           "also time tools/bench/uio_step_hf.py (HF transformers + PEFT, eager) per length and chunk size")
+      .add("python", &opt.python, "Python with torch, transformers and peft, for --compare_python");
   if (!schema.parse(args, std::cout)) return 0;
   const auto memory_options = resolve_memory_options(opt.memory);
   const int64_t l = memory_options.segment_len;
@@ -144,6 +175,19 @@ int bench_train_command(const std::vector<std::string>& args) {
                       << std::setw(7) << std::setprecision(1) << 100.0 * tflops / opt.peak_tflops << "%\n";
           } else {
             std::cout << "   " << row.failure << "\n";
+          }
+          if (opt.compare_python && kind == kinds.front() && ckpt == checkpointing.front()) {
+            std::string why;
+            const double py = python_tokens_per_s(opt, memory_options, T * l, std::min(K, T), why);
+            std::cout << std::left << std::setw(12) << "  python" << std::right << std::setw(7) << std::min(K, T)
+                      << std::setw(7) << "" << std::setw(10) << T * l;
+            if (py > 0)
+              std::cout << std::fixed << std::setw(11) << std::setprecision(3) << static_cast<double>(T * l) / py
+                        << std::setw(13) << std::setprecision(0) << py << "   uio/python "
+                        << std::setprecision(2) << (row.failure.empty() ? static_cast<double>(row.tokens) / row.seconds / py : 0.0)
+                        << "x\n";
+            else
+              std::cout << "   " << why << "\n";
           }
           std::cout << std::flush;
         }
