@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Run ON THE GPU MACHINE after scripts/device-build.sh (and, for SmolLM2 and eval, scripts/device-join-model.sh
+# and a carried token store, docs/gpu.md): the GPU half of `uio bench` and `uio eval`.
+#   PART=bench  `uio bench train` with --compare_python (the eager HF + PEFT step beside it) for the shapes
+#               in SHAPES (default: smollm2-135m llama2-7b llama3-8b, random weights) at TOKENS, chunk sizes
+#               CHUNKS, checkpointing off/on; tables to $OUT/bench-<shape>.txt
+#   PART=eval   `uio eval` of the compressor in MEMORY (a checkpoint, export or compressor directory) on
+#               SmolLM2 against truncate and the RoPE-scaling baselines; results.json/md and plots to $OUT
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+uio=${BUILD_DIR:-$root/build-gpu}/uio
+out=${OUT:-/tmp}
+python=${UIO_PYTHON:-/opt/torch/.venv/bin/python3}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+case "${PART:-bench}" in
+bench)
+  for shape in ${SHAPES:-smollm2-135m llama2-7b llama3-8b}; do
+    "$uio" bench train --shape "$shape" --device cuda --dtype bfloat16 --tokens "${TOKENS:-8192,32768,102400}" \
+      --estimators "${ESTIMATORS:-unbiased}" --chunks "${CHUNKS:-1,4,16}" --checkpointing "${CKPT:-off,on}" \
+      --encoder_lora_rank "${RANK:-32}" --transfer_lora_rank "${RANK:-32}" --steps "${STEPS:-2}" \
+      --compare_python --python "$python" 2>&1 | tee "$out/bench-$shape.txt"
+  done
+  ;;
+eval)
+  [ -n "${MEMORY:-}" ] || { echo "device-bench-eval: set MEMORY to a checkpoint, export or compressor directory"; exit 2; }
+  "$uio" eval --model models/SmolLM2-135M-Instruct.Q4_1.gguf --memory "$MEMORY" --data "${STORE:-out/gpu-store}" \
+    --device cuda --dtype bfloat16 --lengths "${LENGTHS:-4096,8192,16384,32768,65536,102400}" --score_tokens 1024 \
+    --documents "${DOCUMENTS:-2}" --passkey_lengths "${PASSKEY:-8192,32768,102400}" --passkey_trials 2 \
+    --needle_lengths "${NEEDLE:-8192,32768}" --python "$python" --out_dir "$out/eval" 2>&1 | tee "$out/eval.log"
+  ;;
+*) echo "device-bench-eval: PART must be bench or eval"; exit 2 ;;
+esac
