@@ -235,10 +235,13 @@ torch::Tensor document_logits(CausalLM& base, MemoryCompressor& compressor, cons
   return torch::cat(logits);  // [n, V]
 }
 
-MemoryReader::MemoryReader(CausalLM base, MemoryCompressor compressor)
+MemoryReader::MemoryReader(CausalLM base, MemoryCompressor compressor, int64_t chunk)
     : base_(std::move(base)),
       compressor_(std::move(compressor)),
-      cache_(base_->make_cache(1, compressor_->segment_len())) {}
+      chunk_(chunk),
+      cache_(base_->make_cache(1, compressor_->segment_len())) {
+  TORCH_CHECK(chunk >= 1, "memory: chunk must be >= 1, got ", chunk);
+}
 
 torch::Tensor MemoryReader::decode_pending(const std::vector<int64_t>& ids) {
   const auto device = base_->output_weight().device();
@@ -264,6 +267,20 @@ torch::Tensor MemoryReader::read(const std::vector<int64_t>& ids, const std::fun
   const int64_t total_segments = (pending() + static_cast<int64_t>(ids.size())) / l;
   torch::Tensor last;
   size_t i = 0;
+  if (pending() == 0) {
+    // Whole segments with more tokens after them need no logits: compress them, chunk_ per call.
+    const auto device = base_->output_weight().device();
+    const int64_t whole = static_cast<int64_t>(ids.size() - 1) / l;
+    for (int64_t done = 0; done < whole;) {
+      const int64_t K = std::min(chunk_, whole - done);
+      auto segments = torch::tensor(std::vector<int64_t>(ids.begin() + static_cast<std::ptrdiff_t>(i),
+                                                         ids.begin() + static_cast<std::ptrdiff_t>(i + K * l)),
+                                    torch::kInt64).view({K, l}).to(device);
+      memory_.append(compressor_->compress(base_, segments));
+      segments_ += K, done += K, i += static_cast<size_t>(K * l);
+      if (on_segment) on_segment(segments_, total_segments);
+    }
+  }
   while (i < ids.size()) {
     const size_t take = std::min(ids.size() - i, static_cast<size_t>(l - pending()));
     std::vector<int64_t> piece(ids.begin() + static_cast<std::ptrdiff_t>(i), ids.begin() + static_cast<std::ptrdiff_t>(i + take));

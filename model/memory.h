@@ -115,9 +115,11 @@ torch::Tensor document_logits(CausalLM& base, MemoryCompressor& compressor, cons
 // are compressed and dropped from the cache.
 class MemoryReader {
  public:
-  MemoryReader(CausalLM base, MemoryCompressor compressor);
+  // `chunk`: whole segments compressed per batched call when a prompt holds many.
+  MemoryReader(CausalLM base, MemoryCompressor compressor, int64_t chunk = 32);
   // Reads tokens (a prompt); returns the logits [V] after the last one. Full segments that need no
-  // logits are compressed without being decoded. `on_segment(done, total)` reports progress.
+  // logits are compressed without being decoded, `chunk` at a time. `on_segment(done, total)` reports
+  // progress.
   torch::Tensor read(const std::vector<int64_t>& ids,
                      const std::function<void(int64_t, int64_t)>& on_segment = {});
   int64_t segments() const { return segments_; }
@@ -132,6 +134,7 @@ class MemoryReader {
   MemoryCompressor compressor_;
   Memory memory_;
   int64_t segments_ = 0;
+  int64_t chunk_;
   std::vector<int64_t> pending_;  // tokens of the current (incomplete) segment
   KVCache cache_;
 };

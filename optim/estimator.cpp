@@ -5,10 +5,12 @@
 #include <ATen/Context.h>
 
 #include <list>
+#include <memory>
 #include <numeric>
 #include <stdexcept>
 
 #include "model/loss.h"
+#include "model/phase.h"
 
 namespace uio::optim {
 
@@ -126,11 +128,16 @@ DocumentLoss backward_full(model::CausalLM& base, model::MemoryCompressor& compr
   for (int64_t c0 = 0; c0 < doc.segments(); c0 += chunk) {
     const int64_t K = std::min(chunk, doc.segments() - c0);
     auto segments = doc.segment_ids(c0, K);
-    memory.append(compressor->compress(base, segments));
+    {
+      model::Phase phase("uio::compress");
+      memory.append(compressor->compress(base, segments));
+    }
+    model::Phase phase("uio::decode");
     auto hidden = compressor->decode(base, segments, Document::rows(c0, K), memory, nullptr, recompute_decoder);
     auto loss = doc.score(base, hidden, c0);
     total = total.defined() ? total + loss : loss;
   }
+  model::Phase phase("uio::backward");
   if (total.requires_grad()) (total * loss_scale).backward();
   return doc.result(doc.segments());
 }
@@ -232,6 +239,7 @@ DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCompressor
   std::list<Pending> pending;
   int64_t peak = 0;
   auto close = [&](Pending& p) {
+    model::Phase phase("uio::encoder_backward");
     auto hidden = p.hidden;
     if (activation_checkpointing) {  // recompute the encoder with the dropout draws of its first pass
       auto gen = dropout_generator(device);
@@ -257,6 +265,7 @@ DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCompressor
     const bool keep_graph = p.last_use >= 0 && !activation_checkpointing;
     if (p.last_use >= 0 && activation_checkpointing) p.segments = segments, p.rng = dropout_generator(device).get_state();
     {
+      model::Phase phase("uio::encode");
       torch::AutoGradMode grad_mode(keep_graph);
       auto hidden = compressor->encode(base, segments);  // L x [K, M, C]
       if (H.empty())
@@ -275,9 +284,11 @@ DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCompressor
 
     // Decoders: the chunk's rows read memories 0..read-1 through the transfer head.
     if (read == 0) {
+      model::Phase phase("uio::decode");
       torch::NoGradGuard no_grad;
       doc.score(base, compressor->decode(base, segments, index, {}), c0);
     } else {
+      auto transfer_phase = std::make_unique<model::Phase>("uio::transfer");
       const int64_t P = read * M;
       auto weights = torch::empty({K, P}, torch::kDouble);  // the plan per row and memory entry
       auto w = weights.accessor<double, 2>();
@@ -303,8 +314,12 @@ DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCompressor
         memory.k.push_back(RouteMemory::apply(direct[2 * i], route[2 * i], weights));  // [K, G, P, D]
         memory.v.push_back(RouteMemory::apply(direct[2 * i + 1], route[2 * i + 1], weights));
       }
+      transfer_phase.reset();
+      auto decode_phase = std::make_unique<model::Phase>("uio::decode");
       auto hidden = compressor->decode(base, segments, index, memory, nullptr, activation_checkpointing);
       auto loss = doc.score(base, hidden, c0);
+      decode_phase.reset();
+      model::Phase phase("uio::decoder_backward");
       (loss * loss_scale).backward();
       // The transfer head takes the plain gradient; the memories' leaves take the routed one (Eq. 7-8).
       std::vector<torch::Tensor> g_direct, g_route;

@@ -4,6 +4,7 @@
 #   PART=bench  `uio bench train` with --compare_python (the eager HF + PEFT step beside it) for the shapes
 #               in SHAPES (default: smollm2-135m llama2-7b llama3-8b, random weights) at TOKENS, chunk sizes
 #               CHUNKS, checkpointing off/on; tables to $OUT/bench-<shape>.txt
+#   PART=table  the table of docs/benchmarks.md (issue 9) with fixed settings and a time limit per shape
 #   PART=eval   `uio eval` of the compressor in MEMORY (a checkpoint, export or compressor directory) on
 #               SmolLM2 against truncate and the RoPE-scaling baselines; results.json/md and plots to $OUT
 set -euo pipefail
@@ -22,6 +23,18 @@ bench)
       --compare_python --python "$python" 2>&1 | tee "$out/bench-$shape.txt"
   done
   ;;
+table)  # issue 9's table in one call (about 7 minutes after the build): a profile of one step for the
+        # 7B and 135M shapes, then 7B at 8K-100K, the 135M shape at 8K-1M, 8B at 32K-100K, with the eager step
+  b() { local name=$1 limit=$2; shift 2
+        timeout -s KILL "$limit" "$uio" bench train --device cuda --dtype bfloat16 --estimators unbiased --steps 1 \
+          --encoder_lora_rank 32 --transfer_lora_rank 32 --python "$python" "$@" 2>&1 | tee "$out/bench-$name.txt" || true; }
+  b profile 120 --shape llama2-7b --tokens 32768 --chunks 8 --checkpointing off --profile
+  b profile-135m 60 --shape smollm2-135m --tokens 102400 --chunks 32 --checkpointing off --profile
+  b llama2-7b "${LIMIT_7B:-160}" --shape llama2-7b --tokens 8192,32768,102400 --chunks 8 --checkpointing on,off --compare_python
+  b smollm2-135m "${LIMIT_135M:-130}" --shape smollm2-135m --tokens 8192,32768,102400,1048576 --chunks 32 \
+    --checkpointing on,off --compare_python
+  b llama3-8b "${LIMIT_8B:-100}" --shape llama3-8b --tokens 32768,102400 --chunks 8 --checkpointing on --compare_python
+  ;;
 eval)
   [ -n "${MEMORY:-}" ] || { echo "device-bench-eval: set MEMORY to a checkpoint, export or compressor directory"; exit 2; }
   "$uio" eval --model models/SmolLM2-135M-Instruct.Q4_1.gguf --memory "$MEMORY" --data "${STORE:-out/gpu-store}" \
@@ -29,5 +42,5 @@ eval)
     --documents "${DOCUMENTS:-2}" --passkey_lengths "${PASSKEY:-8192,32768,102400}" --passkey_trials 2 \
     --needle_lengths "${NEEDLE:-8192,32768}" --python "$python" --out_dir "$out/eval" 2>&1 | tee "$out/eval.log"
   ;;
-*) echo "device-bench-eval: PART must be bench or eval"; exit 2 ;;
+*) echo "device-bench-eval: PART must be bench, table or eval"; exit 2 ;;
 esac

@@ -51,12 +51,7 @@ PY
   cat "$out/nccl-rank0.log"; exit $rc
 fi
 [ -f "$model" ] || { echo "device-train-check: no $model; run scripts/device-join-model.sh first"; exit 2; }
-if [ ! -f "$store/index.bin" ] && [ -f .xfer-store/tokens.bin.xz ]; then  # packed by scripts/pack-store-for-device.sh
-  mkdir -p "$store" && cp .xfer-store/index.bin "$store/"
-  python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"), 1 << 22)' \
-    .xfer-store/tokens.bin.xz "$store/tokens.bin"
-fi
-[ -f "$store/index.bin" ] || { echo "device-train-check: no token store at $store; carry it (docs/gpu.md)"; exit 2; }
+STORE=$store bash scripts/device-unpack-store.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
 case "${PART:-run}" in

@@ -155,6 +155,27 @@ TEST(Memory, ReadingTokenByTokenEqualsTheTeacherForcedForward) {
   }
 }
 
+TEST(Memory, ALongPromptCompressedInBatchedChunksReadsLikeTheTeacherForcedForward) {
+  auto t = make_tiny("dynamic", /*max_position=*/12);
+  torch::NoGradGuard no_grad;
+  auto ids = torch::randint(50, {8 * 7 + 5}, torch::kInt64);
+  auto forced = document_logits(t.base, t.memory, ids, 2);
+  std::vector<int64_t> all(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.size(0));
+  for (int64_t chunk : {1, 3, 7, 32}) {  // 7 whole segments compressed in calls of 1, 3 + 3 + 1, 7, 7
+    MemoryReader reader(t.base, t.memory, chunk);
+    std::vector<int64_t> calls;
+    auto logits = reader.read(all, [&](int64_t done, int64_t) { calls.push_back(done); });
+    EXPECT_LE(max_diff(logits, forced[-1]), 1e-10) << "chunk " << chunk;
+    EXPECT_EQ(reader.segments(), 7);
+    EXPECT_EQ(reader.pending(), 5);
+    EXPECT_EQ(calls.back(), 7);
+    EXPECT_EQ(static_cast<int64_t>(calls.size()), (7 + chunk - 1) / chunk) << "chunk " << chunk;
+    logits = reader.read({all[3]});  // and it goes on token by token from there
+    auto more = torch::cat({ids, ids.narrow(0, 3, 1)});
+    EXPECT_LE(max_diff(logits, document_logits(t.base, t.memory, more, 2)[-1]), 1e-10) << "chunk " << chunk;
+  }
+}
+
 TEST(Memory, PlainPositionsStopAtTheWindowWithAClearError) {
   auto t = make_tiny("none", /*max_position=*/16);  // room for l = 8 plus 4 memory entries: 5 segments
   torch::NoGradGuard no_grad;

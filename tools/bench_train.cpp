@@ -17,6 +17,7 @@
 #include "tools/memory_options.h"
 #include "tools/model_options.h"
 #include "tools/options.h"
+#include "tools/step_profile.h"
 #include "tools/train_flops.h"
 #include "trainer/train.h"
 
@@ -36,6 +37,8 @@ struct TrainBenchOptions {
   std::string shape;          // a named shape with random weights instead of --model
   double peak_tflops = 989.0; // the device's dense bf16 peak (H100/H200 SXM datasheet) for MFU
   bool compare_python = false;
+  bool profile = false;       // one more step per setting under the profiler: where the time goes
+  std::string profile_trace;  // and its Chrome trace to this path prefix
   std::string python = std::string(UIO_SOURCE_DIR) + "/.venv/bin/python";
 };
 
@@ -74,6 +77,7 @@ struct Row {
   bool checkpointing = false;
   double seconds = 0, peak_gb = 0;
   std::string failure;  // "out of memory", or empty
+  std::string profile;  // format_profile of one step, when asked for
 };
 
 }  // namespace
@@ -96,7 +100,11 @@ int bench_train_command(const std::vector<std::string>& args) {
       .add("peak_tflops", &opt.peak_tflops, "the device's peak dense TFLOP/s in the compute dtype, for MFU")
       .add("compare_python", &opt.compare_python,
            "also time tools/bench/uio_step_hf.py (HF transformers + PEFT, eager) per length and chunk size")
-      .add("python", &opt.python, "Python with torch, transformers and peft, for --compare_python");
+      .add("python", &opt.python, "Python with torch, transformers and peft, for --compare_python")
+      .add("profile", &opt.profile, "after the timed steps, run one more under PyTorch's profiler and print where its "
+                                    "time goes: device time by kernel kind and by phase, host gaps")
+      .add("profile_trace", &opt.profile_trace, "with --profile: also write each profiled step's Chrome trace to "
+                                                "PREFIX-<estimator>-K<K>-<tokens>.json");
   if (!schema.parse(args, std::cout)) return 0;
   const auto memory_options = resolve_memory_options(opt.memory);
   const int64_t l = memory_options.segment_len;
@@ -144,14 +152,14 @@ int bench_train_command(const std::vector<std::string>& args) {
       for (int64_t K : chunks)
         for (bool ckpt : checkpointing) {
           if (K > T && K != chunks.front()) continue;  // the same as K = T
-          Row row{optim::estimator_kind_name(kind), std::min(K, T), T * l, ckpt, 0.0, 0.0, ""};
+          Row row{optim::estimator_kind_name(kind), std::min(K, T), T * l, ckpt, 0.0, 0.0, "", ""};
           try {
             torch::manual_seed(static_cast<uint64_t>(opt.seed));
             model::MemoryCompressor compressor(loaded.config, memory_options, memory_init);
             trainer::TrainConfig c;
             c.estimator.kind = kind, c.estimator.window = opt.window, c.estimator.chunk = K;
             c.estimator.activation_checkpointing = ckpt, c.estimator.seed = static_cast<uint64_t>(opt.seed);
-            c.steps = opt.steps + 1;
+            c.steps = opt.steps + 1 + (opt.profile ? 1 : 0);
             data::RandomDocuments documents(loaded.config.vocab_size, T * l, static_cast<uint64_t>(opt.seed));
             trainer::Trainer trainer(c, loaded.model, compressor, {}, documents, {});
             trainer.step();  // warm-up: kernel choice, allocator, lazy tables
@@ -161,6 +169,12 @@ int bench_train_command(const std::vector<std::string>& args) {
             std::sort(times.begin(), times.end());
             row.seconds = times[times.size() / 2];
             row.peak_gb = static_cast<double>(model::peak_memory_bytes(load.device)) / 1e9;
+            if (opt.profile) {
+              const auto trace = opt.profile_trace.empty() ? std::string() :
+                  opt.profile_trace + "-" + row.estimator + "-K" + std::to_string(row.chunk) + (ckpt ? "-ckpt-" : "-") +
+                  std::to_string(row.tokens) + ".json";
+              row.profile = format_profile(profile_step([&] { trainer.step(); }, load.device, trace));
+            }
           } catch (const c10::OutOfMemoryError&) {
             row.failure = "out of memory";
           }
@@ -176,6 +190,7 @@ int bench_train_command(const std::vector<std::string>& args) {
           } else {
             std::cout << "   " << row.failure << "\n";
           }
+          std::cout << row.profile;
           if (opt.compare_python && kind == kinds.front() && ckpt == checkpointing.front()) {
             std::string why;
             const double py = python_tokens_per_s(opt, memory_options, T * l, std::min(K, T), why);

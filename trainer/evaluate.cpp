@@ -110,7 +110,7 @@ std::vector<int64_t> Evaluator::greedy(EvalMethod method, const std::vector<int6
   o.eos_id = base->config().eos_token_id;
   if (method == EvalMethod::uio) {
     TORCH_CHECK(compressor, "eval: method uio needs a memory compressor (--memory)");
-    model::MemoryReader reader(base, compressor);
+    model::MemoryReader reader(base, compressor, chunk);
     return model::generate(reader, prompt, o);
   }
   if (method == EvalMethod::truncate) {

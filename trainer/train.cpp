@@ -16,6 +16,7 @@
 
 #include "data/progress.h"
 #include "model/device_stats.h"
+#include "model/phase.h"
 #include "model/safetensors.h"
 #include "trainer/stop_signal.h"
 
@@ -155,6 +156,7 @@ StepResult Trainer::step() {
   }
   r.stop = stop_requested();
   if (comm_) {
+    model::Phase phase("uio::all_reduce");
     // One small all-reduce for the statistics, the stop request and which parameters have gradients
     // anywhere; then the gradients themselves, bucketed (a parameter without one on any rank keeps none).
     auto params = compressor_->parameters();
@@ -178,11 +180,14 @@ StepResult Trainer::step() {
     comm_->all_reduce_sum(grads);
   }
   r.loss /= static_cast<double>(r.predictions);
-  r.grad_norm = optimizer_->grad_norm();
-  r.finite = std::isfinite(r.loss) && std::isfinite(r.grad_norm);
-  if (r.finite) optimizer_->step(r.lr, r.grad_norm);
-  else ++skipped_;
-  optimizer_->zero_grad();  // a skipped step leaves nothing behind either
+  {
+    model::Phase phase("uio::optimizer");
+    r.grad_norm = optimizer_->grad_norm();
+    r.finite = std::isfinite(r.loss) && std::isfinite(r.grad_norm);
+    if (r.finite) optimizer_->step(r.lr, r.grad_norm);
+    else ++skipped_;
+    optimizer_->zero_grad();  // a skipped step leaves nothing behind either
+  }
   ++step_;
   input_tokens_ += r.input_tokens;
   if (comm_ && config_.check_every > 0 && step_ % config_.check_every == 0) check_replicas_agree();

@@ -47,7 +47,8 @@ def build(args, dtype, device):
     else:
         config = LlamaConfig(**SHAPES[args.shape])
         torch.manual_seed(args.seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        with torch.device(device):  # random init on the device itself: seconds for 7B, not minutes on the host
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     model.to(device).requires_grad_(False)
     enc = LoraConfig(r=args.rank, lora_alpha=2 * args.rank, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
     tr = LoraConfig(r=args.rank, lora_alpha=2 * args.rank, target_modules=["k_proj", "v_proj"], lora_dropout=0.0)

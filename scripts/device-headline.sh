@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Run ON THE GPU MACHINE (docs/results.md says how the calls go): the headline run of the README.
+# Needs scripts/device-build.sh done, the model parts carried (scripts/split-model-for-device.sh) and the
+# packed token store carried (scripts/pack-store-for-device.sh: .xfer-store).
+#   PART=train  joins the model, unpacks the store, trains configs/smollm2-135m-100k.ini for STEPS (its
+#               own 300 by default) into out/headline (a SIGTERM from the safety timeout TRAIN_LIMIT_S
+#               saves a checkpoint and stops cleanly), exports the compressor to out/headline-export;
+#               $OUT/headline-train.tgz: metrics.jsonl, the log, the export's uio_config.json
+#   PART=eval   `uio eval` of out/headline against truncate (the model's own 8,192 window, and 1,024 =
+#               one segment, uio's local window) and the RoPE-scaling baselines: perplexity at 4K..100K,
+#               passkey at 8K/32K/100K, needle grid; passkey at 1M for uio and truncate only;
+#               $OUT/headline-eval.tgz: the three results.json / results.md, plots, logs
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+uio=${BUILD_DIR:-$root/build-gpu}/uio
+out=${OUT:-/tmp}
+store=${STORE:-out/gpu-store}
+python=${UIO_PYTHON:-/opt/torch/.venv/bin/python3}
+model=models/SmolLM2-135M-Instruct.Q4_1.gguf
+work=$(mktemp -d)
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$work/gpu.txt" || true
+git rev-parse --short HEAD > "$work/commit.txt" 2>/dev/null || true
+pack() { tar czf "$out/$1" -C "$work" . && ls -la "$out/$1"; }
+case "${PART:-train}" in
+train)
+  bash scripts/device-join-model.sh
+  STORE=$store bash scripts/device-unpack-store.sh
+  rm -rf out/headline out/headline-export
+  start=$(date +%s)
+  steps=()
+  [ -n "${STEPS:-}" ] && steps=(--steps "$STEPS")
+  timeout -s TERM "${TRAIN_LIMIT_S:-520}" "$uio" train --config configs/smollm2-135m-100k.ini --model "$model" \
+    --data "$store" "${steps[@]}" --checkpoint_every 50 --out_dir out/headline 2>&1 | tee "$work/train.log" || true
+  echo "train wall seconds: $(( $(date +%s) - start ))" | tee -a "$work/train.log"
+  cp out/headline/metrics.jsonl "$work/"
+  "$uio" export --checkpoint out/headline --out out/headline-export 2>&1 | tee "$work/export.log"
+  cp out/headline-export/uio_config.json "$work/"
+  du -sh out/headline-export | tee -a "$work/export.log"
+  pack headline-train.tgz
+  ;;
+eval)
+  memory=${MEMORY:-out/headline-export}
+  common=(--model "$model" --memory "$memory" --data "$store" --device cuda --dtype bfloat16 --score_tokens 1024
+          --documents "${DOCUMENTS:-2}" --python "$python")
+  timeout -s TERM "${EVAL_LIMIT_S:-330}" "$uio" eval "${common[@]}" --lengths 4096,8192,16384,32768,65536,102400 \
+    --passkey_lengths 8192,32768,102400 --passkey_trials 2 --needle_lengths 8192,32768,102400 \
+    --out_dir "$work/main" 2>&1 | tee "$work/eval-main.log" || true
+  timeout -s TERM 60 "$uio" eval "${common[@]}" --methods truncate --truncate_window 1024 \
+    --lengths 4096,8192,16384,32768,65536,102400 --out_dir "$work/window-1024" 2>&1 | tee "$work/eval-1024.log" || true
+  timeout -s TERM 150 "$uio" eval "${common[@]}" --methods uio,truncate --lengths "" --passkey_lengths 1048576 \
+    --passkey_trials 2 --out_dir "$work/passkey-1m" 2>&1 | tee "$work/eval-1m.log" || true
+  pack headline-eval.tgz
+  ;;
+*) echo "device-headline: PART must be train or eval"; exit 2 ;;
+esac
