@@ -28,7 +28,7 @@ table)  # issue 9's table in one call (about 7 minutes after the build): a profi
   b() { local name=$1 limit=$2; shift 2
         timeout -s KILL "$limit" "$uio" bench train --device cuda --dtype bfloat16 --estimators unbiased --steps 1 \
           --encoder_lora_rank 32 --transfer_lora_rank 32 --python "$python" "$@" 2>&1 | tee "$out/bench-$name.txt" || true; }
-  b profile 120 --shape llama2-7b --tokens 32768 --chunks 8 --checkpointing off --profile
+  b profile 120 --shape llama2-7b --tokens 32768 --chunks 4 --checkpointing off --profile
   b profile-135m 60 --shape smollm2-135m --tokens 102400 --chunks 32 --checkpointing off --profile
   b llama2-7b "${LIMIT_7B:-160}" --shape llama2-7b --tokens 8192,32768,102400 --chunks 8 --checkpointing on,off --compare_python
   b smollm2-135m "${LIMIT_135M:-130}" --shape smollm2-135m --tokens 8192,32768,102400,1048576 --chunks 32 \

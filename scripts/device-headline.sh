@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE (docs/results.md says how the calls go): the headline run of the README.
 # Needs scripts/device-build.sh done, the model parts carried (scripts/split-model-for-device.sh) and the
-# packed token store carried (scripts/pack-store-for-device.sh: .xfer-store).
+# packed token store carried (scripts/pack-store-for-device.sh: .xfer-store). The calls that made
+# docs/results.md (each within 10 minutes, one machine kept warm between them):
+#   run(command="export OUT; UIO_SKIP_TESTS=1 bash scripts/device-build.sh", carry=[".debs", ".whl", ".xfer1"])
+#   run(command="export OUT; COMMIT=<hash> PART=train STEPS=280 TRAIN_LIMIT_S=470 bash scripts/device-headline.sh",
+#       carry=[".xfer2", ".xfer-store"])
+#   run(command="export OUT; COMMIT=<hash> PART=eval bash scripts/device-headline.sh")
 #   PART=train  joins the model, unpacks the store, trains configs/smollm2-135m-100k.ini for STEPS (its
 #               own 300 by default) into out/headline (a SIGTERM from the safety timeout TRAIN_LIMIT_S
 #               saves a checkpoint and stops cleanly), exports the compressor to out/headline-export;
 #               $OUT/headline-train.tgz: metrics.jsonl, the log, the export's uio_config.json
-#   PART=eval   `uio eval` of out/headline against truncate (the model's own 8,192 window, and 1,024 =
-#               one segment, uio's local window) and the RoPE-scaling baselines: perplexity at 4K..100K,
+#   PART=eval   `uio eval` of out/headline against truncate (the model's own 8,192 window, and 1,025 =
+#               one segment of uio's plus the token before it, so the first scored token has its predecessor) and the RoPE-scaling baselines: perplexity at 4K..100K,
 #               passkey at 8K/32K/100K, needle grid; passkey at 1M for uio and truncate only;
 #               $OUT/headline-eval.tgz: the three results.json / results.md, plots, logs
 set -euo pipefail
@@ -20,7 +25,8 @@ python=${UIO_PYTHON:-/opt/torch/.venv/bin/python3}
 model=models/SmolLM2-135M-Instruct.Q4_1.gguf
 work=$(mktemp -d)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$work/gpu.txt" || true
-git rev-parse --short HEAD > "$work/commit.txt" 2>/dev/null || true
+# The machine's copy of .git can lag behind the working tree that travels: pass COMMIT from the dev machine.
+echo "${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}" > "$work/commit.txt"
 pack() { tar czf "$out/$1" -C "$work" . && ls -la "$out/$1"; }
 case "${PART:-train}" in
 train)
@@ -46,7 +52,7 @@ eval)
   timeout -s TERM "${EVAL_LIMIT_S:-330}" "$uio" eval "${common[@]}" --lengths 4096,8192,16384,32768,65536,102400 \
     --passkey_lengths 8192,32768,102400 --passkey_trials 2 --needle_lengths 8192,32768,102400 \
     --out_dir "$work/main" 2>&1 | tee "$work/eval-main.log" || true
-  timeout -s TERM 60 "$uio" eval "${common[@]}" --methods truncate --truncate_window 1024 \
+  timeout -s TERM 60 "$uio" eval "${common[@]}" --methods truncate --truncate_window 1025 --plot false \
     --lengths 4096,8192,16384,32768,65536,102400 --out_dir "$work/window-1024" 2>&1 | tee "$work/eval-1024.log" || true
   timeout -s TERM 150 "$uio" eval "${common[@]}" --methods uio,truncate --lengths "" --passkey_lengths 1048576 \
     --passkey_trials 2 --out_dir "$work/passkey-1m" 2>&1 | tee "$work/eval-1m.log" || true
