@@ -27,9 +27,7 @@ TEST(StepProfile, KernelNamesFallIntoKinds) {
 
 TEST(StepProfile, EveryPhaseOfAStepIsFoundAndTheyFitInTheWallTime) {
   torch::manual_seed(uio::test::test_seed());
-  model::ModelConfig c;
-  c.vocab_size = 48, c.hidden_size = 32, c.intermediate_size = 48, c.num_layers = 2, c.num_heads = 4;
-  c.num_kv_heads = 2, c.head_dim = 8, c.max_position = 128, c.rope_theta = 10000.0, c.eos_token_id = 1;
+  const auto c = uio::test::tiny_llama_config();
   model::CausalLM base(c, torch::TensorOptions().dtype(torch::kFloat));
   model::MemoryOptions o;
   o.segment_len = 8, o.num_memory_tokens = 2;

@@ -11,7 +11,18 @@
 
 #include <gtest/gtest.h>
 
+#include "model/config.h"
+
 namespace uio::test {
+
+// The tiny random Llama (GQA, 2 layers, vocabulary of 48) the training, checkpoint and profile tests
+// build their base model from.
+inline model::ModelConfig tiny_llama_config() {
+  model::ModelConfig c;
+  c.vocab_size = 48, c.hidden_size = 32, c.intermediate_size = 48, c.num_layers = 2, c.num_heads = 4;
+  c.num_kv_heads = 2, c.head_dim = 8, c.max_position = 128, c.rope_theta = 10000.0, c.eos_token_id = 1;
+  return c;
+}
 
 // Folder written by tests/make_reference.py (ctest runs it first and sets UIO_TESTDATA).
 inline std::filesystem::path testdata(const std::string& sub = "") {

@@ -71,9 +71,7 @@ struct Tiny {
 Tiny make_tiny(uint64_t seed) {
   torch::manual_seed(seed);
   Tiny t;
-  auto& c = t.config;
-  c.vocab_size = 48, c.hidden_size = 32, c.intermediate_size = 48, c.num_layers = 2, c.num_heads = 4;
-  c.num_kv_heads = 2, c.head_dim = 8, c.max_position = 128, c.rope_theta = 10000.0, c.eos_token_id = 1;
+  auto& c = t.config = uio::test::tiny_llama_config();
   t.base = model::CausalLM(c, torch::TensorOptions().dtype(torch::kFloat));
   t.memory = make_compressor(c, t.base, 8, 2, 4);
   return t;
