@@ -251,11 +251,16 @@ torch::Tensor MemoryReader::decode_pending(const std::vector<int64_t>& ids) {
   return base_->logits(hidden)[0];  // [T, V]
 }
 
+void MemoryReader::compress_segments(const int64_t* ids, int64_t count) {
+  const int64_t l = compressor_->segment_len();
+  auto segments = torch::from_blob(const_cast<int64_t*>(ids), {count, l}, torch::kInt64);
+  memory_.append(compressor_->compress(base_, segments.to(base_->output_weight().device(), /*non_blocking=*/false,
+                                                          /*copy=*/true)));
+  segments_ += count;
+}
+
 void MemoryReader::compress_pending() {
-  const auto device = base_->output_weight().device();
-  auto segment = torch::tensor(pending_, torch::kInt64).view({1, -1}).to(device);
-  memory_.append(compressor_->compress(base_, segment));
-  ++segments_;
+  compress_segments(pending_.data(), 1);
   pending_.clear();
   cache_.truncate(0);
 }
@@ -269,15 +274,11 @@ torch::Tensor MemoryReader::read(const std::vector<int64_t>& ids, const std::fun
   size_t i = 0;
   if (pending() == 0) {
     // Whole segments with more tokens after them need no logits: compress them, chunk_ per call.
-    const auto device = base_->output_weight().device();
     const int64_t whole = static_cast<int64_t>(ids.size() - 1) / l;
     for (int64_t done = 0; done < whole;) {
       const int64_t K = std::min(chunk_, whole - done);
-      auto segments = torch::tensor(std::vector<int64_t>(ids.begin() + static_cast<std::ptrdiff_t>(i),
-                                                         ids.begin() + static_cast<std::ptrdiff_t>(i + K * l)),
-                                    torch::kInt64).view({K, l}).to(device);
-      memory_.append(compressor_->compress(base_, segments));
-      segments_ += K, done += K, i += static_cast<size_t>(K * l);
+      compress_segments(ids.data() + i, K);
+      done += K, i += static_cast<size_t>(K * l);
       if (on_segment) on_segment(segments_, total_segments);
     }
   }

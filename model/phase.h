@@ -14,6 +14,7 @@ class Phase {
   }
   Phase(const Phase&) = delete;
   Phase& operator=(const Phase&) = delete;
+  void end() { guard_.end(); }  // before the scope does; the destructor then ends nothing
 
  private:
   at::RecordFunction guard_;  // ends the range when destroyed

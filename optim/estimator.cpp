@@ -5,7 +5,6 @@
 #include <ATen/Context.h>
 
 #include <list>
-#include <memory>
 #include <numeric>
 #include <stdexcept>
 
@@ -288,7 +287,7 @@ DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCompressor
       torch::NoGradGuard no_grad;
       doc.score(base, compressor->decode(base, segments, index, {}), c0);
     } else {
-      auto transfer_phase = std::make_unique<model::Phase>("uio::transfer");
+      model::Phase transfer_phase("uio::transfer");
       const int64_t P = read * M;
       auto weights = torch::empty({K, P}, torch::kDouble);  // the plan per row and memory entry
       auto w = weights.accessor<double, 2>();
@@ -314,11 +313,11 @@ DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCompressor
         memory.k.push_back(RouteMemory::apply(direct[2 * i], route[2 * i], weights));  // [K, G, P, D]
         memory.v.push_back(RouteMemory::apply(direct[2 * i + 1], route[2 * i + 1], weights));
       }
-      transfer_phase.reset();
-      auto decode_phase = std::make_unique<model::Phase>("uio::decode");
+      transfer_phase.end();
+      model::Phase decode_phase("uio::decode");
       auto hidden = compressor->decode(base, segments, index, memory, nullptr, activation_checkpointing);
       auto loss = doc.score(base, hidden, c0);
-      decode_phase.reset();
+      decode_phase.end();
       model::Phase phase("uio::decoder_backward");
       (loss * loss_scale).backward();
       // The transfer head takes the plain gradient; the memories' leaves take the routed one (Eq. 7-8).

@@ -11,9 +11,10 @@
 #               own 300 by default) into out/headline (a SIGTERM from the safety timeout TRAIN_LIMIT_S
 #               saves a checkpoint and stops cleanly), exports the compressor to out/headline-export;
 #               $OUT/headline-train.tgz: metrics.jsonl, the log, the export's uio_config.json
-#   PART=eval   `uio eval` of out/headline against truncate (the model's own 8,192 window, and 1,025 =
-#               one segment of uio's plus the token before it, so the first scored token has its predecessor) and the RoPE-scaling baselines: perplexity at 4K..100K,
-#               passkey at 8K/32K/100K, needle grid; passkey at 1M for uio and truncate only;
+#   PART=eval   `uio eval` of out/headline against truncate (the model's own 8,192 window; and 1,025, one
+#               segment of uio's plus the token before it, so the first scored token has its predecessor)
+#               and the RoPE-scaling baselines: perplexity at 4K..100K, passkey at 8K/32K/100K, needle
+#               grid; passkey at 1M for uio and truncate only;
 #               $OUT/headline-eval.tgz: the three results.json / results.md, plots, logs
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -53,7 +54,7 @@ eval)
     --passkey_lengths 8192,32768,102400 --passkey_trials 2 --needle_lengths 8192,32768,102400 \
     --out_dir "$work/main" 2>&1 | tee "$work/eval-main.log" || true
   timeout -s TERM 60 "$uio" eval "${common[@]}" --methods truncate --truncate_window 1025 --plot false \
-    --lengths 4096,8192,16384,32768,65536,102400 --out_dir "$work/window-1024" 2>&1 | tee "$work/eval-1024.log" || true
+    --lengths 4096,8192,16384,32768,65536,102400 --out_dir "$work/one-segment" 2>&1 | tee "$work/eval-one-segment.log" || true
   timeout -s TERM 150 "$uio" eval "${common[@]}" --methods uio,truncate --lengths "" --passkey_lengths 1048576 \
     --passkey_trials 2 --out_dir "$work/passkey-1m" 2>&1 | tee "$work/eval-1m.log" || true
   pack headline-eval.tgz

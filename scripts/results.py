@@ -8,7 +8,7 @@ scripts/device-headline.sh writes one folder (default docs/results/headline/) on
   metrics.jsonl    training step lines and validation lines of `uio train`
   uio_config.json  the exported compressor's config
   train.png        the loss curve (scripts/plot-train.py)
-  main/, window-1024/, passkey-1m/   `uio eval` outputs: results.json, ppl.png, needle-*.png
+  main/, one-segment/, passkey-1m/   `uio eval` outputs: results.json, ppl.png, needle-*.png
 Any of them may be missing; what depends on it then reads "not run". A file that exists but is not
 valid JSON is an error naming the file.
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-EVALS = ("main", "window-1024", "passkey-1m")  # `uio eval` sub-folders; earlier ones win a duplicate row
+EVALS = ("main", "one-segment", "passkey-1m")  # `uio eval` sub-folders; earlier ones win a duplicate row
 METHOD_ORDER = ("uio", "truncate", "linear", "ntk", "dynamic", "yarn")
 NOT_RUN = "not run"
 LONG_CONTEXT = 32 * 1024  # the README's computed facts cover lengths from here up
@@ -473,7 +473,7 @@ def readme_section(res, readme_dir, results_md):
     return join_blocks(
         setup_sentence(res),
         perplexity_caption(res.main),
-        with_not_run(perplexity_table(ppl), res, ("main", "window-1024")),
+        with_not_run(perplexity_table(ppl), res, ("main", "one-segment")),
         uio_lowest_facts(ppl),
         "**Passkey retrieval** (correct over all depths and trials):",
         with_not_run(passkey_table(grouped(res.rows("passkey"))), res, ("main", "passkey-1m")),
@@ -533,7 +533,7 @@ def results_document(res, from_dir):
         training_section(res, from_dir).rstrip(),
         "## Perplexity",
         perplexity_caption(res.main),
-        with_not_run(perplexity_table(ppl), res, ("main", "window-1024")),
+        with_not_run(perplexity_table(ppl), res, ("main", "one-segment")),
         perplexity_detail(ppl),
         image(res.folder / "main" / "ppl.png", "perplexity by context length", from_dir),
         "## Passkey",
