@@ -1,4 +1,4 @@
-"""UIO memory forward pass (DESIGN.md section 2) on Hugging Face transformers, for the C++ memory tests:
+"""UIO memory forward pass (docs/method.md) on Hugging Face transformers, for the C++ memory tests:
 encoder (segment + M <mem> tokens, encoder LoRA on q/v, explicit 4-D mask, memory positions (i+1)*l/M)
 -> h_mem per layer -> transfer head (LoRA on k/v) -> K_mem, V_mem [G, M, D] -> decoder of every segment
 and of the residual tail with the memory of all earlier segments in a DynamicCache (keys rotated at
