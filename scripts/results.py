@@ -10,7 +10,8 @@ scripts/device-headline.sh writes one folder (default docs/results/headline/) on
   train.png        the loss curve (scripts/plot-train.py)
   main/, one-segment/, passkey-1m/   `uio eval` outputs: results.json, ppl.png, needle-*.png
 Any of them may be missing; what depends on it then reads "not run". A file that exists but is not
-valid JSON is an error naming the file.
+valid JSON is an error naming the file. Absolute paths in the JSON (the GPU machine's temporary folders,
+home folders, work areas) are shown relative (scrub_path), so the generated pages name no machine's paths.
 
 usage:
   python3 scripts/results.py          rewrite docs/results.md, and README.md between the lines
@@ -28,7 +29,7 @@ import re
 import statistics
 import sys
 from collections import namedtuple
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -36,6 +37,13 @@ EVALS = ("main", "one-segment", "passkey-1m")  # `uio eval` sub-folders; earlier
 METHOD_ORDER = ("uio", "truncate", "linear", "ntk", "dynamic", "yarn")
 NOT_RUN = "not run"
 LONG_CONTEXT = 32 * 1024  # the README's computed facts cover lengths from here up
+
+# Folders of a uio checkout: an absolute path through one of them is shown from there (models/X.gguf).
+REPO_FOLDERS = ("models", "out", "docs", "configs", "corpus", "build", "build-gpu")
+# Machine-local prefixes, as path components; "*" is the one component after them (a temporary folder,
+# a user, a work area) that goes too.
+MACHINE_PREFIXES = (("tmp", "*"), ("var", "tmp", "*"), ("root",), ("home", "*"), ("Users", "*"), ("work", "*"))
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~/-])~?/[\w.+-]+(?:/[\w.+-]*)*")
 
 # One row of the tables: a `uio eval` method, with truncate told apart by the window it saw.
 Method = namedtuple("Method", "name window label short")
@@ -51,13 +59,49 @@ def read_text(path):
     return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
+def scrub_path(path):
+    """An absolute path as the reader can use it, without the machine it was written on:
+    /tmp/tmp.X/models/a.gguf -> models/a.gguf, /root/out/run -> out/run, /tmp/tmp.X/main -> main,
+    /work/main/.venv/bin/python -> .venv/bin/python, ~/runs/a -> runs/a, any other absolute path -> its
+    file name. A relative path is returned as it is."""
+    if path.startswith("~/"):  # a home folder: the path inside it, unless it passes a repository folder
+        path = "/root/" + path[2:]
+    if not path.startswith("/") or path.strip("/") == "":
+        return path
+    parts = PurePosixPath(path).parts[1:]  # without the root
+    for i, part in enumerate(parts):
+        if part in REPO_FOLDERS:
+            return PurePosixPath(*parts[i:]).as_posix()
+    for prefix in MACHINE_PREFIXES:
+        n = len(prefix)
+        if len(parts) > n and all(want in ("*", have) for want, have in zip(prefix, parts)):
+            return PurePosixPath(*parts[n:]).as_posix()
+    return parts[-1]
+
+
+def scrub_text(text):
+    """Text with every absolute path in it scrubbed (scrub_path)."""
+    return ABSOLUTE_PATH.sub(lambda match: scrub_path(match.group(0)), text)
+
+
+def scrubbed(value):
+    """A parsed JSON value with every string scrubbed of machine paths."""
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, list):
+        return [scrubbed(item) for item in value]
+    if isinstance(value, dict):
+        return {key: scrubbed(item) for key, item in value.items()}
+    return value
+
+
 def read_json(path):
-    """The parsed file, or None if it does not exist."""
+    """The parsed file with machine paths scrubbed, or None if it does not exist."""
     text = read_text(path)
     if text is None:
         return None
     try:
-        return json.loads(text)
+        return scrubbed(json.loads(text))
     except json.JSONDecodeError as e:
         raise ResultsError(f"{path}: malformed JSON: {e}") from None
 
@@ -502,15 +546,15 @@ build/uio eval --model models/SmolLM2-135M-Instruct.Q4_1.gguf --memory out/smoll
   --documents 2 --passkey_lengths 8192,32768,102400 --needle_lengths 8192,32768,102400 --out_dir out/eval
 ```
 
-How it ran here: on the GPU machine, after scripts/device-build.sh and with the model and token store carried (the header
-of scripts/device-headline.sh says how):
+How it ran for this page: on a remote GPU machine holding a copy of the tree, after scripts/device-build.sh,
+with the model and the packed token store copied over (docs/gpu.md), and `OUT` naming the folder to bring back:
 
 ```bash
-PART=train bash scripts/device-headline.sh   # writes $OUT/headline-train.tgz
-PART=eval bash scripts/device-headline.sh    # writes $OUT/headline-eval.tgz
+COMMIT=<hash> PART=train bash scripts/device-headline.sh   # writes headline-train.tgz into OUT
+COMMIT=<hash> PART=eval bash scripts/device-headline.sh    # writes headline-eval.tgz into OUT
 ```
 
-Here:
+Back on the development machine, with the two archives copied from OUT:
 
 ```bash
 tar xzf headline-train.tgz -C {out} && tar xzf headline-eval.tgz -C {out}
