@@ -1,5 +1,6 @@
 // data/document_source.cpp — random documents.
 #include "data/document_source.h"
+#include "data/format/json_file.h"
 
 #include <nlohmann/json.hpp>
 
@@ -14,17 +15,17 @@ RandomDocuments::RandomDocuments(int64_t vocab_size, int64_t length, uint64_t se
                                 std::to_string(vocab_size) + " and " + std::to_string(length));
 }
 
-torch::Tensor RandomDocuments::next() {
+TrainingDocument RandomDocuments::next() {
   auto ids = torch::empty({length_}, torch::kInt64);
   auto* p = ids.data_ptr<int64_t>();
   for (int64_t i = 0; i < length_; ++i) p[i] = static_cast<int64_t>(rng_.below(static_cast<uint64_t>(vocab_size_)));
-  return ids;
+  return {ids, {}};
 }
 
 std::string RandomDocuments::state_json() const { return nlohmann::json{{"random_state", rng_.state()}}.dump(); }
 
 void RandomDocuments::restore(const std::string& json) {
-  auto j = nlohmann::json::parse(json);
+  auto j = format::parse_json(json, "random documents state");
   if (!j.contains("random_state") || !j["random_state"].is_number_unsigned())
     throw std::invalid_argument("random documents: state lacks an unsigned 'random_state'");
   rng_.set_state(j["random_state"].get<uint64_t>());

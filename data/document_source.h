@@ -13,10 +13,16 @@
 
 namespace uio::data {
 
+// One training document: its tokens and, for synthetic tasks, which tokens' predictions count.
+struct TrainingDocument {
+  torch::Tensor ids;        // [seq_len] int64 on the CPU
+  torch::Tensor loss_mask;  // [seq_len] float 0/1 (1: predicting this token counts); undefined: every token
+};
+
 class DocumentSource {
  public:
   virtual ~DocumentSource() = default;
-  virtual torch::Tensor next() = 0;  // [seq_len] int64 on the CPU
+  virtual TrainingDocument next() = 0;
   virtual std::string state_json() const = 0;
   virtual void restore(const std::string& json) = 0;
 };
@@ -26,7 +32,7 @@ class SamplerSource : public DocumentSource {
  public:
   SamplerSource(std::shared_ptr<const TokenStore> store, const SamplerOptions& options)
       : store_(std::move(store)), sampler_(*store_, options) {}
-  torch::Tensor next() override { return sampler_.next().tokens; }
+  TrainingDocument next() override { return {sampler_.next().tokens, {}}; }
   std::string state_json() const override { return sampler_.state().to_json(); }
   void restore(const std::string& json) override { sampler_.restore(SamplerState::from_json(json)); }
   const Sampler& sampler() const { return sampler_; }
@@ -41,7 +47,7 @@ class SamplerSource : public DocumentSource {
 class RandomDocuments : public DocumentSource {
  public:
   RandomDocuments(int64_t vocab_size, int64_t length, uint64_t seed = 0);
-  torch::Tensor next() override;
+  TrainingDocument next() override;
   std::string state_json() const override;
   void restore(const std::string& json) override;
 

@@ -9,6 +9,7 @@
 
 #include "data/bpe_tokenizer.h"
 #include "data/pretokenizer.h"
+#include "data/format/json_file.h"
 
 namespace uio::data {
 
@@ -25,13 +26,11 @@ struct JsonFile {
 };
 
 JsonFile read_json(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::invalid_argument(path + ": cannot open the file");
   JsonFile f{path, {}};
   try {
-    f.root = json::parse(in);
-  } catch (const json::exception& e) {
-    throw std::invalid_argument(path + ": not valid JSON: " + e.what());
+    f.root = format::read_json_file(path);
+  } catch (const format::FormatError& e) {
+    throw std::invalid_argument(e.what());
   }
   return f;
 }

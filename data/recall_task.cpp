@@ -1,5 +1,6 @@
 // data/recall_task.cpp — generating key/value recall documents.
 #include "data/recall_task.h"
+#include "data/format/json_file.h"
 
 #include <nlohmann/json.hpp>
 
@@ -93,7 +94,7 @@ RecallDocument RecallTask::make() {
 std::string RecallTask::state_json() const { return nlohmann::json{{"recall_state", rng_.state()}}.dump(); }
 
 void RecallTask::restore(const std::string& json) {
-  auto j = nlohmann::json::parse(json);
+  auto j = format::parse_json(json, "recall task state");
   if (!j.contains("recall_state") || !j["recall_state"].is_number_unsigned())
     throw std::invalid_argument("recall task: state lacks an unsigned 'recall_state'");
   rng_.set_state(j["recall_state"].get<uint64_t>());

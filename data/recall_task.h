@@ -32,7 +32,7 @@ class RecallTask : public DocumentSource {
   // Throws std::invalid_argument when the pairs do not fit one segment or sizes are bad.
   RecallTask(const Tokenizer& tokenizer, const RecallTaskOptions& options);
   RecallDocument make();
-  torch::Tensor next() override { return make().ids; }
+  TrainingDocument next() override { return {make().ids, {}}; }
   std::string state_json() const override;
   void restore(const std::string& json) override;
 

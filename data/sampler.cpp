@@ -2,6 +2,7 @@
 #include "data/sampler.h"
 
 #include "data/splitmix.h"
+#include "data/format/json_file.h"
 
 #include <algorithm>
 #include <limits>
@@ -39,9 +40,9 @@ std::string SamplerState::to_json() const {
 SamplerState SamplerState::from_json(const std::string& text) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw std::invalid_argument(std::string("sampler state: not valid JSON: ") + e.what());
+    j = format::parse_json(text, "sampler state");
+  } catch (const format::FormatError& e) {
+    throw std::invalid_argument(e.what());
   }
   if (!j.is_object()) throw std::invalid_argument("sampler state: expected a JSON object, got " + j.dump());
   auto get = [&](const char* key) -> const nlohmann::json& {

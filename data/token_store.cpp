@@ -1,10 +1,8 @@
 // data/token_store.cpp — writing and mmap-reading the tokens.bin + index.bin pair (format: token_store.h).
 #include "data/token_store.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include "data/format/mapped_file.h"
+
 
 #include <cerrno>
 #include <cstring>
@@ -241,36 +239,20 @@ TokenStore::TokenStore(const std::string& dir) : dir_(dir) {
                              " bytes after its last document; re-run uio prepare");
   num_tokens_ = static_cast<int64_t>(num_tokens);
 
-  const int fd = ::open(tokens_path.c_str(), O_RDONLY);
-  if (fd < 0)
-    throw std::runtime_error(where + "cannot open tokens.bin: " + std::strerror(errno) + "; re-run uio prepare");
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    ::close(fd);
-    throw std::runtime_error(where + "cannot stat tokens.bin: " + std::strerror(errno));
+  try {
+    tokens_ = std::make_unique<format::MappedFile>(tokens_path, "tokens.bin of a token store");
+  } catch (const format::FormatError& err) {
+    throw std::runtime_error(std::string(err.what()) + "; re-run uio prepare");
   }
-  const auto file_size = static_cast<uint64_t>(st.st_size);
-  if (file_size != num_tokens * static_cast<uint64_t>(bytes_per_token_)) {
-    ::close(fd);
+  const uint64_t file_size = tokens_->size();
+  if (file_size != num_tokens * static_cast<uint64_t>(bytes_per_token_))
     throw std::runtime_error(where + "index.bin says " + std::to_string(num_tokens) + " tokens but tokens.bin holds " +
                              std::to_string(file_size / bytes_per_token_) + " (" + std::to_string(file_size) +
                              " bytes of " + std::to_string(bytes_per_token_) + "-byte tokens); re-run uio prepare");
-  }
-  map_size_ = static_cast<size_t>(file_size);
-  if (map_size_ > 0) {
-    void* p = ::mmap(nullptr, map_size_, PROT_READ, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) {
-      ::close(fd);
-      throw std::runtime_error(where + "cannot mmap tokens.bin: " + std::strerror(errno));
-    }
-    map_ = static_cast<const unsigned char*>(p);
-  }
-  ::close(fd);
+  map_ = tokens_->data();
 }
 
-TokenStore::~TokenStore() {
-  if (map_) ::munmap(const_cast<unsigned char*>(map_), map_size_);
-}
+TokenStore::~TokenStore() = default;
 
 const DocumentInfo& TokenStore::document(int64_t i) const {
   if (i < 0 || i >= num_documents())

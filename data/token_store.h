@@ -15,8 +15,13 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
+
+namespace uio::format {
+class MappedFile;
+}
 
 namespace uio::data {
 
@@ -96,8 +101,8 @@ class TokenStore {
   int bytes_per_token_ = 0;
   int64_t num_tokens_ = 0;
   std::vector<DocumentInfo> documents_;
+  std::unique_ptr<format::MappedFile> tokens_;
   const unsigned char* map_ = nullptr;
-  size_t map_size_ = 0;
 };
 
 }  // namespace uio::data

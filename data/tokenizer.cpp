@@ -10,7 +10,8 @@
 
 #include "data/bpe_tokenizer.h"
 #include "data/sentencepiece_tokenizer.h"
-#include "model/gguf.h"
+#include "data/format/gguf.h"
+#include "data/format/json_file.h"
 
 namespace uio::data {
 
@@ -20,11 +21,10 @@ namespace fs = std::filesystem;
 
 nlohmann::json read_json_or_empty(const fs::path& p) {
   if (!fs::exists(p)) return nlohmann::json::object();
-  std::ifstream in(p);
   try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw std::invalid_argument(p.string() + ": not valid JSON: " + e.what());
+    return format::read_json_file(p.string());
+  } catch (const format::FormatError& e) {
+    throw std::invalid_argument(e.what());
   }
 }
 
@@ -46,7 +46,7 @@ bool is_sentencepiece_json(const fs::path& json_path) {
 
 // llama.cpp's tokenizer.ggml.* metadata: byte-level BPE ("gpt2" model) is supported.
 std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::string& path) {
-  model::GgufFile file(path);
+  format::GgufFile file(path);
   const std::string kind = file.has("tokenizer.ggml.model") ? file.get_string("tokenizer.ggml.model") : "";
   if (kind != "gpt2")
     throw std::invalid_argument(path + ": tokenizer.ggml.model is '" + kind +

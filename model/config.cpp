@@ -1,5 +1,6 @@
 // model/config.cpp — HF config.json -> ModelConfig, with errors that name the file and the key.
 #include "model/config.h"
+#include "data/format/json_file.h"
 
 #include <fstream>
 #include <sstream>
@@ -67,7 +68,7 @@ RopeScaling parse_rope(const Json& r, const std::string& path, const std::string
   if (type != "none" && type != "linear" && type != "dynamic" && type != "yarn" && type != "llama3")
     fail(path, where + ".rope_type is '" + type +
                    "', expected one of default, linear, dynamic, yarn, llama3");
-  s.type = type;
+  s.type = parse_rope_kind(type);
   s.factor = get_double_or(r, path, "factor", 1.0);
   if (type != "none" && !(s.factor > 0))
     fail(path, where + ".factor must be > 0 for rope_type '" + type + "'");
@@ -120,13 +121,11 @@ void ModelConfig::validate(const std::string& source) const {
 }
 
 ModelConfig load_hf_config(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) fail(path, "cannot open (expected an HF model directory with config.json)");
   Json j;
   try {
-    in >> j;
-  } catch (const Json::exception& e) {
-    fail(path, std::string("not valid JSON: ") + e.what());
+    j = format::read_json_file(path);
+  } catch (const format::FormatError& e) {
+    throw std::invalid_argument(std::string(e.what()) + " (expected an HF model directory with config.json)");
   }
   if (!j.is_object()) fail(path, "expected a JSON object at the top level");
 
@@ -178,6 +177,24 @@ ModelConfig load_hf_config(const std::string& path) {
   if (c.rope_scaling.original_max_position == 0) c.rope_scaling.original_max_position = c.max_position;
   c.validate(path);
   return c;
+}
+
+RopeKind parse_rope_kind(const std::string& name) {
+  for (auto kind : {RopeKind::none, RopeKind::linear, RopeKind::ntk, RopeKind::dynamic, RopeKind::yarn, RopeKind::llama3})
+    if (name == rope_kind_name(kind)) return kind;
+  throw std::invalid_argument("RoPE scaling '" + name + "' is not one of none, linear, ntk, dynamic, yarn, llama3");
+}
+
+const char* rope_kind_name(RopeKind kind) {
+  switch (kind) {
+    case RopeKind::none: return "none";
+    case RopeKind::linear: return "linear";
+    case RopeKind::ntk: return "ntk";
+    case RopeKind::dynamic: return "dynamic";
+    case RopeKind::yarn: return "yarn";
+    case RopeKind::llama3: return "llama3";
+  }
+  return "?";
 }
 
 }  // namespace uio::model

@@ -10,8 +10,14 @@
 namespace uio::model {
 
 // RoPE frequency scaling, as HF's `rope_scaling` / `rope_parameters` describe it.
+// RoPE frequency scaling: none, linear (position interpolation), ntk (NTK-aware base change; uio's
+// memory_rope only), dynamic (dynamic NTK), yarn, llama3. Parsed from text once, at the edge.
+enum class RopeKind { none, linear, ntk, dynamic, yarn, llama3 };
+RopeKind parse_rope_kind(const std::string& name);  // throws std::invalid_argument naming the valid ones
+const char* rope_kind_name(RopeKind kind);
+
 struct RopeScaling {
-  std::string type = "none";  // none | linear | ntk | dynamic | yarn | llama3 (ntk: uio's memory_rope only)
+  RopeKind type = RopeKind::none;
   double factor = 1.0;
   int64_t original_max_position = 0;  // yarn, llama3, dynamic: the pretrained window (0 = max_position)
   double low_freq_factor = 1.0;       // llama3

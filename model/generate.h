@@ -10,6 +10,7 @@
 
 #include "model/llama.h"
 #include "model/memory.h"
+#include "model/memory_reader.h"
 
 namespace uio::model {
 

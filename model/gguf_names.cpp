@@ -35,32 +35,32 @@ const std::vector<GgufTensorName> kTensorNames = {
 struct ArchKey {
   const char* suffix;
   bool required;
-  void (*apply)(ModelConfig& c, const GgufFile& f, const std::string& key);
+  void (*apply)(ModelConfig& c, const format::GgufFile& f, const std::string& key);
 };
 
 const ArchKey kArchKeys[] = {
-    {"context_length", true, [](ModelConfig& c, const GgufFile& f, const std::string& k) { c.max_position = f.get_int(k); }},
-    {"embedding_length", true, [](ModelConfig& c, const GgufFile& f, const std::string& k) { c.hidden_size = f.get_int(k); }},
-    {"block_count", true, [](ModelConfig& c, const GgufFile& f, const std::string& k) { c.num_layers = f.get_int(k); }},
-    {"feed_forward_length", true, [](ModelConfig& c, const GgufFile& f, const std::string& k) { c.intermediate_size = f.get_int(k); }},
-    {"attention.head_count", true, [](ModelConfig& c, const GgufFile& f, const std::string& k) { c.num_heads = f.get_int(k); }},
-    {"attention.head_count_kv", false, [](ModelConfig& c, const GgufFile& f, const std::string& k) { c.num_kv_heads = f.get_int(k); }},
-    {"attention.key_length", false, [](ModelConfig& c, const GgufFile& f, const std::string& k) { c.head_dim = f.get_int(k); }},
-    {"attention.layer_norm_rms_epsilon", true, [](ModelConfig& c, const GgufFile& f, const std::string& k) { c.rms_norm_eps = f.get_float(k); }},
-    {"attention.sliding_window", false, [](ModelConfig& c, const GgufFile& f, const std::string& k) { c.sliding_window = f.get_int(k); }},
-    {"vocab_size", false, [](ModelConfig& c, const GgufFile& f, const std::string& k) { c.vocab_size = f.get_int(k); }},
-    {"rope.freq_base", false, [](ModelConfig& c, const GgufFile& f, const std::string& k) { c.rope_theta = f.get_float(k); }},
-    {"rope.scaling.factor", false, [](ModelConfig& c, const GgufFile& f, const std::string& k) { c.rope_scaling.factor = f.get_float(k); }},
-    {"rope.scaling.original_context_length", false, [](ModelConfig& c, const GgufFile& f, const std::string& k) { c.rope_scaling.original_max_position = f.get_int(k); }},
-    {"rope.scaling.yarn_beta_fast", false, [](ModelConfig& c, const GgufFile& f, const std::string& k) { c.rope_scaling.beta_fast = f.get_float(k); }},
-    {"rope.scaling.yarn_beta_slow", false, [](ModelConfig& c, const GgufFile& f, const std::string& k) { c.rope_scaling.beta_slow = f.get_float(k); }},
+    {"context_length", true, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.max_position = f.get_int(k); }},
+    {"embedding_length", true, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.hidden_size = f.get_int(k); }},
+    {"block_count", true, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.num_layers = f.get_int(k); }},
+    {"feed_forward_length", true, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.intermediate_size = f.get_int(k); }},
+    {"attention.head_count", true, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.num_heads = f.get_int(k); }},
+    {"attention.head_count_kv", false, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.num_kv_heads = f.get_int(k); }},
+    {"attention.key_length", false, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.head_dim = f.get_int(k); }},
+    {"attention.layer_norm_rms_epsilon", true, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.rms_norm_eps = f.get_float(k); }},
+    {"attention.sliding_window", false, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.sliding_window = f.get_int(k); }},
+    {"vocab_size", false, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.vocab_size = f.get_int(k); }},
+    {"rope.freq_base", false, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.rope_theta = f.get_float(k); }},
+    {"rope.scaling.factor", false, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.rope_scaling.factor = f.get_float(k); }},
+    {"rope.scaling.original_context_length", false, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.rope_scaling.original_max_position = f.get_int(k); }},
+    {"rope.scaling.yarn_beta_fast", false, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.rope_scaling.beta_fast = f.get_float(k); }},
+    {"rope.scaling.yarn_beta_slow", false, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.rope_scaling.beta_slow = f.get_float(k); }},
 };
 
 const char* kBosKey = "tokenizer.ggml.bos_token_id";
 const char* kEosKey = "tokenizer.ggml.eos_token_id";
 const char* kTokensKey = "tokenizer.ggml.tokens";
 
-[[noreturn]] void fail(const GgufFile& f, const std::string& what) {
+[[noreturn]] void fail(const format::GgufFile& f, const std::string& what) {
   throw std::invalid_argument(f.path() + ": " + what);
 }
 
@@ -113,14 +113,14 @@ std::vector<double> llama3_factors(const ModelConfig& c) {
 // llama.cpp keeps Llama-3 scaling only as the factors; uio's RoPE wants (factor, low, high, original
 // window). Every Llama-3.x release uses low 1, high 4, window 8192: assume those, and accept them
 // only when they reproduce the stored factors.
-void read_llama3_rope(const GgufFile& f, const std::string& arch, ModelConfig& c) {
+void read_llama3_rope(const format::GgufFile& f, const std::string& arch, ModelConfig& c) {
   const torch::Tensor stored = f.tensor("rope_freqs.weight").to(torch::kDouble).flatten();
   if (stored.numel() != c.head_dim / 2)
     fail(f, "tensor 'rope_freqs.weight' has " + std::to_string(stored.numel()) + " factors, expected head_dim / 2 = " +
                 std::to_string(c.head_dim / 2));
   const double factor = stored.max().item<double>();
   if (factor == 1.0 && stored.min().item<double>() == 1.0) return;  // no scaling
-  c.rope_scaling.type = "llama3";
+  c.rope_scaling.type = RopeKind::llama3;
   c.rope_scaling.factor = factor;
   c.rope_scaling.low_freq_factor = 1.0;
   c.rope_scaling.high_freq_factor = 4.0;
@@ -141,7 +141,7 @@ const std::vector<GgufTensorName>& gguf_tensor_names() { return kTensorNames; }
 std::optional<std::string> hf_name_from_gguf(const std::string& gguf_name) { return translate(gguf_name, true); }
 std::optional<std::string> gguf_name_from_hf(const std::string& hf_name) { return translate(hf_name, false); }
 
-ModelConfig config_from_gguf(const GgufFile& f) {
+ModelConfig config_from_gguf(const format::GgufFile& f) {
   ModelConfig c;
   const std::string arch = f.get_string("general.architecture");
   if (arch != "llama" && arch != "qwen2")
@@ -179,7 +179,7 @@ ModelConfig config_from_gguf(const GgufFile& f) {
   const std::string scaling = f.has(scaling_key) ? f.get_string(scaling_key) : "none";
   if (scaling != "none" && scaling != "linear" && scaling != "yarn")
     fail(f, "metadata key '" + scaling_key + "' is '" + scaling + "', expected none, linear or yarn");
-  c.rope_scaling.type = scaling;
+  c.rope_scaling.type = parse_rope_kind(scaling);
   if (scaling == "none" && f.has_tensor("rope_freqs.weight")) read_llama3_rope(f, arch, c);
   if (c.rope_scaling.original_max_position == 0) c.rope_scaling.original_max_position = c.max_position;
 
@@ -227,7 +227,7 @@ torch::Tensor unpermute_qk_rows(const torch::Tensor& w, int64_t n_heads) {
   return w.reshape(split).transpose(1, 2).reshape(sizes).contiguous();  // [H, D/2, 2, ...] -> [H, 2, D/2, ...]
 }
 
-torch::Tensor load_gguf_tensor_as_hf(const GgufFile& f, const std::string& hf_name, const ModelConfig& c,
+torch::Tensor load_gguf_tensor_as_hf(const format::GgufFile& f, const std::string& hf_name, const ModelConfig& c,
                                      torch::ScalarType dtype) {
   const auto gguf_name = gguf_name_from_hf(hf_name);
   if (!gguf_name) fail(f, "no GGUF tensor corresponds to HF tensor '" + hf_name + "'");

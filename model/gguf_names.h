@@ -10,7 +10,7 @@
 #include <torch/types.h>
 
 #include "model/config.h"
-#include "model/gguf.h"
+#include "data/format/gguf.h"
 
 namespace uio::model {
 
@@ -28,14 +28,14 @@ std::optional<std::string> gguf_name_from_hf(const std::string& hf_name);
 // The ModelConfig a GGUF file describes (architectures llama and qwen2), from `{arch}.*` and
 // `tokenizer.ggml.*` keys; tie_word_embeddings = the file has no output.weight; a Llama-3
 // `rope_freqs.weight` is recognised as llama3 RoPE scaling. Errors name the file and the key.
-ModelConfig config_from_gguf(const GgufFile& file);
+ModelConfig config_from_gguf(const format::GgufFile& file);
 
 // The HF tensor names a model of this config has (lm_head.weight only when untied).
 std::vector<std::string> hf_tensor_names(const ModelConfig& config);
 
 // The tensor HF calls `hf_name`, dequantised, cast to `dtype`, with llama's Q/K rows restored to HF
 // order (qwen2 files are not permuted). Shape checked against `config`.
-torch::Tensor load_gguf_tensor_as_hf(const GgufFile& file, const std::string& hf_name, const ModelConfig& config,
+torch::Tensor load_gguf_tensor_as_hf(const format::GgufFile& file, const std::string& hf_name, const ModelConfig& config,
                                      torch::ScalarType dtype = torch::kFloat);
 
 // llama.cpp's converter reorders each head's rows of q_proj/k_proj (weights or biases) from HF's

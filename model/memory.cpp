@@ -1,12 +1,14 @@
-// model/memory.cpp — encoder, transfer head, decoder with memory, and reading with memory.
+// model/memory.cpp — encoder, transfer head and decoder with memory.
 #include "model/memory.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace uio::model {
 
 void Memory::append(const Memory& more) {
   if (more.k.empty()) return;
+  if (k.empty()) sink = more.sink;  // a sink comes first or not at all
   const bool graph = torch::GradMode::is_enabled() && (more.k.front().requires_grad() ||
                                                        (!k.empty() && k.front().requires_grad()));
   if (k.empty() && graph) {
@@ -70,6 +72,8 @@ MemoryCompressorImpl::MemoryCompressorImpl(const ModelConfig& config, const Memo
     : config_(config), options_(options), l_(options.segment_len), M_(options.num_memory_tokens) {
   TORCH_CHECK(memory_init.dim() == 1 && memory_init.size(0) == config.hidden_size, "memory: <mem> init must be [",
               config.hidden_size, "], got ", memory_init.sizes());
+  TORCH_CHECK(options.sink_tokens >= 0 && options.sink_tokens <= options.segment_len, "memory: sink_tokens must lie ",
+              "in [0, segment_len = ", options.segment_len, "], got ", options.sink_tokens);
   const auto device = memory_init.device();
   encoder = register_module("encoder", LoraSet(config, options.encoder_lora, device));
   transfer_head = register_module("transfer", LoraSet(config, options.transfer_lora, device));
@@ -78,14 +82,14 @@ MemoryCompressorImpl::MemoryCompressorImpl(const ModelConfig& config, const Memo
   encoder_mask_ = encoder_attention_mask(l_, M_);
   encoder_positions_ = encoder_positions(l_, M_);
 
-  const auto& kind = options.memory_rope;
-  if (kind == "none") {
+  const auto kind = options.memory_rope;
+  if (kind == RopeKind::none) {
     decoder_rope_.emplace(config.head_dim, config.rope_theta, config.rope_scaling, config.max_position);
   } else {
-    TORCH_CHECK(kind == "linear" || kind == "ntk" || kind == "dynamic" || kind == "yarn", "memory_rope '", kind,
-                "' is not one of none, linear, ntk, dynamic, yarn");
-    TORCH_CHECK(config.rope_scaling.type == "none", "memory_rope '", kind, "' replaces the base model's RoPE, which ",
-                "already scales ('", config.rope_scaling.type, "'); use memory_rope = none with this model");
+    TORCH_CHECK(kind != RopeKind::llama3, "memory_rope 'llama3' is not one of none, linear, ntk, dynamic, yarn");
+    TORCH_CHECK(config.rope_scaling.type == RopeKind::none, "memory_rope '", rope_kind_name(kind), "' replaces the base ",
+                "model's RoPE, which already scales ('", rope_kind_name(config.rope_scaling.type),
+                "'); use memory_rope = none with this model");
     TORCH_CHECK(options.memory_rope_factor > 0, "memory_rope_factor must be > 0");
     RopeScaling s;
     s.type = kind;
@@ -142,13 +146,34 @@ Memory MemoryCompressorImpl::compress(CausalLM& base, const torch::Tensor& segme
   return m;
 }
 
+Memory MemoryCompressorImpl::sink(CausalLM& base, const torch::Tensor& first) {
+  const int64_t k = options_.sink_tokens;
+  TORCH_CHECK(k > 0 && first.dim() == 1 && first.size(0) == k, "memory: the attention sink takes the document's first ",
+              k, " tokens, got ", first.sizes());
+  torch::NoGradGuard no_grad;  // the base model is frozen and the sink's tokens are data: nothing to train
+  std::vector<torch::Tensor> hidden;  // L x [1, k, C]
+  ForwardContext ctx;
+  ctx.attn_inputs = &hidden;
+  base->model->forward_embeddings(base->model->embed_tokens(first.unsqueeze(0)), ctx);
+  Memory m;
+  m.sink = k;
+  const int64_t G = config_.num_kv_heads, D = config_.head_dim;
+  for (int64_t i = 0; i < config_.num_layers; ++i) {
+    auto& attn = *base->model->layers[i]->as<DecoderLayer>()->self_attn;
+    const auto& h = hidden.at(static_cast<size_t>(i));
+    m.k.push_back(attn.k_proj->forward(h).view({k, G, D}).permute({1, 0, 2}).contiguous());  // [G, k, D]
+    m.v.push_back(attn.v_proj->forward(h).view({k, G, D}).permute({1, 0, 2}).contiguous());
+  }
+  return m;
+}
+
 std::pair<torch::Tensor, torch::Tensor> MemoryCompressorImpl::row_cos_sin(const torch::Tensor& positions,
                                                                          int64_t segment) const {
-  const int64_t span = segment * M_ + l_;  // the decoder's positions in this segment: [0, span)
-  if (options_.memory_rope == "none")
+  const int64_t span = decoder_position(segment, l_);  // the decoder's positions in this segment: [0, span)
+  if (options_.memory_rope == RopeKind::none)
     TORCH_CHECK(span <= config_.max_position, "memory_rope = none: segment ", segment, " needs positions up to ",
                 span, " but the base model was trained on ", config_.max_position, "; with l = ", l_, " and M = ", M_,
-                " a document may have at most ", (config_.max_position - l_) / M_ + 1,
+                " a document may have at most ", (config_.max_position - l_ - options_.sink_tokens) / M_ + 1,
                 " segments. Use memory_rope = dynamic (or linear, ntk, yarn) for longer documents");
   return decoder_rope_->cos_sin(positions, span);
 }
@@ -162,19 +187,21 @@ torch::Tensor MemoryCompressorImpl::decode(CausalLM& base, const torch::Tensor& 
   TORCH_CHECK(!cache || ids.size(0) == 1, "memory: decoding with a KV cache takes one row");
   const int64_t K = ids.size(0), T = ids.size(1), cached = cache ? cache->length() : 0;
   const auto device = ids.device();
+  TORCH_CHECK(memory.k.empty() || memory.sink == options_.sink_tokens, "memory: the memory holds ", memory.sink,
+              " sink entries, the compressor expects ", options_.sink_tokens);
   int64_t P = 0;  // memory entries any row sees
-  for (auto t : segment_index) P = std::max(P, t * M_);
-  TORCH_CHECK(P <= memory.entries(), "memory: a row of segment ", P / M_, " needs ", P, " memory entries, only ",
-              memory.entries(), " exist");
+  for (auto t : segment_index) P = std::max(P, memory.visible(t, M_));
+  TORCH_CHECK(P <= memory.entries(), "memory: a row of segment ", *std::max_element(segment_index.begin(),
+              segment_index.end()), " needs ", P, " memory entries, only ", memory.entries(), " exist");
   TORCH_CHECK(cached + T <= l_, "memory: ", cached + T, " tokens in one segment exceed segment_len ", l_);
 
   // RoPE per row: token j of segment t at t*M + j; memory entry p at p (dynamic NTK: per segment span).
   std::vector<torch::Tensor> cos_rows, sin_rows, pcos_rows, psin_rows;
-  const bool rope_per_row = decoder_rope_->scaling().type == "dynamic";
+  const bool rope_per_row = decoder_rope_->scaling().type == RopeKind::dynamic;
   auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
   for (int64_t k = 0; k < K; ++k) {
     const int64_t t = segment_index[k];
-    auto [c, s] = row_cos_sin(torch::arange(cached, cached + T, opts) + t * M_, t);  // [1, T, D]
+    auto [c, s] = row_cos_sin(torch::arange(cached, cached + T, opts) + decoder_position(t, 0), t);  // [1, T, D]
     cos_rows.push_back(c), sin_rows.push_back(s);
     if (P > 0 && (rope_per_row || k == 0)) {
       auto [pc, ps] = row_cos_sin(torch::arange(P, opts), t);  // [1, P, D]
@@ -204,7 +231,7 @@ torch::Tensor MemoryCompressorImpl::decode(CausalLM& base, const torch::Tensor& 
     if (!own.defined()) own = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(device)).tril();
     std::vector<torch::Tensor> rows;
     for (int64_t k = 0; k < K; ++k) {
-      auto visible = (torch::arange(P, opts) < segment_index[k] * M_).unsqueeze(0).expand({T, P});
+      auto visible = (torch::arange(P, opts) < memory.visible(segment_index[k], M_)).unsqueeze(0).expand({T, P});
       rows.push_back(torch::cat({visible, own}, 1).unsqueeze(0));  // [1, T, P + L + T]
     }
     ctx.mask = torch::stack(rows);  // [K, 1, T, P + L + T]
@@ -212,93 +239,6 @@ torch::Tensor MemoryCompressorImpl::decode(CausalLM& base, const torch::Tensor& 
     ctx.mask = own;
   }
   return base->model->forward_embeddings(base->model->embed_tokens(ids), ctx);  // [K, T, C]
-}
-
-torch::Tensor document_logits(CausalLM& base, MemoryCompressor& compressor, const torch::Tensor& ids, int64_t chunk) {
-  TORCH_CHECK(ids.dim() == 1, "memory: document_logits expects ids [n], got ", ids.sizes());
-  TORCH_CHECK(chunk > 0, "memory: chunk must be > 0");
-  const int64_t l = compressor->segment_len(), n = ids.size(0), T = n / l, r = n % l;
-  Memory memory;
-  std::vector<torch::Tensor> logits;
-  for (int64_t c0 = 0; c0 < T; c0 += chunk) {
-    const int64_t K = std::min(chunk, T - c0);
-    auto segments = ids.narrow(0, c0 * l, K * l).view({K, l});
-    memory.append(compressor->compress(base, segments));
-    std::vector<int64_t> index(static_cast<size_t>(K));
-    for (int64_t k = 0; k < K; ++k) index[static_cast<size_t>(k)] = c0 + k;
-    logits.push_back(base->logits(compressor->decode(base, segments, index, memory)).reshape({K * l, -1}));
-  }
-  if (r > 0) {
-    auto tail = ids.narrow(0, T * l, r).unsqueeze(0);
-    logits.push_back(base->logits(compressor->decode(base, tail, {T}, memory))[0]);
-  }
-  return torch::cat(logits);  // [n, V]
-}
-
-MemoryReader::MemoryReader(CausalLM base, MemoryCompressor compressor, int64_t chunk)
-    : base_(std::move(base)),
-      compressor_(std::move(compressor)),
-      chunk_(chunk),
-      cache_(base_->make_cache(1, compressor_->segment_len())) {
-  TORCH_CHECK(chunk >= 1, "memory: chunk must be >= 1, got ", chunk);
-}
-
-torch::Tensor MemoryReader::decode_pending(const std::vector<int64_t>& ids) {
-  const auto device = base_->output_weight().device();
-  auto row = torch::tensor(ids, torch::kInt64).unsqueeze(0).to(device);  // [1, T]
-  auto hidden = compressor_->decode(base_, row, {segments_}, memory_, &cache_);
-  pending_.insert(pending_.end(), ids.begin(), ids.end());
-  return base_->logits(hidden)[0];  // [T, V]
-}
-
-void MemoryReader::compress_segments(const int64_t* ids, int64_t count) {
-  const int64_t l = compressor_->segment_len();
-  auto segments = torch::from_blob(const_cast<int64_t*>(ids), {count, l}, torch::kInt64);
-  memory_.append(compressor_->compress(base_, segments.to(base_->output_weight().device(), /*non_blocking=*/false,
-                                                          /*copy=*/true)));
-  segments_ += count;
-}
-
-void MemoryReader::compress_pending() {
-  compress_segments(pending_.data(), 1);
-  pending_.clear();
-  cache_.truncate(0);
-}
-
-torch::Tensor MemoryReader::read(const std::vector<int64_t>& ids, const std::function<void(int64_t, int64_t)>& on_segment) {
-  TORCH_CHECK(!ids.empty(), "memory: nothing to read");
-  torch::NoGradGuard no_grad;
-  const int64_t l = compressor_->segment_len();
-  const int64_t total_segments = (pending() + static_cast<int64_t>(ids.size())) / l;
-  torch::Tensor last;
-  size_t i = 0;
-  if (pending() == 0) {
-    // Whole segments with more tokens after them need no logits: compress them, chunk_ per call.
-    const int64_t whole = static_cast<int64_t>(ids.size() - 1) / l;
-    for (int64_t done = 0; done < whole;) {
-      const int64_t K = std::min(chunk_, whole - done);
-      compress_segments(ids.data() + i, K);
-      done += K, i += static_cast<size_t>(K * l);
-      if (on_segment) on_segment(segments_, total_segments);
-    }
-  }
-  while (i < ids.size()) {
-    const size_t take = std::min(ids.size() - i, static_cast<size_t>(l - pending()));
-    std::vector<int64_t> piece(ids.begin() + static_cast<std::ptrdiff_t>(i), ids.begin() + static_cast<std::ptrdiff_t>(i + take));
-    i += take;
-    const bool completes = pending() + static_cast<int64_t>(take) == l;
-    if (completes && pending() == 0 && i < ids.size()) {
-      pending_ = std::move(piece);  // a whole segment whose logits nobody needs: compress only
-    } else {
-      auto logits = decode_pending(piece);
-      if (i == ids.size()) last = logits[-1];
-    }
-    if (completes) {
-      compress_pending();
-      if (on_segment) on_segment(segments_, total_segments);
-    }
-  }
-  return last;
 }
 
 }  // namespace uio::model

@@ -7,9 +7,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "model/fingerprint.h"
+#include "data/format/fingerprint.h"
 #include "model/peft.h"
-#include "model/safetensors.h"
+#include "data/format/safetensors.h"
+#include "data/format/json_file.h"
 
 namespace uio::model {
 namespace fs = std::filesystem;
@@ -34,7 +35,7 @@ LoraOptions lora_from_json(const Json& j, const std::string& file, const std::st
 
 BaseIdentity identify(const std::string& path, const ModelConfig& c) {
   return {path,           c.architecture, c.num_layers, c.hidden_size, c.vocab_size, c.num_kv_heads,
-          c.head_dim,     weights_fingerprint(path)};
+          c.head_dim,     format::weights_fingerprint(path)};
 }
 
 void check_same_base(const BaseIdentity& saved, const BaseIdentity& now, const std::string& file) {
@@ -63,8 +64,9 @@ Json memory_config_json(const MemoryOptions& o, const BaseIdentity& base, const 
           {"version", 1},
           {"segment_len", o.segment_len},
           {"num_memory_tokens", o.num_memory_tokens},
-          {"memory_rope", o.memory_rope},
+          {"memory_rope", rope_kind_name(o.memory_rope)},
           {"memory_rope_factor", o.memory_rope_factor},
+          {"sink_tokens", o.sink_tokens},
           {"encoder_lora", lora_json(o.encoder_lora)},
           {"transfer_lora", lora_json(o.transfer_lora)},
           {"base_model",
@@ -89,13 +91,13 @@ void save_memory(const std::string& dir, MemoryCompressor& compressor, const Bas
   fs::create_directories(dir);
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& item : compressor->named_parameters()) tensors.emplace_back(item.key(), item.value().detach());
-  write_safetensors((fs::path(dir) / "uio_memory.safetensors").string(), tensors, {{"format", "uio-memory"}});
+  format::write_safetensors((fs::path(dir) / "uio_memory.safetensors").string(), tensors, {{"format", "uio-memory"}});
   write_json(fs::path(dir) / "uio_config.json", memory_config_json(compressor->options(), base, "uio-memory"));
 }
 
 void export_memory(const std::string& from, const std::string& dir) {
   const auto loaded = read_memory_config(from);
-  SafetensorsFile weights((fs::path(from) / "uio_memory.safetensors").string());
+  format::SafetensorsFile weights((fs::path(from) / "uio_memory.safetensors").string());
   std::map<std::string, torch::Tensor> encoder, transfer;
   torch::Tensor embedding;
   for (const auto& info : weights.tensors()) {
@@ -108,9 +110,9 @@ void export_memory(const std::string& from, const std::string& dir) {
   fs::create_directories(dir);
   write_peft_adapter((fs::path(dir) / kEncoderAdapter).string(), encoder, loaded.options.encoder_lora, loaded.base.path);
   write_peft_adapter((fs::path(dir) / kTransferAdapter).string(), transfer, loaded.options.transfer_lora, loaded.base.path);
-  write_safetensors((fs::path(dir) / kMemoryEmbedding).string(), {{"memory_embedding", embedding}}, {{"format", "pt"}});
+  format::write_safetensors((fs::path(dir) / kMemoryEmbedding).string(), {{"memory_embedding", embedding}}, {{"format", "pt"}});
   auto j = memory_config_json(loaded.options, loaded.base, "uio-export");
-  if (fs::is_regular_file(loaded.base.path)) j["base_model"]["checksum"] = file_checksum(loaded.base.path);
+  if (fs::is_regular_file(loaded.base.path)) j["base_model"]["checksum"] = format::file_checksum(loaded.base.path);
   j["files"] = {{kEncoderAdapter, "PEFT LoRA adapter of the encoder (q_proj, v_proj by default): compression"},
                 {kTransferAdapter, "PEFT LoRA adapter of the transfer head (k_proj, v_proj): memory keys and values"},
                 {kMemoryEmbedding, "the <mem> token embedding [hidden_size], float32"}};
@@ -119,22 +121,21 @@ void export_memory(const std::string& from, const std::string& dir) {
 
 LoadedMemory read_memory_config(const std::string& dir) {
   const auto config_path = (fs::path(dir) / "uio_config.json").string();
-  std::ifstream in(config_path);
-  if (!in) throw std::runtime_error(config_path + ": cannot open; --memory expects a directory written by uio (a "
-                                    "checkpoint or an export) holding uio_config.json and uio_memory.safetensors");
   Json j;
   try {
-    in >> j;
-  } catch (const Json::exception& e) {
-    throw std::runtime_error(config_path + ": not valid JSON (" + e.what() + ")");
+    j = format::read_json_file(config_path);
+  } catch (const format::FormatError& e) {
+    throw std::runtime_error(std::string(e.what()) + "; --memory expects a directory written by uio (a checkpoint "
+                             "or an export) holding uio_config.json and uio_memory.safetensors");
   }
   LoadedMemory out;
   try {
     auto& o = out.options;
     o.segment_len = j.at("segment_len").get<int64_t>();
     o.num_memory_tokens = j.at("num_memory_tokens").get<int64_t>();
-    o.memory_rope = j.at("memory_rope").get<std::string>();
+    o.memory_rope = parse_rope_kind(j.at("memory_rope").get<std::string>());
     o.memory_rope_factor = j.at("memory_rope_factor").get<double>();
+    o.sink_tokens = j.value("sink_tokens", int64_t{0});  // absent in compressors written before the option
     const auto& b = j.at("base_model");
     out.base = {b.at("path").get<std::string>(),      b.at("architecture").get<std::string>(),
                 b.at("num_layers").get<int64_t>(),    b.at("hidden_size").get<int64_t>(),
@@ -144,6 +145,8 @@ LoadedMemory read_memory_config(const std::string& dir) {
     o.transfer_lora = lora_from_json(j.at("transfer_lora"), config_path, "transfer_lora");
   } catch (const Json::exception& e) {
     throw std::runtime_error(config_path + ": missing or wrongly typed key (" + e.what() + ")");
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(config_path + ": memory_rope: " + e.what());
   }
   return out;
 }
@@ -176,14 +179,14 @@ void load_memory_weights(const std::string& dir, MemoryCompressor& compressor) {
       for (const auto& [name, t] : adapter.tensors) set(prefix + name, t, (fs::path(dir) / sub).string());
       count += adapter.tensors.size();
     }
-    SafetensorsFile embedding((fs::path(dir) / kMemoryEmbedding).string());
+    format::SafetensorsFile embedding((fs::path(dir) / kMemoryEmbedding).string());
     set("memory_embedding", embedding.tensor("memory_embedding"), embedding.path());
     if (count + 1 != params.size())
       throw std::runtime_error(dir + ": the export holds " + std::to_string(count + 1) + " tensors, the compressor has " +
                                std::to_string(params.size()));
     return;
   }
-  SafetensorsFile weights((fs::path(dir) / "uio_memory.safetensors").string());
+  format::SafetensorsFile weights((fs::path(dir) / "uio_memory.safetensors").string());
   for (auto& item : params) set(item.key(), weights.tensor(item.key(), item.value().sizes().vec(), "uio_config.json"), weights.path());
 }
 

@@ -8,7 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "model/safetensors.h"
+#include "data/format/safetensors.h"
+#include "data/format/json_file.h"
 
 namespace uio::model {
 namespace fs = std::filesystem;
@@ -48,7 +49,7 @@ void write_peft_adapter(const std::string& dir, const std::map<std::string, torc
   fs::create_directories(dir);
   std::vector<std::pair<std::string, torch::Tensor>> out;
   for (const auto& [name, t] : tensors) out.emplace_back(peft_tensor_name(name), t.detach().to(torch::kFloat));
-  write_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), out, {{"format", "pt"}});
+  format::write_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), out, {{"format", "pt"}});
   const Json config = {{"peft_type", "LORA"},
                        {"task_type", "CAUSAL_LM"},
                        {"base_model_name_or_path", base_model},
@@ -68,12 +69,14 @@ void write_peft_adapter(const std::string& dir, const std::map<std::string, torc
 
 PeftAdapter read_peft_adapter(const std::string& dir) {
   const auto config_path = (fs::path(dir) / "adapter_config.json").string();
-  std::ifstream in(config_path);
-  if (!in) throw std::runtime_error(config_path + ": cannot open; expected a PEFT adapter directory");
+  Json j;
+  try {
+    j = format::read_json_file(config_path);
+  } catch (const format::FormatError& e) {
+    throw std::runtime_error(std::string(e.what()) + "; expected a PEFT adapter directory");
+  }
   PeftAdapter out;
   try {
-    Json j;
-    in >> j;
     if (j.value("peft_type", std::string()) != "LORA")
       throw std::runtime_error(config_path + ": peft_type is " + j.value("peft_type", std::string("missing")) +
                                ", uio reads LORA adapters only");
@@ -86,7 +89,7 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
   } catch (const Json::exception& e) {
     throw std::runtime_error(config_path + ": missing or wrongly typed key (" + e.what() + ")");
   }
-  SafetensorsFile weights((fs::path(dir) / "adapter_model.safetensors").string());
+  format::SafetensorsFile weights((fs::path(dir) / "adapter_model.safetensors").string());
   for (const auto& info : weights.tensors()) {
     try {
       out.tensors[uio_tensor_name(info.name)] = weights.tensor(info.name);

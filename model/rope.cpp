@@ -67,25 +67,25 @@ Rope::Rope(int64_t head_dim, double theta, RopeScaling scaling, int64_t max_posi
   TORCH_CHECK(head_dim_ > 0 && head_dim_ % 2 == 0, "rope: head_dim must be even and > 0, got ", head_dim_);
   const auto& type = scaling_.type;
   if (scaling_.original_max_position <= 0) scaling_.original_max_position = max_position_;
-  if (type == "none" || type == "dynamic") {
+  if (type == RopeKind::none || type == RopeKind::dynamic) {
     inv_freq_ = base_inv_freq(head_dim_, theta_);
-  } else if (type == "ntk") {
+  } else if (type == RopeKind::ntk) {
     // NTK-aware (fixed): stretch the base so the longest wavelength grows by `factor`.
     const double d = static_cast<double>(head_dim_);
     inv_freq_ = base_inv_freq(head_dim_, theta_ * std::pow(scaling_.factor, d / (d - 2)));
-  } else if (type == "linear") {
+  } else if (type == RopeKind::linear) {
     inv_freq_ = base_inv_freq(head_dim_, theta_) / scaling_.factor;
-  } else if (type == "yarn") {
+  } else if (type == RopeKind::yarn) {
     inv_freq_ = yarn_inv_freq(head_dim_, theta_, scaling_, &attention_scaling_);
-  } else if (type == "llama3") {
+  } else if (type == RopeKind::llama3) {
     inv_freq_ = llama3_inv_freq(head_dim_, theta_, scaling_);
   } else {
-    TORCH_CHECK(false, "rope: unknown scaling type '", type, "' (expected none, linear, ntk, dynamic, yarn, llama3)");
+    TORCH_CHECK(false, "rope: unknown scaling kind ", static_cast<int>(type));
   }
 }
 
 torch::Tensor Rope::inv_freq(int64_t seq_len) const {
-  if (scaling_.type != "dynamic" || seq_len <= max_position_) return inv_freq_;
+  if (scaling_.type != RopeKind::dynamic || seq_len <= max_position_) return inv_freq_;
   // Dynamic NTK: grow the base with the sequence so the longest wavelength still spans it.
   const double d = static_cast<double>(head_dim_);
   const double base =
@@ -98,7 +98,7 @@ std::pair<torch::Tensor, torch::Tensor> Rope::cos_sin(const torch::Tensor& posit
               positions.sizes());
   auto pos = positions.dim() == 1 ? positions.unsqueeze(0) : positions;  // [B, T]
   // Only dynamic NTK needs the length (a host sync); the other kinds have fixed frequencies.
-  const bool dynamic = scaling_.type == "dynamic" && pos.numel() > 0;
+  const bool dynamic = scaling_.type == RopeKind::dynamic && pos.numel() > 0;
   auto freq = (dynamic ? inv_freq(seq_len > 0 ? seq_len : pos.max().item<int64_t>() + 1) : inv_freq_).to(pos.device());
   auto angles = pos.to(torch::kFloat).unsqueeze(-1) * freq;  // [B, T, D/2]
   auto emb = torch::cat({angles, angles}, -1);                 // [B, T, D]

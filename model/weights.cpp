@@ -5,9 +5,9 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "model/gguf.h"
+#include "data/format/gguf.h"
 #include "model/gguf_names.h"
-#include "model/safetensors.h"
+#include "data/format/safetensors.h"
 
 namespace uio::model {
 namespace fs = std::filesystem;
@@ -35,13 +35,13 @@ class HfDirectorySource : public WeightSource {
 
  private:
   std::string dir_;
-  SafetensorsDirectory files_;
+  format::SafetensorsDirectory files_;
 };
 
 // A .gguf file: llama.cpp names translated to HF's, quantised types dequantised, Q/K rows restored.
 class GgufSource : public WeightSource {
  public:
-  GgufSource(const GgufFile& file, const ModelConfig& config) : file_(file), config_(config) {}
+  GgufSource(const format::GgufFile& file, const ModelConfig& config) : file_(file), config_(config) {}
   bool contains(const std::string& name) const override {
     auto gguf = gguf_name_from_hf(name);
     return gguf && file_.has_tensor(*gguf);
@@ -53,7 +53,7 @@ class GgufSource : public WeightSource {
   std::string config_file() const override { return file_.path(); }
 
  private:
-  const GgufFile& file_;
+  const format::GgufFile& file_;
   const ModelConfig& config_;
 };
 
@@ -90,7 +90,7 @@ void load_weights(CausalLM& model, const WeightSource& source, const LoadOptions
 
 ModelConfig load_model_config(const std::string& path) {
   if (fs::is_directory(path)) return load_hf_config((fs::path(path) / "config.json").string());
-  if (is_gguf_path(path)) return config_from_gguf(GgufFile(path));
+  if (is_gguf_path(path)) return config_from_gguf(format::GgufFile(path));
   if (!fs::exists(path)) throw std::runtime_error(path + ": no such file or directory (expected an HF model directory or a .gguf file)");
   throw std::runtime_error(path + ": not a model (expected an HF model directory with config.json, or a .gguf file)");
 }
@@ -103,7 +103,7 @@ LoadedModel load_model(const std::string& path, const LoadOptions& options) {
   out.model = CausalLM(out.config, torch::TensorOptions().device(torch::kMeta).dtype(options.dtype));
   if (is_gguf_path(path)) {
     out.format = "gguf";
-    GgufFile file(path);
+    format::GgufFile file(path);
     load_weights(out.model, GgufSource(file, out.config), options);
   } else {
     out.format = "hf";

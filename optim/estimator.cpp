@@ -5,11 +5,11 @@
 #include <ATen/Context.h>
 
 #include <list>
-#include <numeric>
 #include <stdexcept>
 
 #include "model/loss.h"
-#include "model/phase.h"
+#include "data/phase.h"
+#include "model/memory_pass.h"
 
 namespace uio::optim {
 
@@ -31,52 +31,7 @@ const char* estimator_kind_name(EstimatorKind kind) {
   return "?";
 }
 
-double DocumentLoss::loss() const { return std::accumulate(segment_loss.begin(), segment_loss.end(), 0.0); }
-int64_t DocumentLoss::tokens() const {
-  return std::accumulate(segment_tokens.begin(), segment_tokens.end(), int64_t{0});
-}
-
 namespace {
-
-// A training document cut into T segments of l tokens, with its targets and the running loss record.
-class Document {
- public:
-  Document(model::MemoryCompressor& compressor, const torch::Tensor& ids) : ids_(ids) {
-    l_ = compressor->segment_len();
-    TORCH_CHECK(ids.dim() == 1 && ids.size(0) >= l_ && ids.size(0) % l_ == 0, "estimator: a training document ",
-                "must be [n] with n a positive multiple of segment_len ", l_, ", got ", ids.sizes());
-    T_ = ids.size(0) / l_;
-    targets_ = model::next_token_targets(ids);
-    loss_ = torch::zeros({T_}, torch::TensorOptions().dtype(torch::kDouble).device(ids.device()));
-  }
-  int64_t segments() const { return T_; }
-  torch::Tensor segment_ids(int64_t first, int64_t count) const { return ids_.narrow(0, first * l_, count * l_).view({count, l_}); }
-  torch::Tensor targets(int64_t first, int64_t count) const { return targets_.narrow(0, first * l_, count * l_).view({count, l_}); }
-  static std::vector<int64_t> rows(int64_t first, int64_t count) {
-    std::vector<int64_t> index(static_cast<size_t>(count));
-    std::iota(index.begin(), index.end(), first);
-    return index;
-  }
-  // Scores the decoded rows [K, l, C] of segments first..first+K-1; returns their summed loss.
-  torch::Tensor score(model::CausalLM& base, const torch::Tensor& hidden, int64_t first) {
-    auto rows = model::row_cross_entropy(base, hidden, targets(first, hidden.size(0)));  // [K]
-    loss_.narrow(0, first, hidden.size(0)).copy_(rows.detach());
-    return rows.sum();
-  }
-  DocumentLoss result(int64_t peak_encoder_graphs) const {
-    DocumentLoss out;
-    out.peak_encoder_graphs = peak_encoder_graphs;
-    auto host = loss_.to(torch::kCPU);
-    out.segment_loss.assign(host.data_ptr<double>(), host.data_ptr<double>() + T_);
-    out.segment_tokens.assign(static_cast<size_t>(T_), l_);
-    out.segment_tokens.back() = l_ - 1;  // the document's last token predicts nothing
-    return out;
-  }
-
- private:
-  torch::Tensor ids_, targets_, loss_;
-  int64_t l_, T_;
-};
 
 void check_plan(const GradientPlan& plan, int64_t segments) {
   TORCH_CHECK(plan.segments() == segments, "estimator: the gradient plan covers ", plan.segments(),
@@ -116,42 +71,48 @@ struct RouteMemory : public torch::autograd::Function<RouteMemory> {
 
 at::Generator dropout_generator(const torch::Device& device) { return at::globalContext().defaultGenerator(device); }
 
+// The document's attention sink (none when the compressor keeps none): the same for every row, no gradient.
+model::Memory document_sink(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids) {
+  const int64_t k = compressor->options().sink_tokens;
+  return k > 0 ? compressor->sink(base, ids.narrow(0, 0, k)) : model::Memory{};
+}
+
+// Per-row memory entries [K, G, P, D] after the sink's entries (every row reads the same sink).
+void add_row_memory(model::Memory& memory, const model::Memory& sink, size_t layer, const torch::Tensor& k,
+                    const torch::Tensor& v) {
+  if (sink.k.empty()) {
+    memory.k.push_back(k), memory.v.push_back(v);
+    return;
+  }
+  memory.sink = sink.sink;
+  auto rows = [&](const torch::Tensor& s) { return s.unsqueeze(0).expand({k.size(0), -1, -1, -1}).to(k.scalar_type()); };
+  memory.k.push_back(torch::cat({rows(sink.k[layer]), k}, 2));
+  memory.v.push_back(torch::cat({rows(sink.v[layer]), v}, 2));
+}
+
 }  // namespace
 
-DocumentLoss backward_full(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
-                           int64_t chunk, double loss_scale, bool recompute_decoder) {
-  TORCH_CHECK(chunk > 0, "estimator: chunk must be > 0");
-  Document doc(compressor, ids);
-  model::Memory memory;  // concatenated under autograd: every memory keeps its encoder graph
-  torch::Tensor total;
-  for (int64_t c0 = 0; c0 < doc.segments(); c0 += chunk) {
-    const int64_t K = std::min(chunk, doc.segments() - c0);
-    auto segments = doc.segment_ids(c0, K);
-    {
-      model::Phase phase("uio::compress");
-      memory.append(compressor->compress(base, segments));
-    }
-    model::Phase phase("uio::decode");
-    auto hidden = compressor->decode(base, segments, Document::rows(c0, K), memory, nullptr, recompute_decoder);
-    auto loss = doc.score(base, hidden, c0);
+model::DocumentLoss backward_full(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
+                                  int64_t chunk, double loss_scale, bool recompute_decoder,
+                                  const torch::Tensor& loss_mask) {
+  model::ScoredDocument doc(compressor->segment_len(), ids, loss_mask);
+  torch::Tensor total;  // every memory keeps its encoder graph (Memory::append concatenates under autograd)
+  model::MemoryPass(base, compressor, chunk, recompute_decoder).read(ids, [&](int64_t first, const torch::Tensor& hidden) {
+    auto loss = doc.score(base, hidden, first);
     total = total.defined() ? total + loss : loss;
-  }
-  model::Phase phase("uio::backward");
+  });
+  data::Phase phase("uio::backward");
   if (total.requires_grad()) (total * loss_scale).backward();
   return doc.result(doc.segments());
 }
 
-DocumentLoss score_document(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
-                            int64_t chunk) {
-  torch::NoGradGuard no_grad;  // memory then grows in place (model::Memory::append) and nothing is back-propagated
-  return backward_full(base, compressor, ids, chunk, 0.0);
-}
-
-DocumentLoss backward_naive(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
-                            const GradientPlan& plan, int64_t chunk, double loss_scale) {
+model::DocumentLoss backward_naive(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
+                                   const GradientPlan& plan, int64_t chunk, double loss_scale,
+                                   const torch::Tensor& loss_mask) {
   TORCH_CHECK(chunk > 0, "estimator: chunk must be > 0");
-  Document doc(compressor, ids);
+  model::ScoredDocument doc(compressor->segment_len(), ids, loss_mask);
   check_plan(plan, doc.segments());
+  const auto sink = document_sink(base, compressor, ids);
   const int64_t M = compressor->num_memory_tokens(), T = doc.segments();
   // Every memory's hidden states without a graph: the paths the plan cuts read these.
   std::vector<torch::Tensor> detached;  // L x [T, M, C]
@@ -170,7 +131,7 @@ DocumentLoss backward_naive(model::CausalLM& base, model::MemoryCompressor& comp
   for (int64_t c0 = 0; c0 < T; c0 += chunk) {
     const int64_t K = std::min(chunk, T - c0), read = c0 + K - 1;  // memories 0..read-1 are read
     auto segments = doc.segment_ids(c0, K);
-    auto index = Document::rows(c0, K);
+    auto index = model::segment_rows(c0, K);
     if (read == 0) {
       torch::NoGradGuard no_grad;
       doc.score(base, compressor->decode(base, segments, index, {}), c0);
@@ -207,8 +168,9 @@ DocumentLoss backward_naive(model::CausalLM& base, model::MemoryCompressor& comp
     model::Memory memory;
     for (int64_t i = 0; i < L; ++i) {
       const int64_t G = keys[i].size(1), D = keys[i].size(3);
-      memory.k.push_back(keys[i].view({K, read, G, M, D}).permute({0, 2, 1, 3, 4}).reshape({K, G, read * M, D}));
-      memory.v.push_back(values[i].view({K, read, G, M, D}).permute({0, 2, 1, 3, 4}).reshape({K, G, read * M, D}));
+      add_row_memory(memory, sink, static_cast<size_t>(i),
+                     keys[i].view({K, read, G, M, D}).permute({0, 2, 1, 3, 4}).reshape({K, G, read * M, D}),
+                     values[i].view({K, read, G, M, D}).permute({0, 2, 1, 3, 4}).reshape({K, G, read * M, D}));
     }
     auto loss = doc.score(base, compressor->decode(base, segments, index, memory), c0);
     (loss * loss_scale).backward();
@@ -216,12 +178,14 @@ DocumentLoss backward_naive(model::CausalLM& base, model::MemoryCompressor& comp
   return doc.result(peak);
 }
 
-DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCompressor& compressor,
+model::DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCompressor& compressor,
                                   const torch::Tensor& ids, const GradientPlan& plan, int64_t chunk,
-                                  bool activation_checkpointing, double loss_scale) {
+                                         bool activation_checkpointing, double loss_scale,
+                                         const torch::Tensor& loss_mask) {
   TORCH_CHECK(chunk > 0, "estimator: chunk must be > 0");
-  Document doc(compressor, ids);
+  model::ScoredDocument doc(compressor->segment_len(), ids, loss_mask);
   check_plan(plan, doc.segments());
+  const auto sink = document_sink(base, compressor, ids);
   const int64_t M = compressor->num_memory_tokens(), T = doc.segments();
   const auto device = ids.device();
   const auto params = compressor->transfer_head->parameters();
@@ -238,7 +202,7 @@ DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCompressor
   std::list<Pending> pending;
   int64_t peak = 0;
   auto close = [&](Pending& p) {
-    model::Phase phase("uio::encoder_backward");
+    data::Phase phase("uio::encoder_backward");
     auto hidden = p.hidden;
     if (activation_checkpointing) {  // recompute the encoder with the dropout draws of its first pass
       auto gen = dropout_generator(device);
@@ -256,7 +220,7 @@ DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCompressor
   for (int64_t c0 = 0; c0 < T; c0 += chunk) {
     const int64_t K = std::min(chunk, T - c0), read = c0 + K - 1;
     auto segments = doc.segment_ids(c0, K);
-    auto index = Document::rows(c0, K);
+    auto index = model::segment_rows(c0, K);
 
     // Encoder: one batched pass over the chunk; a graph only if some loss will reach its memories.
     Pending p{c0, K, -1, {}, {}, {}};
@@ -264,7 +228,7 @@ DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCompressor
     const bool keep_graph = p.last_use >= 0 && !activation_checkpointing;
     if (p.last_use >= 0 && activation_checkpointing) p.segments = segments, p.rng = dropout_generator(device).get_state();
     {
-      model::Phase phase("uio::encode");
+      data::Phase phase("uio::encode");
       torch::AutoGradMode grad_mode(keep_graph);
       auto hidden = compressor->encode(base, segments);  // L x [K, M, C]
       if (H.empty())
@@ -283,11 +247,11 @@ DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCompressor
 
     // Decoders: the chunk's rows read memories 0..read-1 through the transfer head.
     if (read == 0) {
-      model::Phase phase("uio::decode");
+      data::Phase phase("uio::decode");
       torch::NoGradGuard no_grad;
       doc.score(base, compressor->decode(base, segments, index, {}), c0);
     } else {
-      model::Phase transfer_phase("uio::transfer");
+      data::Phase transfer_phase("uio::transfer");
       const int64_t P = read * M;
       auto weights = torch::empty({K, P}, torch::kDouble);  // the plan per row and memory entry
       auto w = weights.accessor<double, 2>();
@@ -310,15 +274,15 @@ DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCompressor
           direct.push_back(flat.back().detach().requires_grad_());
           route.push_back(flat.back().detach().requires_grad_());
         }
-        memory.k.push_back(RouteMemory::apply(direct[2 * i], route[2 * i], weights));  // [K, G, P, D]
-        memory.v.push_back(RouteMemory::apply(direct[2 * i + 1], route[2 * i + 1], weights));
+        add_row_memory(memory, sink, i, RouteMemory::apply(direct[2 * i], route[2 * i], weights),  // [K, G, P, D]
+                       RouteMemory::apply(direct[2 * i + 1], route[2 * i + 1], weights));
       }
       transfer_phase.end();
-      model::Phase decode_phase("uio::decode");
+      data::Phase decode_phase("uio::decode");
       auto hidden = compressor->decode(base, segments, index, memory, nullptr, activation_checkpointing);
       auto loss = doc.score(base, hidden, c0);
       decode_phase.end();
-      model::Phase phase("uio::decoder_backward");
+      data::Phase phase("uio::decoder_backward");
       (loss * loss_scale).backward();
       // The transfer head takes the plain gradient; the memories' leaves take the routed one (Eq. 7-8).
       std::vector<torch::Tensor> g_direct, g_route;
@@ -359,18 +323,20 @@ GradientPlan GradientEstimator::next_plan(int64_t segments) {
   throw std::logic_error("estimator: unknown kind");
 }
 
-DocumentLoss GradientEstimator::backward(model::CausalLM& base, model::MemoryCompressor& compressor,
-                                         const torch::Tensor& ids, double loss_scale) {
+model::DocumentLoss GradientEstimator::backward(model::CausalLM& base, model::MemoryCompressor& compressor,
+                                                const torch::Tensor& ids, double loss_scale,
+                                                const torch::Tensor& loss_mask) {
   const int64_t T = ids.size(0) / compressor->segment_len();
   switch (options_.kind) {
     case EstimatorKind::full:
-      return backward_full(base, compressor, ids, options_.chunk, loss_scale, options_.activation_checkpointing);
+      return backward_full(base, compressor, ids, options_.chunk, loss_scale, options_.activation_checkpointing,
+                           loss_mask);
     case EstimatorKind::tbptt_naive:
-      return backward_naive(base, compressor, ids, next_plan(T), options_.chunk, loss_scale);
+      return backward_naive(base, compressor, ids, next_plan(T), options_.chunk, loss_scale, loss_mask);
     case EstimatorKind::tbptt:
     case EstimatorKind::unbiased:
       return backward_incremental(base, compressor, ids, next_plan(T), options_.chunk,
-                                  options_.activation_checkpointing, loss_scale);
+                                  options_.activation_checkpointing, loss_scale, loss_mask);
   }
   throw std::logic_error("estimator: unknown kind");
 }

@@ -1,4 +1,4 @@
-// optim/estimator.h — the gradient of a document's loss through memory (DESIGN.md §3, §6): given the
+// optim/estimator.h — the gradient of a document's loss through memory (docs/method.md §8-11): given the
 // frozen base model and the compressor, one call reads a training document segment by segment,
 // scores every next-token prediction, and accumulates into the compressor's .grad the gradient of
 // `loss_scale` * (summed cross-entropy) as the chosen estimator defines it. The optimiser step and
@@ -22,6 +22,7 @@
 
 #include "model/llama.h"
 #include "model/memory.h"
+#include "model/memory_pass.h"
 #include "optim/gradient_plan.h"
 
 namespace uio::optim {
@@ -33,7 +34,7 @@ const char* estimator_kind_name(EstimatorKind kind);
 struct EstimatorOptions {
   EstimatorKind kind = EstimatorKind::unbiased;
   int64_t window = 2;  // S
-  int64_t chunk = 8;   // K: segments per batched chunk
+  int64_t chunk = model::kDefaultChunk;  // K: segments per batched chunk
   // Activation checkpointing: keep no encoder activations between a chunk's forward and its backward
   // (recompute the encoder, with the same dropout draws, when its gradient is complete), and keep
   // only each decoder layer's inputs (recompute the layer in the backward pass). Trades one more
@@ -42,22 +43,14 @@ struct EstimatorOptions {
   uint64_t seed = 0;  // the reservoir's generator
 };
 
-// What one document scored: summed cross-entropy and prediction count, per segment position.
-struct DocumentLoss {
-  std::vector<double> segment_loss;
-  std::vector<int64_t> segment_tokens;
-  int64_t peak_encoder_graphs = 0;  // segments whose encoder graph was alive at once
-  double loss() const;              // summed over the document
-  int64_t tokens() const;           // predictions (n - 1)
-};
-
 // The estimator chosen by config, with its reservoir generator (state saved by checkpoints).
 class GradientEstimator {
  public:
   explicit GradientEstimator(const EstimatorOptions& options);
-  // `ids` [n] on the model's device, n a multiple of the segment length. Gradients accumulate.
-  DocumentLoss backward(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
-                        double loss_scale);
+  // `ids` [n] on the model's device, n a multiple of the segment length; `loss_mask` [n] (optional, 0/1):
+  // which tokens' predictions count (model/memory_pass.h ScoredDocument). Gradients accumulate.
+  model::DocumentLoss backward(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
+                               double loss_scale, const torch::Tensor& loss_mask = {});
   // The plan for a document of T segments (draws from the reservoir generator for `unbiased`).
   GradientPlan next_plan(int64_t segments);
   const EstimatorOptions& options() const { return options_; }
@@ -69,19 +62,18 @@ class GradientEstimator {
   ReservoirRng rng_;
 };
 
-// The document's loss with memory and no gradients (evaluation): the same forward as training.
-DocumentLoss score_document(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
-                            int64_t chunk);
-
 // The three ways of running a plan, public for tests.
 // `recompute_decoder`: activation checkpointing of the decoder layers (every encoder graph is kept: that
 // is what full backpropagation costs).
-DocumentLoss backward_full(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
-                           int64_t chunk, double loss_scale, bool recompute_decoder = false);
-DocumentLoss backward_naive(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
-                            const GradientPlan& plan, int64_t chunk, double loss_scale);
-DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCompressor& compressor,
+model::DocumentLoss backward_full(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
+                                  int64_t chunk, double loss_scale, bool recompute_decoder = false,
+                                  const torch::Tensor& loss_mask = {});
+model::DocumentLoss backward_naive(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
+                                   const GradientPlan& plan, int64_t chunk, double loss_scale,
+                                   const torch::Tensor& loss_mask = {});
+model::DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCompressor& compressor,
                                   const torch::Tensor& ids, const GradientPlan& plan, int64_t chunk,
-                                  bool activation_checkpointing, double loss_scale);
+                                         bool activation_checkpointing, double loss_scale,
+                                         const torch::Tensor& loss_mask = {});
 
 }  // namespace uio::optim

@@ -70,26 +70,9 @@ GradientPlan reservoir_plan(int64_t segments, int64_t window, const std::vector<
   return plan;
 }
 
-uint64_t ReservoirRng::next() {
-  uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-int64_t ReservoirRng::uniform(int64_t n) {
-  if (n <= 0) throw std::invalid_argument("reservoir rng: uniform(n) needs n > 0");
-  const uint64_t range = static_cast<uint64_t>(n);
-  const uint64_t limit = UINT64_MAX - UINT64_MAX % range;  // accept [0, limit): a multiple of n values
-  uint64_t x;
-  do x = next();
-  while (x >= limit);
-  return static_cast<int64_t>(x % range);
-}
-
 std::vector<int64_t> ReservoirRng::draws(int64_t segments, int64_t window) {
   std::vector<int64_t> out;
-  for (int64_t t = window; t < segments; ++t) out.push_back(uniform(t + 1));
+  for (int64_t t = window; t < segments; ++t) out.push_back(static_cast<int64_t>(gen_.below(static_cast<uint64_t>(t + 1))));
   return out;
 }
 

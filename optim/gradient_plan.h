@@ -1,5 +1,5 @@
 // optim/gradient_plan.h — which memory-to-loss paths carry gradient into the encoder, and with what
-// factor (DESIGN.md §3). Loss t reads memories 0..t-1; weight(t, s) scales the gradient that loss t
+// factor (docs/method.md §9-10; paper §3.3). Loss t reads memories 0..t-1; weight(t, s) scales the gradient that loss t
 // sends back through memory s into the encoder (0: that path is detached). The transfer head's
 // gradient is never scaled or cut. A plan is drawn once per document, so how the document is cut
 // into chunks of segments cannot change it. Running a plan is optim/estimator.h's job.
@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "data/splitmix.h"
 
 namespace uio::optim {
 
@@ -41,15 +43,13 @@ GradientPlan reservoir_plan(int64_t segments, int64_t window, const std::vector<
 // checkpoint can save it (splitmix64; uniform integers by rejection, no modulo bias).
 class ReservoirRng {
  public:
-  explicit ReservoirRng(uint64_t seed = 0) : state_(seed) {}
-  uint64_t next();
-  int64_t uniform(int64_t n);  // uniform in [0, n)
+  explicit ReservoirRng(uint64_t seed = 0) : gen_(seed) {}
   std::vector<int64_t> draws(int64_t segments, int64_t window);  // T - S draws for reservoir_plan
-  uint64_t state() const { return state_; }
-  void set_state(uint64_t state) { state_ = state; }
+  uint64_t state() const { return gen_.state(); }
+  void set_state(uint64_t state) { gen_.set_state(state); }
 
  private:
-  uint64_t state_;
+  data::SplitMix64 gen_;  // uniform draws by rejection, no modulo bias
 };
 
 }  // namespace uio::optim

@@ -13,15 +13,19 @@ namespace uio::optim {
 //                      p = min(1, (s - W) / max(1, T - 1 - W)): peak at step W, exactly min at step
 //                      T - 1 and after
 //            constant: peak
+enum class ScheduleKind { cosine, constant };
+ScheduleKind parse_schedule_kind(const std::string& name);  // throws std::invalid_argument naming the valid ones
+const char* schedule_kind_name(ScheduleKind kind);
+
 struct ScheduleOptions {
-  std::string kind = "cosine";  // "cosine" | "constant" (after warmup)
+  ScheduleKind kind = ScheduleKind::cosine;  // after warmup
   int64_t warmup_steps = 0;
   int64_t total_steps = 1;
   double min_lr_ratio = 0.1;    // cosine decays from lr to lr * min_lr_ratio at step total_steps - 1
 };
 
 // Throws std::invalid_argument naming the bad field: total_steps < 1, warmup_steps < 0,
-// warmup_steps >= total_steps, min_lr_ratio outside [0, 1], kind not "cosine" or "constant".
+// warmup_steps >= total_steps, min_lr_ratio outside [0, 1].
 void check_schedule(const ScheduleOptions& options);
 // Checks the options, peak_lr (finite, >= 0) and step (>= 0); throws std::invalid_argument otherwise.
 double learning_rate(const ScheduleOptions& options, double peak_lr, int64_t step);

@@ -7,6 +7,7 @@
 # base model truncated to one segment. Outputs go to out/demo/ (metrics.jsonl, the trained compressor).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+export UIO_PYTHON="${UIO_PYTHON:-$root/.venv/bin/python}"  # for the helper scripts uio runs (plots, comparisons)
 cd "$root"
 bash scripts/setup.sh
 model=$(bash scripts/get-model.sh | tail -n 1)

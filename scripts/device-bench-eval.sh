@@ -4,7 +4,7 @@
 #   PART=bench  `uio bench train` with --compare_python (the eager HF + PEFT step beside it) for the shapes
 #               in SHAPES (default: smollm2-135m llama2-7b llama3-8b, random weights) at TOKENS, chunk sizes
 #               CHUNKS, checkpointing off/on; tables to $OUT/bench-<shape>.txt
-#   PART=table  the table of docs/benchmarks.md (issue 9) with fixed settings and a time limit per shape
+#   PART=table  the table of docs/benchmarks.md with fixed settings and a time limit per shape
 #   PART=eval   `uio eval` of the compressor in MEMORY (a checkpoint, export or compressor directory) on
 #               SmolLM2 against truncate and the RoPE-scaling baselines; results.json/md and plots to $OUT
 set -euo pipefail
@@ -23,7 +23,7 @@ bench)
       --compare_python --python "$python" 2>&1 | tee "$out/bench-$shape.txt"
   done
   ;;
-table)  # issue 9's table in one call (about 7 minutes after the build): a profile of one step for the
+table)  # the benchmark table in one call (about 7 minutes after the build): a profile of one step for the
         # 7B and 135M shapes, then 7B at 8K-100K, the 135M shape at 8K-1M, 8B at 32K-100K, with the eager step
   b() { local name=$1 limit=$2; shift 2
         timeout -s KILL "$limit" "$uio" bench train --device cuda --dtype bfloat16 --estimators unbiased --steps 1 \

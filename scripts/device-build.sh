@@ -10,7 +10,7 @@ python=${UIO_PYTHON:-/opt/torch/.venv/bin/python3}
 prefix=${UIO_DEPS_PREFIX:-/tmp/uio-deps}
 build=${BUILD_DIR:-$root/build-gpu}
 out=${OUT:-/tmp}
-ls .debs/*.deb >/dev/null 2>&1 || { echo "device-build: no .debs/ here; run scripts/fetch-device-deps.sh on the dev machine and carry .debs"; exit 2; }
+ls .debs/*.deb >/dev/null 2>&1 || { echo "device-build: no .debs/ here; run scripts/fetch-device-deps.sh on the dev machine and copy .debs"; exit 2; }
 if ls .whl/*.whl >/dev/null 2>&1; then  # Python packages the machine lacks (gguf), for tests/reference/
   "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/uio-site .whl/*.whl
   export PYTHONPATH=/tmp/uio-site${PYTHONPATH:+:$PYTHONPATH}

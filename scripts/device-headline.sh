@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# Run ON THE GPU MACHINE (docs/results.md says how the calls go): the headline run of the README.
-# Needs scripts/device-build.sh done, the model parts carried (scripts/split-model-for-device.sh) and the
-# packed token store carried (scripts/pack-store-for-device.sh: .xfer-store). The calls that made
-# docs/results.md (each within 10 minutes, one machine kept warm between them):
-#   run(command="export OUT; UIO_SKIP_TESTS=1 bash scripts/device-build.sh", carry=[".debs", ".whl", ".xfer1"])
-#   run(command="export OUT; COMMIT=<hash> PART=train STEPS=280 TRAIN_LIMIT_S=470 bash scripts/device-headline.sh",
-#       carry=[".xfer2", ".xfer-store"])
-#   run(command="export OUT; COMMIT=<hash> PART=eval bash scripts/device-headline.sh")
+# Run ON THE GPU MACHINE (docs/gpu.md: the tree is copied there, results come back from $OUT): the
+# headline run of the README. Needs scripts/device-build.sh done, the model's parts copied over
+# (scripts/split-model-for-device.sh: .xfer1, .xfer2) and the packed token store (.xfer-store,
+# scripts/pack-store-for-device.sh). The commands that made docs/results.md, each under 10 minutes:
+#   UIO_SKIP_TESTS=1 bash scripts/device-build.sh            (with .debs/, .whl/ and .xfer1/ copied over)
+#   COMMIT=<hash> PART=train STEPS=280 TRAIN_LIMIT_S=470 bash scripts/device-headline.sh   (.xfer2/, .xfer-store/)
+#   COMMIT=<hash> PART=eval bash scripts/device-headline.sh
 #   PART=train  joins the model, unpacks the store, trains configs/smollm2-135m-100k.ini for STEPS (its
 #               own 300 by default) into out/headline (a SIGTERM from the safety timeout TRAIN_LIMIT_S
 #               saves a checkpoint and stops cleanly), exports the compressor to out/headline-export;

@@ -7,11 +7,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 name=SmolLM2-135M-Instruct.Q4_1.gguf
 mkdir -p "$root/models"
 if PYTHON=false bash "$root/scripts/get-model.sh" >/dev/null 2>&1; then exit 0; fi
-[ -f "$root/.xfer1/part" ] || { echo "device-join-model: .xfer1/part is missing: carry the parts in calls first"; exit 2; }
+[ -f "$root/.xfer1/part" ] || { echo "device-join-model: .xfer1/part is missing: copy the parts over first (scripts/split-model-for-device.sh)"; exit 2; }
 : > "$root/models/$name"
 for i in $(seq 1 9); do
   [ -f "$root/.xfer$i/part" ] || break
   cat "$root/.xfer$i/part" >> "$root/models/$name"
 done
 PYTHON=false bash "$root/scripts/get-model.sh" ||
-  { echo "device-join-model: the joined file fails its checksum: a part is missing or stale (carry every .xfer<i>)"; exit 2; }
+  { echo "device-join-model: the joined file fails its checksum: a part is missing or stale (copy every .xfer<i> over)"; exit 2; }

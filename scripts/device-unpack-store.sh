@@ -10,4 +10,4 @@ if [ ! -f "$store/index.bin" ] && [ -f .xfer-store/tokens.bin.xz ]; then
   python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"), 1 << 22)' \
     .xfer-store/tokens.bin.xz "$store/tokens.bin"
 fi
-[ -f "$store/index.bin" ] || { echo "device-unpack-store: no token store at $store; carry .xfer-store (docs/gpu.md)"; exit 2; }
+[ -f "$store/index.bin" ] || { echo "device-unpack-store: no token store at $store; copy .xfer-store over (docs/gpu.md)"; exit 2; }

@@ -19,7 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/document_source.h"
-#include "model/safetensors.h"
+#include "data/format/safetensors.h"
 #include "tests/cli_util.h"
 #include "tests/test_util.h"
 #include "trainer/checkpoint.h"
@@ -60,7 +60,7 @@ trainer::TrainConfig config_for(const fs::path& out, int64_t steps) {
   c.estimator.kind = optim::EstimatorKind::unbiased, c.estimator.window = 2, c.estimator.chunk = 3;
   c.estimator.seed = 17;
   c.optimizer.lr = 3e-3;
-  c.schedule.kind = "cosine", c.schedule.warmup_steps = 2;
+  c.schedule.kind = optim::ScheduleKind::cosine, c.schedule.warmup_steps = 2;
   c.steps = steps, c.log_every = 1, c.accumulation = 2;
   c.out_dir = out.string();
   c.config_text = "[train]\nsteps = " + std::to_string(steps) + "\n";
@@ -68,7 +68,7 @@ trainer::TrainConfig config_for(const fs::path& out, int64_t steps) {
 }
 
 std::map<std::string, torch::Tensor> tensors_of(const fs::path& file) {
-  model::SafetensorsFile f(file.string());
+  uio::format::SafetensorsFile f(file.string());
   std::map<std::string, torch::Tensor> out;
   for (const auto& info : f.tensors()) out[info.name] = f.tensor(info.name).clone();
   return out;

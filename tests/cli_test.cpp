@@ -14,6 +14,8 @@
 #include "data/token_store.h"
 #include "data/tokenizer.h"
 #include "model/generate.h"
+#include "model/memory_reader.h"
+#include "model/memory_pass.h"
 #include "model/memory_io.h"
 #include "model/weights.h"
 #include "tests/cli_util.h"

@@ -28,7 +28,7 @@ std::string with(const std::string& extra) {
 TEST(Config, ReadsTransformers5RopeParameters) {
   auto c = load_hf_config(write_config(with(R"(,"rope_parameters":{"rope_type":"llama3","rope_theta":500000.0,
     "factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":64})")));
-  EXPECT_EQ(c.rope_scaling.type, "llama3");
+  EXPECT_EQ(c.rope_scaling.type, uio::model::RopeKind::llama3);
   EXPECT_DOUBLE_EQ(c.rope_theta, 500000.0);
   EXPECT_EQ(c.rope_scaling.original_max_position, 64);
   EXPECT_EQ(c.head_dim, 16);
@@ -37,7 +37,7 @@ TEST(Config, ReadsTransformers5RopeParameters) {
 
 TEST(Config, ReadsLegacyRopeScaling) {
   auto c = load_hf_config(write_config(with(R"(,"rope_theta":1000.0,"rope_scaling":{"type":"linear","factor":2.5})")));
-  EXPECT_EQ(c.rope_scaling.type, "linear");
+  EXPECT_EQ(c.rope_scaling.type, uio::model::RopeKind::linear);
   EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 2.5);
   EXPECT_DOUBLE_EQ(c.rope_theta, 1000.0);
   EXPECT_EQ(c.rope_scaling.original_max_position, 128);

@@ -19,7 +19,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "model/safetensors.h"
+#include "data/format/safetensors.h"
 #include "tests/cli_util.h"
 #include "tests/test_util.h"
 #include "trainer/distributed.h"
@@ -71,7 +71,7 @@ void run_all(const fs::path& dir, int world, const std::vector<std::string>& arg
 }
 
 std::map<std::string, torch::Tensor> weights_of(const fs::path& dir) {
-  model::SafetensorsFile f((dir / "uio_memory.safetensors").string());
+  uio::format::SafetensorsFile f((dir / "uio_memory.safetensors").string());
   std::map<std::string, torch::Tensor> out;
   for (const auto& info : f.tensors()) out[info.name] = f.tensor(info.name).clone();
   return out;

@@ -1,4 +1,4 @@
-// tests/estimator_test.cpp — gradients through memory (DESIGN.md §3) on a tiny random UIO model in
+// tests/estimator_test.cpp — gradients through memory (docs/method.md §8-10) on a tiny random UIO model in
 // float64: incremental TBPTT against recomputed windows and full BPTT, chunk sizes against each other,
 // the unbiased estimator by exact enumeration of every reservoir path, and by Monte Carlo.
 #include <cmath>
@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "optim/estimator.h"
+#include "model/memory_pass.h"
 #include "tests/test_util.h"
 
 using namespace uio::model;
@@ -21,7 +22,7 @@ struct Tiny {
 };
 
 // 2 layers, GQA, l = 4, M = 2; every parameter random (adapters' B too), the base frozen.
-Tiny make_tiny(uint64_t seed, torch::Device device = torch::kCPU) {
+Tiny make_tiny(uint64_t seed, torch::Device device = torch::kCPU, int64_t sink_tokens = 0) {
   torch::manual_seed(seed);
   Tiny t;
   ModelConfig c;
@@ -31,7 +32,7 @@ Tiny make_tiny(uint64_t seed, torch::Device device = torch::kCPU) {
   torch::NoGradGuard no_grad;
   for (auto& p : t.base->parameters()) p.normal_(0, 0.3), p.requires_grad_(false);
   MemoryOptions o;
-  o.segment_len = t.l, o.num_memory_tokens = 2;
+  o.segment_len = t.l, o.num_memory_tokens = 2, o.sink_tokens = sink_tokens;
   o.encoder_lora = {4, 8.0, 0.0, {"q_proj", "v_proj"}};
   o.transfer_lora = {3, 5.0, 0.0, {"k_proj", "v_proj"}};
   t.memory = MemoryCompressor(c, o, torch::randn({c.hidden_size}));
@@ -106,6 +107,41 @@ TEST(Estimator, WindowCoveringTheDocumentEqualsFullBackpropagation) {
   EXPECT_GT(rel_error(grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, window_plan(T, 2), 2, false, 1.0); }),
                       full, "encoder."),
             1e-4);
+}
+
+// The attention sink (beyond the paper) adds constant entries ahead of every row's memory: the exactness of
+// the incremental estimators must hold with it, and with a loss mask (answer-only loss), and the mask must
+// drop exactly the masked predictions.
+TEST(Estimator, SinkAndLossMaskKeepIncrementalEqualToRecomputedAndFull) {
+  auto t = make_tiny(uio::test::test_seed(), torch::kCPU, /*sink_tokens=*/2);
+  const int64_t T = 5;
+  auto ids = torch::randint(40, {T * t.l}, torch::kInt64);
+  auto mask = (torch::rand({T * t.l}, torch::kDouble) < 0.4).to(torch::kFloat);
+  mask[T * t.l - 1] = 1.0;
+  for (int64_t S : {1, 2}) {
+    auto plan = window_plan(T, S);
+    auto naive = grads_of(t, [&] { backward_naive(t.base, t.memory, ids, plan, 2, 0.1, mask); });
+    auto incremental = grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, plan, 3, false, 0.1, mask); });
+    EXPECT_LT(rel_error(incremental, naive), 1e-10) << "S = " << S;
+  }
+  auto full = grads_of(t, [&] { backward_full(t.base, t.memory, ids, 2, 1.0, false, mask); });
+  auto covering = grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, window_plan(T, T), 2, false, 1.0, mask); });
+  EXPECT_LT(rel_error(covering, full), 1e-10);
+  // The sink matters, and so does the mask.
+  auto without_sink = make_tiny(uio::test::test_seed());
+  auto plain = grads_of(without_sink, [&] { backward_full(without_sink.base, without_sink.memory, ids, 2, 1.0, false, mask); });
+  EXPECT_GT(rel_error(plain, full, "transfer."), 1e-4);
+  auto unmasked = grads_of(t, [&] { backward_full(t.base, t.memory, ids, 2, 1.0); });
+  EXPECT_GT(rel_error(unmasked, full), 1e-4);
+  // The masked loss is the unmasked per-prediction loss summed over the kept predictions only (float64).
+  auto kept = backward_full(t.base, t.memory, ids, 2, 0.0, false, mask);
+  EXPECT_EQ(kept.tokens(), mask.narrow(0, 1, T * t.l - 1).sum().item<int64_t>());
+  torch::NoGradGuard no_grad;
+  auto logits = document_logits(t.base, t.memory, ids, 2).log_softmax(-1);  // [n, V]
+  double expected = 0;
+  for (int64_t i = 0; i + 1 < T * t.l; ++i)
+    if (mask[i + 1].item<float>() == 1.0f) expected -= logits[i][ids[i + 1].item<int64_t>()].item<double>();
+  EXPECT_NEAR(kept.loss(), expected, 1e-9 * std::abs(expected));
 }
 
 TEST(Estimator, DirectGradientsOfEveryEstimatorEqualFull) {

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -15,12 +16,15 @@
 #include "data/passkey.h"
 #include "data/tokenizer.h"
 #include "model/loss.h"
+#include "model/memory_reader.h"
+#include "model/memory_pass.h"
 #include "model/memory_io.h"
-#include "model/safetensors.h"
+#include "data/format/safetensors.h"
 #include "model/weights.h"
 #include "tests/cli_util.h"
 #include "tests/test_util.h"
-#include "tools/train_flops.h"
+#include "trainer/train_flops.h"
+#include "trainer/eval_run.h"
 #include "trainer/evaluate.h"
 
 using namespace uio;
@@ -56,7 +60,7 @@ TEST(Eval, TruncateAndRopeScalingBaselinesMatchHuggingFaceOnTheSameTokens) {
   const auto dir = uio::test::scratch_dir();
   torch::manual_seed(uio::test::test_seed());
   auto ids = torch::randint(3, loaded.config.vocab_size, {300}, torch::kInt64);
-  model::write_safetensors((dir / "ids.safetensors").string(), {{"ids", ids}});
+  uio::format::write_safetensors((dir / "ids.safetensors").string(), {{"ids", ids}});
   const int64_t scored = 40, window = 64;
   const std::string command = uio::test::shell_quote(UIO_PYTHON_EXE) + " " +
                               uio::test::shell_quote(std::string(UIO_SOURCE_DIR) + "/tests/python/eval_reference.py") +
@@ -154,18 +158,22 @@ TEST(Passkey, PromptHasItsExactLengthAndTheKeyOnceAtItsDepth) {
   EXPECT_NE(tokenizer->decode(needle).find("The special magic number is " + n.answer), std::string::npos);
 }
 
-TEST(Eval, CliWritesEveryMethodAndLengthToResultsJsonAndMarkdown) {
+TEST(Eval, RunEvalWritesEveryMethodAndLengthToResultsJsonAndMarkdown) {
   const auto dir = uio::test::scratch_dir();
   const auto model_dir = uio::test::testdata("hf_models/qwen2_bias").string();
   auto loaded = model::load_model(model_dir);
   auto compressor = random_compressor(loaded.config, loaded.model, 5);
   model::save_memory((dir / "memory").string(), compressor, model::identify(model_dir, loaded.config));
-  const auto store = uio::test::write_random_store(dir / "store", 6, 500, uio::test::test_seed());
-  const auto r = uio::test::run_uio({"eval", "--model", model_dir, "--memory", (dir / "memory").string(), "--data",
-                                     store.string(), "--lengths", "100,300", "--score_tokens", "40", "--documents", "1",
-                                     "--truncate_window", "64", "--out_dir", (dir / "out").string(), "--plot", "false"});
-  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
-  const auto results = nlohmann::json::parse(std::ifstream(dir / "out/results.json"));
+  trainer::EvalConfig c;
+  c.model = model_dir, c.memory = (dir / "memory").string();
+  c.data = uio::test::write_random_store(dir / "store", 6, 500, uio::test::test_seed()).string();
+  for (const char* m : {"uio", "truncate", "linear", "ntk", "dynamic", "yarn"}) c.methods.push_back(trainer::parse_eval_method(m));
+  c.lengths = {100, 300}, c.score_tokens = 40, c.documents = 1, c.truncate_window = 64;
+  std::ostringstream progress, log;
+  const auto results = trainer::run_eval(c, progress);
+  trainer::write_eval_report(results, (dir / "out").string(), /*plot=*/false, "", log);
+  const auto written = nlohmann::json::parse(std::ifstream(dir / "out/results.json"));
+  EXPECT_EQ(written, results);
   ASSERT_EQ(results["perplexity"].size(), 12u);  // 6 methods x 2 lengths
   for (const auto& row : results["perplexity"]) {
     EXPECT_EQ(row["status"], "ok") << row.dump();
@@ -175,9 +183,18 @@ TEST(Eval, CliWritesEveryMethodAndLengthToResultsJsonAndMarkdown) {
   const auto md = uio::test::read_file(dir / "out/results.md");
   for (const char* m : {"| uio |", "| truncate |", "| linear |", "| ntk |", "| dynamic |", "| yarn |"})
     EXPECT_NE(md.find(m), std::string::npos) << md;
+  c.lengths = {40};
+  EXPECT_THROW(trainer::run_eval(c, progress), std::invalid_argument);  // a length must exceed score_tokens
+}
+
+TEST(Eval, CliParsesItsOptionsIntoOneLibraryCall) {
+  const auto model_dir = uio::test::testdata("hf_models/qwen2_bias").string();
   auto bad = uio::test::run_uio({"eval", "--model", model_dir, "--methods", "uio,rope", "--lengths", "100"});
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.err.find("is not one of uio, truncate"), std::string::npos) << bad.err;
+  auto no_memory = uio::test::run_uio({"eval", "--model", model_dir, "--methods", "uio", "--lengths", "100", "--score_tokens", "40"});
+  EXPECT_NE(no_memory.exit_code, 0);
+  EXPECT_NE(no_memory.err.find("needs --memory"), std::string::npos) << no_memory.err;
 }
 
 // The FLOP convention of `uio bench train` (tools/train_flops.h), recomputed by hand for a small shape,
@@ -193,12 +210,12 @@ TEST(BenchTrain, FlopCountFollowsTheStatedConventionAndShapesHaveTheirPublishedS
     expected += 2 * N * (l + M) + 2 * 4 * HD * (l + M) * (l + M) / 2;
     expected += 4 * (N + head) * l + 2 * 12 * HD * l * (t * M + l / 2);
   }
-  EXPECT_DOUBLE_EQ(uio::cli::train_step_flops(c, 6, 2, 3), expected);
+  EXPECT_DOUBLE_EQ(uio::trainer::train_step_flops(c, 6, 2, 3), expected);
   // Parameter counts as published (HF config.json of each): 7B, 8B, 135M.
-  EXPECT_NEAR(uio::cli::named_shape("llama2-7b").num_parameters() / 1e9, 6.74, 0.01);
-  EXPECT_NEAR(uio::cli::named_shape("llama3-8b").num_parameters() / 1e9, 8.03, 0.01);
-  EXPECT_NEAR(uio::cli::named_shape("smollm2-135m").num_parameters() / 1e6, 134.5, 0.5);
-  EXPECT_THROW(uio::cli::named_shape("gpt2"), std::invalid_argument);
+  EXPECT_NEAR(uio::trainer::named_shape("llama2-7b").num_parameters() / 1e9, 6.74, 0.01);
+  EXPECT_NEAR(uio::trainer::named_shape("llama3-8b").num_parameters() / 1e9, 8.03, 0.01);
+  EXPECT_NEAR(uio::trainer::named_shape("smollm2-135m").num_parameters() / 1e6, 134.5, 0.5);
+  EXPECT_THROW(uio::trainer::named_shape("gpt2"), std::invalid_argument);
 }
 
 // `uio bench train --compare_python` runs the eager HF + PEFT step (tools/bench/uio_step_hf.py) on the

@@ -10,8 +10,10 @@
 #include <nlohmann/json.hpp>
 
 #include "model/memory_io.h"
+#include "model/memory_reader.h"
+#include "model/memory_pass.h"
 #include "model/peft.h"
-#include "model/safetensors.h"
+#include "data/format/safetensors.h"
 #include "model/weights.h"
 #include "tests/cli_util.h"
 #include "tests/test_util.h"
@@ -43,14 +45,14 @@ void check_against_peft(const std::string& base_path, double tolerance) {
   model::export_memory((dir / "compressor").string(), (dir / "export").string());
 
   auto x = torch::randn({7, loaded.config.hidden_size});
-  model::write_safetensors((dir / "x.safetensors").string(), {{"x", x}});
+  uio::format::write_safetensors((dir / "x.safetensors").string(), {{"x", x}});
   const std::string command = uio::test::shell_quote(UIO_PYTHON_EXE) + " " +
                               uio::test::shell_quote(std::string(UIO_SOURCE_DIR) + "/tests/python/peft_export.py") +
                               " " + uio::test::shell_quote((dir / "export").string()) + " " +
                               uio::test::shell_quote(base_path) + " " + uio::test::shell_quote((dir / "x.safetensors").string()) +
                               " " + uio::test::shell_quote((dir / "peft.safetensors").string()) + " 2>&1";
   ASSERT_EQ(std::system(command.c_str()), 0) << command;
-  model::SafetensorsFile peft((dir / "peft.safetensors").string());
+  uio::format::SafetensorsFile peft((dir / "peft.safetensors").string());
   torch::NoGradGuard no_grad;
   int checked = 0;
   for (int64_t i = 0; i < loaded.config.num_layers; ++i) {

@@ -12,13 +12,13 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
-#include "model/dequant.h"
-#include "model/gguf.h"
+#include "data/format/dequant.h"
+#include "data/format/gguf.h"
 #include "model/gguf_names.h"
 #include "tests/test_util.h"
 
-using uio::model::GgufFile;
-using uio::model::GgufValueType;
+using uio::format::GgufFile;
+using uio::format::GgufValueType;
 
 namespace {
 
@@ -97,11 +97,11 @@ struct GgufBytes {
 }  // namespace
 
 TEST(Gguf, ReadsMetadataOfEveryValueType) {
-  GgufFile f(ref_path("types.gguf"));
+  uio::format::GgufFile f(ref_path("types.gguf"));
   EXPECT_EQ(f.version(), 3u);
   EXPECT_EQ(f.alignment(), 32u);
   EXPECT_EQ(f.get_string("general.architecture"), "llama");
-  EXPECT_EQ(f.value("test.u8").type, GgufValueType::UINT8);
+  EXPECT_EQ(f.value("test.u8").type, uio::format::GgufValueType::UINT8);
   EXPECT_EQ(f.get_int("test.u8"), 200);
   EXPECT_EQ(f.get_int("test.i8"), -100);
   EXPECT_EQ(f.get_int("test.u16"), 60000);
@@ -111,7 +111,7 @@ TEST(Gguf, ReadsMetadataOfEveryValueType) {
   EXPECT_EQ(f.get_float("test.f32"), static_cast<double>(0.1f));
   EXPECT_TRUE(f.get_bool("test.bool"));
   EXPECT_EQ(f.get_string("test.string"), "h\xc3\xa9llo w\xc3\xb6rld");
-  EXPECT_EQ(f.value("test.u64").type, GgufValueType::UINT64);
+  EXPECT_EQ(f.value("test.u64").type, uio::format::GgufValueType::UINT64);
   EXPECT_EQ(f.get_int("test.u64"), int64_t(1) << 60);
   EXPECT_EQ(f.get_int("test.i64"), -(int64_t(1) << 60));
   EXPECT_EQ(f.get_float("test.f64"), 0.1);
@@ -120,8 +120,8 @@ TEST(Gguf, ReadsMetadataOfEveryValueType) {
   EXPECT_EQ(f.get_int_array("test.arr_u64"), (std::vector<int64_t>{int64_t(1) << 40, 3}));
   EXPECT_EQ(f.get_float_array("test.arr_f64"), (std::vector<float>{0.25f, -1.5f}));
   EXPECT_EQ(f.value("test.arr_bool").to_string(), "[true, false, true] (3 x BOOL)");
-  const auto& nested = std::get<uio::model::GgufArray>(f.value("test.nested").data);
-  ASSERT_EQ(nested.element_type, GgufValueType::ARRAY);
+  const auto& nested = std::get<uio::format::GgufArray>(f.value("test.nested").data);
+  ASSERT_EQ(nested.element_type, uio::format::GgufValueType::ARRAY);
   ASSERT_EQ(nested.items.size(), 2u);
   EXPECT_EQ(nested.items[0].to_string(), "[1, 2] (2 x INT32)");
   EXPECT_EQ(nested.items[1].to_string(), "[3] (1 x INT32)");
@@ -138,12 +138,12 @@ TEST(Gguf, ReadsMetadataOfEveryValueType) {
   EXPECT_TRUE(f.get_bool("tokenizer.ggml.add_bos_token"));
   EXPECT_EQ(f.get_string("tokenizer.chat_template"), "{% for m in messages %}{{ m['content'] }}{% endfor %}");
   EXPECT_EQ(f.array_size("tokenizer.ggml.tokens"), 5u);
-  EXPECT_NE(uio::model::describe_gguf(f).find("tokenizer.ggml.tokens (ARRAY) = [\"<s>\", \"</s>\""), std::string::npos);
+  EXPECT_NE(uio::format::describe_gguf(f).find("tokenizer.ggml.tokens (ARRAY) = [\"<s>\", \"</s>\""), std::string::npos);
 }
 
 TEST(Gguf, WronglyTypedOrMissingKeysNameFileAndKey) {
   const auto path = ref_path("types.gguf");
-  GgufFile f(path);
+  uio::format::GgufFile f(path);
   expect_error([&] { f.get_int("test.string"); }, {path, "'test.string' is STRING", "expected an integer"});
   expect_error([&] { f.get_string("test.u8"); }, {path, "'test.u8' is UINT8", "expected STRING"});
   expect_error([&] { f.get_string_array("tokenizer.ggml.scores"); }, {path, "expected an ARRAY of STRING"});
@@ -152,12 +152,12 @@ TEST(Gguf, WronglyTypedOrMissingKeysNameFileAndKey) {
 }
 
 TEST(Gguf, DequantisesEveryTypeBitForBitLikeGgufPy) {
-  std::map<std::string, std::unique_ptr<GgufFile>> files;
+  std::map<std::string, std::unique_ptr<uio::format::GgufFile>> files;
   std::set<std::string> types;
   for (const auto& e : manifest()) {
     const std::string file = e["file"], name = e["tensor"], type = e["type"];
     auto& f = files[file];
-    if (!f) f = std::make_unique<GgufFile>(ref_path(file));
+    if (!f) f = std::make_unique<uio::format::GgufFile>(ref_path(file));
     const std::vector<int64_t> shape = e["shape"];
     const auto& info = f->tensor_info(name);
     EXPECT_EQ(info.type_name(), type) << name;
@@ -170,7 +170,7 @@ TEST(Gguf, DequantisesEveryTypeBitForBitLikeGgufPy) {
 }
 
 TEST(Gguf, ReadsVersion2WithCustomAlignment) {
-  GgufFile f(ref_path("v2.gguf"));
+  uio::format::GgufFile f(ref_path("v2.gguf"));
   EXPECT_EQ(f.version(), 2u);
   EXPECT_EQ(f.alignment(), 64u);
   EXPECT_EQ(f.get_string("test.string"), "version two");
@@ -181,7 +181,7 @@ TEST(Gguf, ReadsVersion2WithCustomAlignment) {
 }
 
 TEST(Gguf, Bf16OutputOfBf16TensorKeepsTheStoredBits) {
-  GgufFile f(ref_path("types.gguf"));
+  uio::format::GgufFile f(ref_path("types.gguf"));
   const auto& info = f.tensor_info("bf16");
   auto t = f.tensor("bf16", torch::kBFloat16);
   ASSERT_EQ(t.scalar_type(), torch::kBFloat16);
@@ -192,19 +192,19 @@ TEST(Gguf, Bf16OutputOfBf16TensorKeepsTheStoredBits) {
 }
 
 TEST(Gguf, Fp16ConversionCoversSubnormalsInfinitiesAndSignedZero) {
-  using uio::model::fp16_to_fp32;
-  EXPECT_EQ(fp16_to_fp32(0x3C00), 1.0f);
-  EXPECT_EQ(fp16_to_fp32(0xC000), -2.0f);
-  EXPECT_EQ(fp16_to_fp32(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
-  EXPECT_EQ(fp16_to_fp32(0x03FF), std::ldexp(1023.0f, -24));
-  EXPECT_EQ(fp16_to_fp32(0x7BFF), 65504.0f);
-  EXPECT_TRUE(std::isinf(fp16_to_fp32(0xFC00)) && fp16_to_fp32(0xFC00) < 0);
-  EXPECT_TRUE(std::isnan(fp16_to_fp32(0x7E00)));
-  EXPECT_TRUE(std::signbit(fp16_to_fp32(0x8000)));
+  using uio::format::fp16_to_fp32;
+  EXPECT_EQ(uio::format::fp16_to_fp32(0x3C00), 1.0f);
+  EXPECT_EQ(uio::format::fp16_to_fp32(0xC000), -2.0f);
+  EXPECT_EQ(uio::format::fp16_to_fp32(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
+  EXPECT_EQ(uio::format::fp16_to_fp32(0x03FF), std::ldexp(1023.0f, -24));
+  EXPECT_EQ(uio::format::fp16_to_fp32(0x7BFF), 65504.0f);
+  EXPECT_TRUE(std::isinf(uio::format::fp16_to_fp32(0xFC00)) && uio::format::fp16_to_fp32(0xFC00) < 0);
+  EXPECT_TRUE(std::isnan(uio::format::fp16_to_fp32(0x7E00)));
+  EXPECT_TRUE(std::signbit(uio::format::fp16_to_fp32(0x8000)));
   // Every half agrees with libtorch's conversion (NaNs aside).
   for (uint32_t h = 0; h < 65536; ++h) {
     const float want = static_cast<float>(c10::Half(static_cast<uint16_t>(h), c10::Half::from_bits()));
-    const float got = fp16_to_fp32(static_cast<uint16_t>(h));
+    const float got = uio::format::fp16_to_fp32(static_cast<uint16_t>(h));
     if (std::isnan(want)) continue;
     ASSERT_EQ(std::memcmp(&got, &want, 4), 0) << "half bits " << h;
   }
@@ -252,7 +252,7 @@ TEST(GgufNames, UnpermuteInvertsLlamaCppPermutation) {
 
 TEST(GgufNames, LlamaConfigComesFromMetadata) {
   const auto path = ref_path("llama.gguf");
-  GgufFile f(path);
+  uio::format::GgufFile f(path);
   auto c = uio::model::config_from_gguf(f);
   EXPECT_EQ(c.architecture, "llama");
   EXPECT_EQ(c.vocab_size, 40);
@@ -269,26 +269,26 @@ TEST(GgufNames, LlamaConfigComesFromMetadata) {
   EXPECT_EQ(c.eos_token_id, 2);
   EXPECT_FALSE(c.tie_word_embeddings);
   EXPECT_FALSE(c.attention_bias);
-  EXPECT_EQ(c.rope_scaling.type, "llama3");  // recognised from rope_freqs.weight
+  EXPECT_EQ(c.rope_scaling.type, uio::model::RopeKind::llama3);  // recognised from rope_freqs.weight
   EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 8.0);
   EXPECT_EQ(c.rope_scaling.original_max_position, 8192);
 
-  GgufFile q(ref_path("qwen2.gguf"));
+  uio::format::GgufFile q(ref_path("qwen2.gguf"));
   auto cq = uio::model::config_from_gguf(q);
   EXPECT_EQ(cq.architecture, "qwen2");
   EXPECT_TRUE(cq.tie_word_embeddings);
   EXPECT_TRUE(cq.attention_bias);
-  EXPECT_EQ(cq.rope_scaling.type, "none");
+  EXPECT_EQ(cq.rope_scaling.type, uio::model::RopeKind::none);
   EXPECT_EQ(uio::model::hf_tensor_names(cq).size(), 1 + 2 * 12 + 1u);
 
   const auto types = ref_path("types.gguf");
-  expect_error([&] { uio::model::config_from_gguf(GgufFile(types)); }, {types, "missing metadata key 'llama.context_length'"});
+  expect_error([&] { uio::model::config_from_gguf(uio::format::GgufFile(types)); }, {types, "missing metadata key 'llama.context_length'"});
 }
 
 TEST(GgufNames, HfTensorsMatchTransformersReversePermutation) {
   const auto refs = manifest();
   for (const char* file : {"llama.gguf", "qwen2.gguf"}) {
-    GgufFile f(ref_path(file));
+    uio::format::GgufFile f(ref_path(file));
     const auto c = uio::model::config_from_gguf(f);
     std::map<std::string, nlohmann::json> by_hf;
     for (const auto& e : refs)
@@ -306,7 +306,7 @@ TEST(GgufNames, HfTensorsMatchTransformersReversePermutation) {
       expect_error([&] { uio::model::load_gguf_tensor_as_hf(f, "lm_head.weight", c); }, {"tied"});
   }
   // Without the un-permutation llama's q_proj would come back in llama.cpp's row order.
-  GgufFile f(ref_path("llama.gguf"));
+  uio::format::GgufFile f(ref_path("llama.gguf"));
   EXPECT_FALSE(torch::equal(f.tensor("blk.1.attn_q.weight"),
                             uio::model::load_gguf_tensor_as_hf(f, "model.layers.1.self_attn.q_proj.weight",
                                                                uio::model::config_from_gguf(f))));
@@ -317,19 +317,19 @@ TEST(GgufNames, HfTensorsMatchTransformersReversePermutation) {
 TEST(GgufErrors, NonGgufFileIsNamedAsSuch) {
   auto path = (uio::test::scratch_dir() / "model.safetensors").string();
   uio::test::write_file(path, std::string("\x08\x00\x00\x00\x00\x00\x00\x00{}      ", 16));
-  expect_error([&] { GgufFile f(path); }, {path, "not a GGUF file"});
+  expect_error([&] { uio::format::GgufFile f(path); }, {path, "not a GGUF file"});
   uio::test::write_file(path, "GG");
-  expect_error([&] { GgufFile f(path); }, {path, "not a GGUF file"});
+  expect_error([&] { uio::format::GgufFile f(path); }, {path, "not a GGUF file"});
   uio::test::write_file(path, "");
-  expect_error([&] { GgufFile f(path); }, {path, "not a GGUF file"});
-  expect_error([&] { GgufFile f(path + ".missing"); }, {path + ".missing", "cannot open"});
+  expect_error([&] { uio::format::GgufFile f(path); }, {path, "not a GGUF file"});
+  expect_error([&] { uio::format::GgufFile f(path + ".missing"); }, {path + ".missing", "cannot open"});
 }
 
 TEST(GgufErrors, TruncatedFileIsRejectedWhereverItIsCut) {
   const std::string bytes = uio::test::read_file(ref_path("llama.gguf"));
   size_t data_offset;
   {
-    GgufFile whole(ref_path("llama.gguf"));
+    uio::format::GgufFile whole(ref_path("llama.gguf"));
     data_offset = whole.data_offset();
   }
   const auto path = (uio::test::scratch_dir() / "cut.gguf").string();
@@ -340,11 +340,11 @@ TEST(GgufErrors, TruncatedFileIsRejectedWhereverItIsCut) {
   for (size_t cut : cuts) {
     uio::test::write_file(path, bytes.substr(0, cut));
     SCOPED_TRACE("cut at byte " + std::to_string(cut) + " of " + std::to_string(bytes.size()));
-    expect_error([&] { GgufFile f(path); }, {path, "truncated"});
+    expect_error([&] { uio::format::GgufFile f(path); }, {path, "truncated"});
   }
   // Cut inside the data: the error names the tensor that runs past the end.
   uio::test::write_file(path, bytes.substr(0, bytes.size() - 1));
-  expect_error([&] { GgufFile f(path); }, {"tensor 'rope_freqs.weight'", "past the end of the file"});
+  expect_error([&] { uio::format::GgufFile f(path); }, {"tensor 'rope_freqs.weight'", "past the end of the file"});
 }
 
 TEST(GgufErrors, TensorPastEndOfFileIsNamed) {
@@ -352,7 +352,7 @@ TEST(GgufErrors, TensorPastEndOfFileIsNamed) {
   g.header(3, 1, 0).tensor_info("blk.0.attn_q.weight", {32, 2}, 8 /*Q8_0*/, 64).pad_to(32);
   g.b += std::string(2 * 34, '\x01');  // the tensor's 68 bytes sit at offset 0, the info says 64
   const auto path = g.write();
-  expect_error([&] { GgufFile f(path); }, {path, "tensor 'blk.0.attn_q.weight'", "Q8_0", "past the end of the file"});
+  expect_error([&] { uio::format::GgufFile f(path); }, {path, "tensor 'blk.0.attn_q.weight'", "Q8_0", "past the end of the file"});
 }
 
 TEST(GgufErrors, UnknownGgmlTypeIsNamedWithTensorAndId) {
@@ -360,7 +360,7 @@ TEST(GgufErrors, UnknownGgmlTypeIsNamedWithTensorAndId) {
   g.header(3, 1, 0).tensor_info("token_embd.weight", {32, 2}, 99, 0).pad_to(32);
   g.b += std::string(256, '\x01');
   const auto path = g.write();
-  expect_error([&] { GgufFile f(path); }, {path, "tensor 'token_embd.weight'", "unknown ggml type id 99"});
+  expect_error([&] { uio::format::GgufFile f(path); }, {path, "tensor 'token_embd.weight'", "unknown ggml type id 99"});
 }
 
 TEST(GgufErrors, KnownTypeWithoutDequantiserIsRejectedOnRead) {
@@ -368,7 +368,7 @@ TEST(GgufErrors, KnownTypeWithoutDequantiserIsRejectedOnRead) {
   g.header(3, 1, 0).tensor_info("w", {256, 1}, 13 /*Q5_K*/, 0).pad_to(32);
   g.b += std::string(176, '\x01');
   const auto path = g.write();
-  GgufFile f(path);
+  uio::format::GgufFile f(path);
   EXPECT_EQ(f.tensor_info("w").type_name(), "Q5_K");
   expect_error([&] { f.tensor("w"); }, {path, "tensor 'w' is Q5_K", "cannot dequantise", "Q4_K"});
 }
@@ -378,38 +378,38 @@ TEST(GgufErrors, AbsurdLengthsAreRejectedBeforeAllocating) {
     GgufBytes g;
     g.header(3, 0, 1).put<uint64_t>(uint64_t(1) << 62).put<uint64_t>(0);  // key length, then 8 bytes
     const auto path = g.write();
-    expect_error([&] { GgufFile f(path); }, {path, "metadata entry #0", "claims 4611686018427387904 bytes"});
+    expect_error([&] { uio::format::GgufFile f(path); }, {path, "metadata entry #0", "claims 4611686018427387904 bytes"});
   }
   {
     GgufBytes g;
     g.header(3, 0, 1).str("general.name").put<uint32_t>(8).put<uint64_t>(uint64_t(1) << 40);  // string value
     const auto path = g.write();
-    expect_error([&] { GgufFile f(path); }, {path, "metadata key 'general.name'", "claims 1099511627776 bytes"});
+    expect_error([&] { uio::format::GgufFile f(path); }, {path, "metadata key 'general.name'", "claims 1099511627776 bytes"});
   }
   {
     GgufBytes g;
     g.header(3, 0, 1).str("tokenizer.ggml.tokens").put<uint32_t>(9).put<uint32_t>(8).put<uint64_t>(uint64_t(1) << 50);
     const auto path = g.write();
-    expect_error([&] { GgufFile f(path); }, {path, "'tokenizer.ggml.tokens'", "array of 1125899906842624 STRING items"});
+    expect_error([&] { uio::format::GgufFile f(path); }, {path, "'tokenizer.ggml.tokens'", "array of 1125899906842624 STRING items"});
   }
   {
     GgufBytes g;
     g.header(3, uint64_t(1) << 60, 0);
     const auto path = g.write();
-    expect_error([&] { GgufFile f(path); }, {path, "tensor count 1152921504606846976"});
+    expect_error([&] { uio::format::GgufFile f(path); }, {path, "tensor count 1152921504606846976"});
   }
   {
     GgufBytes g;
     g.header(3, 1, 0).tensor_info("w", {32, 3, 4, 5, 6}, 0, 0);
     const auto path = g.write();
-    expect_error([&] { GgufFile f(path); }, {path, "tensor 'w'", "5 dimensions"});
+    expect_error([&] { uio::format::GgufFile f(path); }, {path, "tensor 'w'", "5 dimensions"});
   }
   {
     GgufBytes g;
     g.header(3, 1, 0).tensor_info("w", {33, 2}, 2 /*Q4_0*/, 0).pad_to(32);
     g.b += std::string(64, '\0');
     const auto path = g.write();
-    expect_error([&] { GgufFile f(path); }, {path, "tensor 'w'", "row length 33 is not a multiple of the block size 32"});
+    expect_error([&] { uio::format::GgufFile f(path); }, {path, "tensor 'w'", "row length 33 is not a multiple of the block size 32"});
   }
 }
 
@@ -419,6 +419,6 @@ TEST(GgufErrors, UnsupportedVersionsAreNamed) {
     GgufBytes g;
     g.header(version, 0, 0);
     const auto path = g.write();
-    expect_error([&] { GgufFile f(path); }, {path, needle});
+    expect_error([&] { uio::format::GgufFile f(path); }, {path, needle});
   }
 }

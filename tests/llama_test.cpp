@@ -8,7 +8,7 @@
 
 #include "model/llama.h"
 #include "model/rope.h"
-#include "model/safetensors.h"
+#include "data/format/safetensors.h"
 #include "model/weights.h"
 #include "tests/test_util.h"
 
@@ -27,7 +27,7 @@ struct Reference {
 };
 
 Reference reference(const std::string& name) {
-  SafetensorsFile f(model_dir(name) + "/reference.safetensors");
+  uio::format::SafetensorsFile f(model_dir(name) + "/reference.safetensors");
   return {f.tensor("ids").clone(), f.tensor("logits").clone()};
 }
 
@@ -194,11 +194,11 @@ TEST(Llama, MissingAndMisshapenTensorsNameFileAndTensor) {
   auto dir = uio::test::scratch_dir();
   const auto src = fs::path(model_dir("qwen2_bias"));
   fs::copy_file(src / "config.json", dir / "config.json");
-  SafetensorsFile original((src / "model.safetensors").string());
+  uio::format::SafetensorsFile original((src / "model.safetensors").string());
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& info : original.tensors())
     if (info.name != "model.layers.1.mlp.up_proj.weight") tensors.emplace_back(info.name, original.tensor(info.name));
-  write_safetensors((dir / "model.safetensors").string(), tensors);
+  uio::format::write_safetensors((dir / "model.safetensors").string(), tensors);
   try {
     load_model(dir.string());
     FAIL() << "expected a missing-tensor error";
@@ -210,7 +210,7 @@ TEST(Llama, MissingAndMisshapenTensorsNameFileAndTensor) {
   for (auto& [name, t] : tensors)
     if (name == "model.layers.0.self_attn.k_proj.weight") t = t.narrow(0, 0, t.size(0) / 2).contiguous();
   tensors.emplace_back("model.layers.1.mlp.up_proj.weight", original.tensor("model.layers.1.mlp.up_proj.weight"));
-  write_safetensors((dir / "model.safetensors").string(), tensors);
+  uio::format::write_safetensors((dir / "model.safetensors").string(), tensors);
   try {
     load_model(dir.string());
     FAIL() << "expected a shape error";

@@ -20,7 +20,7 @@ TEST(MemoryOptions, IniAndCommandLineReachTheMemoryModel) {
   auto o = resolve_memory_options(in);
   EXPECT_EQ(o.segment_len, 2048);
   EXPECT_EQ(o.num_memory_tokens, 256);
-  EXPECT_EQ(o.memory_rope, "yarn");
+  EXPECT_EQ(o.memory_rope, uio::model::RopeKind::yarn);
   EXPECT_DOUBLE_EQ(o.memory_rope_factor, 4.0);
   EXPECT_EQ(o.encoder_lora.rank, 16);
   EXPECT_EQ(o.encoder_lora.targets, (std::vector<std::string>{"q_proj", "v_proj", "o_proj"}));

@@ -9,7 +9,9 @@
 #include <nlohmann/json.hpp>
 
 #include "model/memory.h"
-#include "model/safetensors.h"
+#include "model/memory_pass.h"
+#include "model/memory_reader.h"
+#include "data/format/safetensors.h"
 #include "model/weights.h"
 #include "tests/test_util.h"
 
@@ -22,7 +24,7 @@ struct Case {
   nlohmann::json config;
   LoadedModel base;
   MemoryCompressor memory{nullptr};
-  std::unique_ptr<SafetensorsFile> ref;
+  std::unique_ptr<uio::format::SafetensorsFile> ref;
 };
 
 Case load_case(const std::string& name, const std::string& memory_rope, const torch::Device& device,
@@ -43,16 +45,16 @@ Case load_case(const std::string& name, const std::string& memory_rope, const to
                     c.config["encoder"]["targets"].get<std::vector<std::string>>()};
   o.transfer_lora = {c.config["transfer"]["r"], c.config["transfer"]["alpha"], 0.0,
                      c.config["transfer"]["targets"].get<std::vector<std::string>>()};
-  o.memory_rope = memory_rope;
+  o.memory_rope = parse_rope_kind(memory_rope);
   o.memory_rope_factor = c.config.value("memory_rope_linear_factor", 1.0);
   c.memory = MemoryCompressor(c.base.config, o, torch::zeros({c.base.config.hidden_size}, device));
-  SafetensorsFile weights((dir / "uio_weights.safetensors").string());
+  uio::format::SafetensorsFile weights((dir / "uio_weights.safetensors").string());
   torch::NoGradGuard no_grad;
   for (auto& item : c.memory->named_parameters()) {
     if (!weights.contains(item.key())) throw std::runtime_error("reference lacks " + item.key());
     item.value().copy_(weights.tensor(item.key()));
   }
-  c.ref = std::make_unique<SafetensorsFile>((dir / "reference.safetensors").string());
+  c.ref = std::make_unique<uio::format::SafetensorsFile>((dir / "reference.safetensors").string());
   return c;
 }
 

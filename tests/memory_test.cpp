@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 
 #include "model/memory.h"
+#include "model/memory_pass.h"
+#include "model/memory_reader.h"
 #include "model/memory_io.h"
 #include "tests/test_util.h"
 
@@ -23,7 +25,7 @@ struct Tiny {
 };
 
 // A 2-layer GQA model, l = 8, M = 2, every parameter random (adapters' B too, so they matter).
-Tiny make_tiny(const std::string& memory_rope = "none", int64_t max_position = 64) {
+Tiny make_tiny(const std::string& memory_rope = "none", int64_t max_position = 64, int64_t sink_tokens = 0) {
   torch::manual_seed(uio::test::test_seed());
   Tiny t;
   auto& c = t.config;
@@ -33,7 +35,8 @@ Tiny make_tiny(const std::string& memory_rope = "none", int64_t max_position = 6
   torch::NoGradGuard no_grad;
   for (auto& p : t.base->parameters()) p.normal_(0, 0.25), p.requires_grad_(false);
   MemoryOptions o;
-  o.segment_len = 8, o.num_memory_tokens = 2, o.memory_rope = memory_rope, o.memory_rope_factor = 2.0;
+  o.segment_len = 8, o.num_memory_tokens = 2, o.memory_rope = parse_rope_kind(memory_rope), o.memory_rope_factor = 2.0;
+  o.sink_tokens = sink_tokens;
   o.encoder_lora = {4, 8.0, 0.0, {"q_proj", "v_proj"}};
   o.transfer_lora = {3, 5.0, 0.0, {"k_proj", "v_proj"}};
   t.memory = MemoryCompressor(c, o, torch::randn({c.hidden_size}));
@@ -153,6 +156,53 @@ TEST(Memory, ReadingTokenByTokenEqualsTheTeacherForcedForward) {
     EXPECT_EQ(reader.segments(), 3);
     EXPECT_EQ(reader.pending(), 3);
   }
+}
+
+// The attention sink (beyond the paper) holds the base model's own keys and values of the document's first
+// tokens: the same the attention layers write into a KV cache (after RoPE at positions 0..k-1) when the
+// plain model reads those tokens.
+TEST(Memory, AttentionSinkHoldsTheBaseModelsOwnKeysAndValuesOfTheFirstTokens) {
+  auto t = make_tiny("none", 64, /*sink_tokens=*/3);
+  torch::NoGradGuard no_grad;
+  auto first = torch::randint(50, {3}, torch::kInt64);
+  auto sink = t.memory->sink(t.base, first);
+  ASSERT_EQ(sink.sink, 3);
+  ASSERT_EQ(sink.entries(), 3);
+  auto cache = t.base->make_cache(1, 8);
+  t.base->hidden_states(first.unsqueeze(0), [&] {
+    ForwardContext ctx;
+    ctx.cache = &cache;
+    return ctx;
+  }());
+  auto [cos, sin] = t.base->model->rope().cos_sin(torch::arange(3, torch::kInt64));  // [1, 3, D]
+  for (int64_t i = 0; i < t.config.num_layers; ++i) {
+    auto none = torch::empty({1, t.config.num_kv_heads, 0, t.config.head_dim}, torch::kDouble);
+    auto [k, v] = cache.append(i, none, none);  // the filled part: [1, G, 3, D]
+    EXPECT_LE(max_diff(apply_rope(sink.k[static_cast<size_t>(i)].unsqueeze(0), cos, sin), k), 1e-12) << "layer " << i;
+    EXPECT_LE(max_diff(sink.v[static_cast<size_t>(i)].unsqueeze(0), v), 1e-12) << "layer " << i;
+  }
+}
+
+// With a sink, segment 0 reads as without one (its own tokens hold the sink tokens); later segments read
+// the sink first and so change; reading token by token still equals the teacher-forced forward.
+TEST(Memory, SinkLeavesTheFirstSegmentAloneAndReadsLikeTheTeacherForcedForward) {
+  auto with = make_tiny("dynamic", 12, /*sink_tokens=*/2);
+  auto without = make_tiny("dynamic", 12);
+  torch::NoGradGuard no_grad;
+  auto ids = torch::randint(50, {8 * 4 + 3}, torch::kInt64);
+  auto forced = document_logits(with.base, with.memory, ids, 3);
+  auto plain = document_logits(without.base, without.memory, ids, 3);
+  EXPECT_LE(max_diff(forced.narrow(0, 0, 8), plain.narrow(0, 0, 8)), 1e-12);  // batched beside longer rows
+  EXPECT_GT(max_diff(forced.narrow(0, 8, 8), plain.narrow(0, 8, 8)), 1e-6);
+  std::vector<int64_t> all(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.size(0));
+  MemoryReader reader(with.base, with.memory, 2);
+  auto logits = reader.read(std::vector<int64_t>(all.begin(), all.begin() + 19));
+  EXPECT_LE(max_diff(logits, forced[18]), 1e-10);
+  for (size_t i = 19; i < all.size(); ++i) {
+    logits = reader.read({all[i]});
+    EXPECT_LE(max_diff(logits, forced[static_cast<int64_t>(i)]), 1e-10) << "token " << i;
+  }
+  EXPECT_EQ(reader.memory().sink, 2);
 }
 
 TEST(Memory, ALongPromptCompressedInBatchedChunksReadsLikeTheTeacherForcedForward) {

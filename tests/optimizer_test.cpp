@@ -9,7 +9,7 @@
 
 #include <gtest/gtest.h>
 
-#include "model/safetensors.h"
+#include "data/format/safetensors.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
 #include "tests/test_util.h"
@@ -50,7 +50,7 @@ std::string message_of(const std::function<void()>& f) {
 // of the second, which keeps such relative errors relative, and each step moves a parameter by about
 // lr <= 0.05; after 5 steps the parameters agree to a few ulps of 1, well inside 1e-6 * max(1, |p|).
 TEST(Optimizer, MatchesPyTorchAdamWWithClippingStepByStep) {
-  const uio::model::SafetensorsFile ref((uio::test::testdata("adamw") / "adamw.safetensors").string());
+  const uio::format::SafetensorsFile ref((uio::test::testdata("adamw") / "adamw.safetensors").string());
   NamedParams params = {{"w", ref.tensor("w").clone().requires_grad_()}, {"b", ref.tensor("b").clone().requires_grad_()}};
   OptimizerOptions o;
   o.beta1 = 0.9, o.beta2 = 0.95, o.eps = 1e-8, o.weight_decay = 0.1, o.grad_clip = 1.0;
@@ -206,8 +206,8 @@ TEST(Optimizer, ResumingFromSavedStateIsBitIdentical) {
   EXPECT_EQ(saved.at("mem.step").item<int64_t>(), N - 1);
   EXPECT_EQ(saved.at("lora.A.step").item<int64_t>(), N);
   const auto path = (uio::test::scratch_dir() / "optimizer.safetensors").string();
-  uio::model::write_safetensors(path, {saved.begin(), saved.end()});
-  const uio::model::SafetensorsFile file(path);
+  uio::format::write_safetensors(path, {saved.begin(), saved.end()});
+  const uio::format::SafetensorsFile file(path);
   std::map<std::string, torch::Tensor> loaded;
   for (const auto& info : file.tensors()) loaded[info.name] = file.tensor(info.name);
 
@@ -280,7 +280,7 @@ TEST(Schedule, CosineDecreasesMonotonicallyAfterWarmup) {
 
 TEST(Schedule, ConstantHoldsThePeakAfterWarmup) {
   ScheduleOptions o;
-  o.kind = "constant", o.warmup_steps = 3, o.total_steps = 10;
+  o.kind = ScheduleKind::constant, o.warmup_steps = 3, o.total_steps = 10;
   EXPECT_DOUBLE_EQ(learning_rate(o, 5e-4, 0), 5e-4 / 4);
   for (int64_t s = 3; s < 15; ++s) EXPECT_EQ(learning_rate(o, 5e-4, s), 5e-4) << s;
 }
@@ -306,8 +306,13 @@ TEST(Schedule, BadOptionsAreRejectedNamingTheField) {
   expect_field(bad, "min_lr_ratio");
   bad = o, bad.min_lr_ratio = std::nan("");
   expect_field(bad, "min_lr_ratio");
-  bad = o, bad.kind = "linear";
-  expect_field(bad, "kind 'linear'");
+  EXPECT_EQ(parse_schedule_kind("constant"), ScheduleKind::constant);
+  try {
+    parse_schedule_kind("linear");
+    ADD_FAILURE() << "schedule 'linear' was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("not one of cosine, constant"), std::string::npos) << e.what();
+  }
   EXPECT_THROW(learning_rate(o, 1e-3, -1), std::invalid_argument);
   EXPECT_THROW(learning_rate(o, -1e-3, 0), std::invalid_argument);
 }

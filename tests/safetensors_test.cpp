@@ -11,13 +11,13 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
-#include "model/safetensors.h"
+#include "data/format/safetensors.h"
 #include "tests/test_util.h"
 
-using uio::model::SafetensorsDirectory;
-using uio::model::SafetensorsError;
-using uio::model::SafetensorsFile;
-using uio::model::write_safetensors;
+using uio::format::SafetensorsDirectory;
+using uio::format::SafetensorsError;
+using uio::format::SafetensorsFile;
+using uio::format::write_safetensors;
 using Json = nlohmann::json;
 namespace fs = std::filesystem;
 
@@ -90,14 +90,14 @@ Parts split(const std::string& file) {
 // Writes `bytes` to a scratch file and expects SafetensorsError naming the file and containing each of
 // `needles`; `read` may touch tensors after opening (for errors found when a tensor is read).
 void expect_error(const std::string& bytes, const std::vector<std::string>& needles,
-                  const std::function<void(const SafetensorsFile&)>& read = nullptr) {
+                  const std::function<void(const uio::format::SafetensorsFile&)>& read = nullptr) {
   const auto path = (uio::test::scratch_dir() / "bad.safetensors").string();
   uio::test::write_file(path, bytes);
   try {
-    SafetensorsFile file(path);
+    uio::format::SafetensorsFile file(path);
     if (read) read(file);
     FAIL() << "expected an error containing '" << needles.front() << "'";
-  } catch (const SafetensorsError& e) {
+  } catch (const uio::format::SafetensorsError& e) {
     const std::string msg = e.what();
     EXPECT_EQ(msg.rfind(path + ": ", 0), 0u) << "message does not start with the file: " << msg;
     for (const auto& needle : needles) EXPECT_NE(msg.find(needle), std::string::npos) << "missing '" << needle << "' in: " << msg;
@@ -127,7 +127,7 @@ std::string two_tensors(uint64_t a0, uint64_t a1, uint64_t b0, uint64_t b1, size
 // ---- reading files written by Python ----
 
 TEST(SafetensorsReader, ReadsEveryDtypeWrittenByPythonBitExactly) {
-  SafetensorsFile file(ref_file("basic.safetensors").string());
+  uio::format::SafetensorsFile file(ref_file("basic.safetensors").string());
   const auto want = load_manifest("basic");
   ASSERT_EQ(file.tensors().size(), want.size());
   for (const RefTensor& r : want) {
@@ -145,7 +145,7 @@ TEST(SafetensorsReader, ReadsEveryDtypeWrittenByPythonBitExactly) {
 }
 
 TEST(SafetensorsReader, ReadsMetadataWrittenByPython) {
-  SafetensorsFile file(ref_file("metadata.safetensors").string());
+  uio::format::SafetensorsFile file(ref_file("metadata.safetensors").string());
   const Json want = Json::parse(uio::test::read_file(ref_file("metadata.json")))["metadata"];
   EXPECT_EQ(file.metadata(), (want.get<std::map<std::string, std::string>>()));
   EXPECT_EQ(file.metadata().at("unicode"), "h\xc3\xa9llo \xe2\x9c\x93");
@@ -155,7 +155,7 @@ TEST(SafetensorsReader, AlignedTensorsAliasTheMappingWithoutACopy) {
   const auto want = load_manifest("basic");
   std::vector<torch::Tensor> tensors;
   {
-    SafetensorsFile file(ref_file("basic.safetensors").string());
+    uio::format::SafetensorsFile file(ref_file("basic.safetensors").string());
     const uint8_t* lo = file.mapping() + file.data_offset();
     const uint8_t* hi = file.mapping() + file.file_size();
     for (const RefTensor& r : want) {
@@ -182,7 +182,7 @@ TEST(SafetensorsReader, MisalignedTensorsAreCopiedWithTheSameValues) {
   const std::string data(static_cast<const char*>(want.data_ptr()), 12);
   const auto path = (uio::test::scratch_dir() / "odd.safetensors").string();
   uio::test::write_file(path, assemble(padded, data));
-  SafetensorsFile file(path);
+  uio::format::SafetensorsFile file(path);
   auto got = file.tensor("x");
   const auto* p = static_cast<const uint8_t*>(got.data_ptr());
   EXPECT_FALSE(p >= file.mapping() && p < file.mapping() + file.file_size()) << "misaligned data was aliased";
@@ -190,7 +190,7 @@ TEST(SafetensorsReader, MisalignedTensorsAreCopiedWithTheSameValues) {
 }
 
 TEST(SafetensorsReader, MappedTensorsAreReadOnly) {
-  SafetensorsFile file(ref_file("basic.safetensors").string());
+  uio::format::SafetensorsFile file(ref_file("basic.safetensors").string());
   auto t = file.tensor("model.layers.0.weight");
   EXPECT_DEATH(t.add_(1.0), "");
   auto copy = t.clone();  // the way to get a writable tensor
@@ -200,12 +200,12 @@ TEST(SafetensorsReader, MappedTensorsAreReadOnly) {
 
 TEST(SafetensorsReader, ShapeCheckedReadNamesFileTensorAndBothShapes) {
   const auto path = ref_file("basic.safetensors").string();
-  SafetensorsFile file(path);
+  uio::format::SafetensorsFile file(path);
   EXPECT_EQ((file.tensor("half", {13}, "config.json").numel()), 13);
   try {
     file.tensor("model.layers.0.weight", {3, 7, 5}, "config.json");
     FAIL() << "expected an error";
-  } catch (const SafetensorsError& e) {
+  } catch (const uio::format::SafetensorsError& e) {
     EXPECT_EQ(std::string(e.what()),
               path + ": tensor 'model.layers.0.weight' has shape [3, 5, 7], config.json expects [3, 7, 5]");
   }
@@ -213,12 +213,12 @@ TEST(SafetensorsReader, ShapeCheckedReadNamesFileTensorAndBothShapes) {
 
 TEST(SafetensorsReader, MissingTensorNamesFileTensorAndExamples) {
   const auto path = ref_file("basic.safetensors").string();
-  SafetensorsFile file(path);
+  uio::format::SafetensorsFile file(path);
   EXPECT_FALSE(file.contains("nope"));
   try {
     file.tensor("nope");
     FAIL() << "expected an error";
-  } catch (const SafetensorsError& e) {
+  } catch (const uio::format::SafetensorsError& e) {
     const std::string msg = e.what();
     EXPECT_EQ(msg.rfind(path + ": no tensor 'nope' (file has 13 tensors, e.g. '", 0), 0u) << msg;
   }
@@ -234,7 +234,7 @@ TEST(SafetensorsWriter, WritesTheSameBytesAsPythonSafetensors) {
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const RefTensor& r : want) tensors.emplace_back(r.name, from_raw(r));
   const auto path = (uio::test::scratch_dir() / "ours.safetensors").string();
-  write_safetensors(path, tensors, {{"format", "pt"}});
+  uio::format::write_safetensors(path, tensors, {{"format", "pt"}});
   const std::string ours = uio::test::read_file(path), python = uio::test::read_file(ref_file("basic.safetensors"));
   EXPECT_EQ(ours.size(), python.size());
   EXPECT_TRUE(ours == python) << "header ours:   " << ours.substr(8, 300) << "\nheader python: " << python.substr(8, 300);
@@ -259,7 +259,7 @@ TEST(SafetensorsWriter, RoundTripsEveryDtypeAndNonContiguousInput) {
       {"naïve \"quoted\"", torch::randn({2})},
   };
   const auto path = (uio::test::scratch_dir() / "round.safetensors").string();
-  write_safetensors(path, tensors, {{"step", "12"}, {"note", "a\nb"}});
+  uio::format::write_safetensors(path, tensors, {{"step", "12"}, {"note", "a\nb"}});
 
   // Independent look at the bytes: an 8-aligned header of compact JSON, data starting on a multiple of 8.
   const std::string bytes = uio::test::read_file(path);
@@ -271,7 +271,7 @@ TEST(SafetensorsWriter, RoundTripsEveryDtypeAndNonContiguousInput) {
   EXPECT_EQ(parts.header["transposed"]["shape"], Json::array({6, 5}));
   EXPECT_EQ(parts.header["bf16"]["dtype"], "BF16");
 
-  SafetensorsFile file(path);
+  uio::format::SafetensorsFile file(path);
   EXPECT_EQ(file.metadata(), (std::map<std::string, std::string>{{"note", "a\nb"}, {"step", "12"}}));
   for (const auto& [name, want] : tensors) {
     auto got = file.tensor(name);
@@ -283,23 +283,23 @@ TEST(SafetensorsWriter, RoundTripsEveryDtypeAndNonContiguousInput) {
   }
   if (torch::cuda::is_available()) {
     auto on_gpu = torch::randn({4, 4}, torch::kCUDA);
-    write_safetensors(path, {{"g", on_gpu}});
-    EXPECT_TRUE(torch::equal(SafetensorsFile(path).tensor("g"), on_gpu.cpu()));
+    uio::format::write_safetensors(path, {{"g", on_gpu}});
+    EXPECT_TRUE(torch::equal(uio::format::SafetensorsFile(path).tensor("g"), on_gpu.cpu()));
   }
 }
 
 TEST(SafetensorsWriter, RejectsUnsupportedDtypesAndDuplicateNames) {
   const auto path = (uio::test::scratch_dir() / "w.safetensors").string();
   try {
-    write_safetensors(path, {{"z", torch::randn({2}, torch::kComplexFloat)}});
+    uio::format::write_safetensors(path, {{"z", torch::randn({2}, torch::kComplexFloat)}});
     FAIL() << "expected an error";
-  } catch (const SafetensorsError& e) {
+  } catch (const uio::format::SafetensorsError& e) {
     EXPECT_NE(std::string(e.what()).find(path + ": tensor 'z' has dtype ComplexFloat"), std::string::npos) << e.what();
   }
   try {
-    write_safetensors(path, {{"w", torch::randn({2})}, {"w", torch::randn({3})}});
+    uio::format::write_safetensors(path, {{"w", torch::randn({2})}, {"w", torch::randn({3})}});
     FAIL() << "expected an error";
-  } catch (const SafetensorsError& e) {
+  } catch (const uio::format::SafetensorsError& e) {
     EXPECT_NE(std::string(e.what()).find("tensor 'w' is given twice"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(fs::exists(path)) << "a failed write left a file behind";
@@ -308,7 +308,7 @@ TEST(SafetensorsWriter, RejectsUnsupportedDtypesAndDuplicateNames) {
 // ---- HF model directories ----
 
 TEST(SafetensorsDirectory, ReadsAShardedTransformersCheckpoint) {
-  SafetensorsDirectory dir(ref_file("sharded").string());
+  uio::format::SafetensorsDirectory dir(ref_file("sharded").string());
   const auto want = load_manifest("sharded");
   std::vector<std::string> want_names;
   for (const RefTensor& r : want) want_names.push_back(r.name);
@@ -326,7 +326,7 @@ TEST(SafetensorsDirectory, ReadsASingleFileModelAndAPlainFile) {
   fs::copy_file(ref_file("basic.safetensors"), root / "model.safetensors");
   const auto want = load_manifest("basic");
   for (const auto& where : {root, root / "model.safetensors"}) {
-    SafetensorsDirectory dir(where.string());
+    uio::format::SafetensorsDirectory dir(where.string());
     ASSERT_EQ(dir.names().size(), want.size());
     for (const RefTensor& r : want) expect_bit_equal(dir.tensor(r.name), r);
     EXPECT_EQ(dir.file_of("half"), (root / "model.safetensors").string());
@@ -337,9 +337,9 @@ TEST(SafetensorsDirectory, ErrorsNameTheIndexShardAndTensor) {
   const auto root = uio::test::scratch_dir();
   auto expect_dir_error = [&](const std::string& needle) {
     try {
-      SafetensorsDirectory dir(root.string());
+      uio::format::SafetensorsDirectory dir(root.string());
       FAIL() << "expected an error containing " << needle;
-    } catch (const SafetensorsError& e) {
+    } catch (const uio::format::SafetensorsError& e) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
     }
   };
@@ -362,12 +362,12 @@ TEST(SafetensorsDirectory, ErrorsNameTheIndexShardAndTensor) {
   expect_dir_error(index + ": expected a JSON object with a 'weight_map' object");
 
   uio::test::write_file(index, R"({"weight_map":{"half":"shard-1.safetensors","mask":"shard-1.safetensors"}})");
-  SafetensorsDirectory dir(root.string());
+  uio::format::SafetensorsDirectory dir(root.string());
   EXPECT_EQ(dir.names(), (std::vector<std::string>{"half", "mask"}));
   try {
     dir.tensor("model.norm.weight");
     FAIL() << "expected an error";
-  } catch (const SafetensorsError& e) {
+  } catch (const uio::format::SafetensorsError& e) {
     EXPECT_EQ(std::string(e.what()), index + ": no tensor 'model.norm.weight' (the model has 2 tensors, e.g. 'half', 'mask')");
   }
 }
@@ -460,7 +460,7 @@ TEST(SafetensorsValidation, HolesInTheDataSection) {
   // The same layout without the hole is fine.
   const auto path = (uio::test::scratch_dir() / "ok.safetensors").string();
   uio::test::write_file(path, two_tensors(0, 24, 24, 40, 40));
-  EXPECT_EQ(SafetensorsFile(path).tensors().size(), 2u);
+  EXPECT_EQ(uio::format::SafetensorsFile(path).tensors().size(), 2u);
 }
 
 TEST(SafetensorsValidation, DuplicateTensorNames) {
@@ -473,7 +473,7 @@ TEST(SafetensorsValidation, BoolBytesOtherThanZeroOrOneAreRejectedOnRead) {
   expect_error(
       assemble(R"({"m":{"dtype":"BOOL","shape":[3],"data_offsets":[0,3]}})", std::string("\x01\x00\x02", 3)),
       {"tensor 'm' (BOOL) holds byte 2 at element 2, expected 0 or 1"},
-      [](const SafetensorsFile& f) { f.tensor("m"); });
+      [](const uio::format::SafetensorsFile& f) { f.tensor("m"); });
 }
 
 // Random byte flips (mostly in the header) and truncations of a valid file: opening and reading every
@@ -504,15 +504,15 @@ TEST(SafetensorsFuzz, RandomCorruptionsOnlyEverThrowSafetensorsError) {
     }
     uio::test::write_file(path, bytes);
     try {
-      SafetensorsFile file(path);
+      uio::format::SafetensorsFile file(path);
       double sum = 0;
       for (const auto& t : file.tensors()) sum += file.tensor(t.name).to(torch::kDouble).sum().item<double>();
       (void)sum;
       ++opened;
-    } catch (const SafetensorsError&) {
+    } catch (const uio::format::SafetensorsError&) {
       ++rejected;
     } catch (const std::exception& e) {
-      FAIL() << "iteration " << iter << " threw something other than SafetensorsError: " << e.what();
+      FAIL() << "iteration " << iter << " threw something other than uio::format::SafetensorsError: " << e.what();
     }
   }
   EXPECT_GT(rejected, 500);

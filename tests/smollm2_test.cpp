@@ -9,7 +9,7 @@
 
 #include "data/tokenizer.h"
 #include "model/generate.h"
-#include "model/safetensors.h"
+#include "data/format/safetensors.h"
 #include "model/weights.h"
 #include "tests/test_util.h"
 
@@ -18,7 +18,7 @@ namespace {
 struct SmolReference {
   std::string gguf;
   std::vector<std::string> prompts;
-  std::unique_ptr<uio::model::SafetensorsFile> tensors;
+  std::unique_ptr<uio::format::SafetensorsFile> tensors;
 };
 
 SmolReference smol_reference() {
@@ -26,7 +26,7 @@ SmolReference smol_reference() {
   if (!std::filesystem::exists(dir / "reference.json")) return {};
   auto meta = nlohmann::json::parse(std::ifstream(dir / "reference.json"));
   return {meta["gguf"], meta["prompts"],
-          std::make_unique<uio::model::SafetensorsFile>((dir / "reference.safetensors").string())};
+          std::make_unique<uio::format::SafetensorsFile>((dir / "reference.safetensors").string())};
 }
 
 }  // namespace

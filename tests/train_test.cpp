@@ -14,6 +14,8 @@
 #include "data/recall_task.h"
 #include "data/tokenizer.h"
 #include "model/loss.h"
+#include "model/memory_reader.h"
+#include "model/memory_pass.h"
 #include "model/weights.h"
 #include "tests/test_util.h"
 #include "trainer/train.h"
@@ -82,7 +84,7 @@ class HookedDocuments : public data::DocumentSource {
  public:
   HookedDocuments(int64_t vocab, int64_t length, std::function<void(int64_t)> hook)
       : inner_(vocab, length, 1), hook_(std::move(hook)) {}
-  torch::Tensor next() override {
+  data::TrainingDocument next() override {
     hook_(calls_++);
     return inner_.next();
   }
@@ -99,7 +101,7 @@ trainer::TrainConfig quick_config(int64_t steps) {
   trainer::TrainConfig c;
   c.estimator.kind = optim::EstimatorKind::unbiased, c.estimator.window = 2, c.estimator.chunk = 2;
   c.optimizer.lr = 1e-2;
-  c.schedule.kind = "constant";
+  c.schedule.kind = optim::ScheduleKind::constant;
   c.steps = steps, c.log_every = 1;
   return c;
 }
@@ -160,7 +162,7 @@ TEST(Train, MemoryLearnsRecallThatTheBaseModelAloneCannot) {
   trainer::TrainConfig c;
   c.estimator.kind = optim::EstimatorKind::tbptt, c.estimator.window = 1, c.estimator.chunk = 2;
   c.optimizer.lr = 3e-3, c.optimizer.weight_decay = 0.0;
-  c.schedule.kind = "constant", c.schedule.warmup_steps = 3;
+  c.schedule.kind = optim::ScheduleKind::constant, c.schedule.warmup_steps = 3;
   c.steps = 100, c.accumulation = 2, c.log_every = 20;
   std::ostringstream log;
   trainer::Trainer trainer(c, loaded.model, memory, {}, train_task, {});

@@ -23,6 +23,7 @@
 #include "data/tokenizer.h"
 #include "tools/commands.h"
 #include "tools/options.h"
+#include "data/helper_scripts.h"
 
 namespace uio::cli {
 
@@ -43,7 +44,7 @@ struct TokenizerBenchOptions {
   int64_t threads = 0;
   int64_t runs = 3;
   bool hf = true;
-  std::string python = std::string(UIO_SOURCE_DIR) + "/.venv/bin/python";
+  std::string python;  // empty: $UIO_PYTHON, else python3 on PATH (data/helper_scripts.h)
 };
 
 struct Sample {
@@ -160,18 +161,11 @@ double encode_seconds(const data::Tokenizer& tokenizer, const std::vector<std::s
   return best;
 }
 
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
 
 // Runs tools/bench/tokenizer_hf.py on the same documents and returns the JSON line it prints last.
 nlohmann::json run_hf_bench(const TokenizerBenchOptions& opt, const Sample& sample, int threads) {
-  if (!fs::exists(opt.python))
-    throw OptionError("no Python at '" + opt.python + "'; give --python PATH (a Python with transformers and "
-                      "tokenizers, e.g. the repo's .venv from scripts/setup.sh) or --hf=false");
-  const std::string script = std::string(UIO_SOURCE_DIR) + "/tools/bench/tokenizer_hf.py";
+  const std::string python = data::python_interpreter(opt.python);
+  const std::string script = data::helper_script("tokenizer_hf.py");
   // Documents: u32 count, then per document u32 length and the bytes (little-endian).
   char name[] = "/tmp/uio_bench_tokenizer_XXXXXX";
   const int fd = ::mkstemp(name);
@@ -188,8 +182,8 @@ nlohmann::json run_hf_bench(const TokenizerBenchOptions& opt, const Sample& samp
     for (const auto& d : sample.documents) put_u32(static_cast<uint32_t>(d.size())), out << d;
     if (!out) throw std::runtime_error(std::string("bench tokenizer: cannot write ") + name);
   }
-  const std::string command = shell_quote(opt.python) + " " + shell_quote(script) + " --model " +
-                              shell_quote(fs::absolute(opt.model).string()) + " --documents " + shell_quote(name) +
+  const std::string command = data::shell_quote(python) + " " + data::shell_quote(script) + " --model " +
+                              data::shell_quote(fs::absolute(opt.model).string()) + " --documents " + data::shell_quote(name) +
                               " --threads " + std::to_string(threads) + " --runs " + std::to_string(opt.runs);
   std::cout << "running HF tokenizers: " << command << "\n" << std::flush;
   FILE* pipe = ::popen(command.c_str(), "r");

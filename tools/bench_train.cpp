@@ -10,16 +10,15 @@
 
 #include <nlohmann/json.hpp>
 
-#include "data/document_source.h"
 #include "model/device_stats.h"
 #include "model/weights.h"
 #include "tools/list_options.h"
 #include "tools/memory_options.h"
 #include "tools/model_options.h"
 #include "tools/options.h"
-#include "tools/step_profile.h"
-#include "tools/train_flops.h"
-#include "trainer/train.h"
+#include "trainer/step_bench.h"
+#include "trainer/train_flops.h"
+#include "data/helper_scripts.h"
 
 namespace uio::cli {
 namespace {
@@ -39,15 +38,16 @@ struct TrainBenchOptions {
   bool compare_python = false;
   bool profile = false;       // one more step per setting under the profiler: where the time goes
   std::string profile_trace;  // and its Chrome trace to this path prefix
-  std::string python = std::string(UIO_SOURCE_DIR) + "/.venv/bin/python";
+  std::string python;  // empty: $UIO_PYTHON, else python3 on PATH (data/helper_scripts.h)
 };
 
 // tools/bench/uio_step_hf.py (HF transformers + PEFT, eager) on the same shape, document and chunk:
 // its median input tokens/s, or a negative number with the reason in `why`.
 double python_tokens_per_s(const TrainBenchOptions& opt, const model::MemoryOptions& memory, int64_t tokens,
                            int64_t chunk, std::string& why) {
-  const std::string script = std::string(UIO_SOURCE_DIR) + "/tools/bench/uio_step_hf.py";
-  std::string command = "'" + opt.python + "' '" + script + "' " +
+  const std::string script = data::helper_script("uio_step_hf.py");
+  const std::string python = data::python_interpreter(opt.python);
+  std::string command = data::shell_quote(python) + " " + data::shell_quote(script) + " " +
                         (opt.shape.empty() ? "--model '" + opt.base.model + "'" : "--shape " + opt.shape) +
                         " --tokens " + std::to_string(tokens) + " --segment-len " + std::to_string(memory.segment_len) +
                         " --memory-tokens " + std::to_string(memory.num_memory_tokens) + " --chunk " +
@@ -55,7 +55,7 @@ double python_tokens_per_s(const TrainBenchOptions& opt, const model::MemoryOpti
                         std::to_string(opt.steps) + " --device " + opt.base.device + " --dtype " + opt.base.dtype +
                         " 2>/dev/null";
   FILE* pipe = ::popen(command.c_str(), "r");
-  if (!pipe) return why = "cannot start " + opt.python, -1;
+  if (!pipe) return why = "cannot start " + python, -1;
   std::string out;
   char buffer[4096];
   for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) out.append(buffer, n);
@@ -71,14 +71,37 @@ bool on_off(const std::string& word) {
   throw OptionError("--checkpointing takes on, off or both (off,on), got '" + word + "'");
 }
 
-struct Row {
-  std::string estimator;
-  int64_t chunk = 0, tokens = 0;
-  bool checkpointing = false;
-  double seconds = 0, peak_gb = 0;
-  std::string failure;  // "out of memory", or empty
-  std::string profile;  // format_profile of one step, when asked for
-};
+// One table row: the setting, then seconds per step, tokens/s, peak memory, TFLOP/s and MFU (or why not).
+void print_row(const std::string& name, int64_t chunk, const std::string& ckpt, int64_t tokens, double flops,
+               const trainer::StepTiming& t, double peak_tflops) {
+  std::cout << std::left << std::setw(12) << name << std::right << std::setw(7) << chunk << std::setw(7) << ckpt
+            << std::setw(10) << tokens;
+  if (!t.failure.empty()) {
+    std::cout << "   " << t.failure << "\n";
+    return;
+  }
+  const double tflops = flops / t.seconds / 1e12;
+  std::cout << std::fixed << std::setw(11) << std::setprecision(3) << t.seconds << std::setw(13) << std::setprecision(0)
+            << static_cast<double>(tokens) / t.seconds << std::setw(11) << std::setprecision(2) << t.peak_gb
+            << std::setw(10) << std::setprecision(1) << tflops << std::setw(7) << std::setprecision(1)
+            << 100.0 * tflops / peak_tflops << "%\n";
+}
+
+// The eager Python step beside uio's row of the same length and chunk, and their ratio.
+void print_python_row(const TrainBenchOptions& opt, const model::MemoryOptions& memory, int64_t tokens, int64_t chunk,
+                      const trainer::StepTiming& uio) {
+  std::string why;
+  const double py = python_tokens_per_s(opt, memory, tokens, chunk, why);
+  std::cout << std::left << std::setw(12) << "  python" << std::right << std::setw(7) << chunk << std::setw(7) << ""
+            << std::setw(10) << tokens;
+  if (py <= 0) {
+    std::cout << "   " << why << "\n";
+    return;
+  }
+  const double ratio = uio.failure.empty() ? static_cast<double>(tokens) / uio.seconds / py : 0.0;
+  std::cout << std::fixed << std::setw(11) << std::setprecision(3) << static_cast<double>(tokens) / py << std::setw(13)
+            << std::setprecision(0) << py << "   uio/python " << std::setprecision(2) << ratio << "x\n";
+}
 
 }  // namespace
 
@@ -122,7 +145,7 @@ int bench_train_command(const std::vector<std::string>& args) {
   model::LoadedModel loaded;
   if (!opt.shape.empty()) {
     try {
-      loaded.config = named_shape(opt.shape);
+      loaded.config = trainer::named_shape(opt.shape);
     } catch (const std::invalid_argument& e) {
       throw OptionError(std::string("--shape: ") + e.what());
     }
@@ -140,7 +163,7 @@ int bench_train_command(const std::vector<std::string>& args) {
             << " steps after one warm-up; tokens/s counts every input token of a whole step "
                "(forward, backward, optimiser); TFLOP/s and MFU (of " << opt.peak_tflops
             << " TFLOP/s) count the encoder forward and the decoder forward + backward, 4N + attention per decoder "
-               "token (tools/train_flops.h)\n\n"
+               "token (trainer/train_flops.h)\n\n"
             << std::left << std::setw(12) << "estimator" << std::right << std::setw(7) << "K" << std::setw(7) << "ckpt"
             << std::setw(10) << "tokens" << std::setw(11) << "s/step" << std::setw(13) << "tokens/s" << std::setw(11)
             << "peak GB" << std::setw(10) << "TFLOP/s" << std::setw(8) << "MFU" << "\n";
@@ -152,58 +175,22 @@ int bench_train_command(const std::vector<std::string>& args) {
       for (int64_t K : chunks)
         for (bool ckpt : checkpointing) {
           if (K > T && K != chunks.front()) continue;  // the same as K = T
-          Row row{optim::estimator_kind_name(kind), std::min(K, T), T * l, ckpt, 0.0, 0.0, "", ""};
-          try {
-            torch::manual_seed(static_cast<uint64_t>(opt.seed));
-            model::MemoryCompressor compressor(loaded.config, memory_options, memory_init);
-            trainer::TrainConfig c;
-            c.estimator.kind = kind, c.estimator.window = opt.window, c.estimator.chunk = K;
-            c.estimator.activation_checkpointing = ckpt, c.estimator.seed = static_cast<uint64_t>(opt.seed);
-            c.steps = opt.steps + 1 + (opt.profile ? 1 : 0);
-            data::RandomDocuments documents(loaded.config.vocab_size, T * l, static_cast<uint64_t>(opt.seed));
-            trainer::Trainer trainer(c, loaded.model, compressor, {}, documents, {});
-            trainer.step();  // warm-up: kernel choice, allocator, lazy tables
-            model::reset_peak_memory(load.device);
-            std::vector<double> times;
-            for (int64_t s = 0; s < opt.steps; ++s) times.push_back(trainer.step().seconds);
-            std::sort(times.begin(), times.end());
-            row.seconds = times[times.size() / 2];
-            row.peak_gb = static_cast<double>(model::peak_memory_bytes(load.device)) / 1e9;
-            if (opt.profile) {
-              const auto trace = opt.profile_trace.empty() ? std::string() :
-                  opt.profile_trace + "-" + row.estimator + "-K" + std::to_string(row.chunk) + (ckpt ? "-ckpt-" : "-") +
-                  std::to_string(row.tokens) + ".json";
-              row.profile = format_profile(profile_step([&] { trainer.step(); }, load.device, trace));
-            }
-          } catch (const c10::OutOfMemoryError&) {
-            row.failure = "out of memory";
-          }
-          model::release_cached_memory(load.device);
-          std::cout << std::left << std::setw(12) << row.estimator << std::right << std::setw(7) << row.chunk
-                    << std::setw(7) << (row.checkpointing ? "on" : "off") << std::setw(10) << row.tokens;
-          if (row.failure.empty()) {
-            const double tflops = train_step_flops(loaded.config, l, memory_options.num_memory_tokens, T) / row.seconds / 1e12;
-            std::cout << std::fixed << std::setw(11) << std::setprecision(3) << row.seconds << std::setw(13)
-                      << std::setprecision(0) << static_cast<double>(row.tokens) / row.seconds << std::setw(11)
-                      << std::setprecision(2) << row.peak_gb << std::setw(10) << std::setprecision(1) << tflops
-                      << std::setw(7) << std::setprecision(1) << 100.0 * tflops / opt.peak_tflops << "%\n";
-          } else {
-            std::cout << "   " << row.failure << "\n";
-          }
-          std::cout << row.profile;
-          if (opt.compare_python && kind == kinds.front() && ckpt == checkpointing.front()) {
-            std::string why;
-            const double py = python_tokens_per_s(opt, memory_options, T * l, std::min(K, T), why);
-            std::cout << std::left << std::setw(12) << "  python" << std::right << std::setw(7) << std::min(K, T)
-                      << std::setw(7) << "" << std::setw(10) << T * l;
-            if (py > 0)
-              std::cout << std::fixed << std::setw(11) << std::setprecision(3) << static_cast<double>(T * l) / py
-                        << std::setw(13) << std::setprecision(0) << py << "   uio/python "
-                        << std::setprecision(2) << (row.failure.empty() ? static_cast<double>(row.tokens) / row.seconds / py : 0.0)
-                        << "x\n";
-            else
-              std::cout << "   " << why << "\n";
-          }
+          trainer::StepBenchSettings b;
+          b.memory = memory_options, b.tokens = T * l, b.steps = opt.steps, b.seed = static_cast<uint64_t>(opt.seed);
+          b.estimator.kind = kind, b.estimator.window = opt.window, b.estimator.chunk = K;
+          b.estimator.activation_checkpointing = ckpt, b.estimator.seed = b.seed;
+          b.profile = opt.profile;
+          const std::string name = optim::estimator_kind_name(kind);
+          if (!opt.profile_trace.empty())
+            b.profile_trace = opt.profile_trace + "-" + name + "-K" + std::to_string(std::min(K, T)) +
+                              (ckpt ? "-ckpt-" : "-") + std::to_string(T * l) + ".json";
+          const auto timing = trainer::time_training_steps(loaded.model, memory_init, b);
+          print_row(name, std::min(K, T), ckpt ? "on" : "off", T * l,
+                    trainer::train_step_flops(loaded.config, l, memory_options.num_memory_tokens, T), timing,
+                    opt.peak_tflops);
+          std::cout << timing.profile;
+          if (opt.compare_python && kind == kinds.front() && ckpt == checkpointing.front())
+            print_python_row(opt, memory_options, T * l, std::min(K, T), timing);
           std::cout << std::flush;
         }
   }

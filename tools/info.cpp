@@ -8,8 +8,8 @@
 #include <map>
 #include <sstream>
 
-#include "model/gguf.h"
-#include "model/safetensors.h"
+#include "data/format/gguf.h"
+#include "data/format/safetensors.h"
 #include "model/weights.h"
 #include "tools/commands.h"
 #include "tools/model_options.h"
@@ -32,13 +32,13 @@ std::string with_commas(int64_t n) {
 
 std::string rope_summary(const model::ModelConfig& c) {
   std::ostringstream o;
-  o << "theta " << c.rope_theta << ", scaling " << c.rope_scaling.type;
+  o << "theta " << c.rope_theta << ", scaling " << model::rope_kind_name(c.rope_scaling.type);
   const auto& s = c.rope_scaling;
-  if (s.type != "none") o << " (factor " << s.factor;
-  if (s.type == "yarn" || s.type == "llama3") o << ", original window " << s.original_max_position;
-  if (s.type == "llama3") o << ", low/high freq factor " << s.low_freq_factor << "/" << s.high_freq_factor;
-  if (s.type == "yarn") o << ", beta fast/slow " << s.beta_fast << "/" << s.beta_slow;
-  if (s.type != "none") o << ")";
+  if (s.type != model::RopeKind::none) o << " (factor " << s.factor;
+  if (s.type == model::RopeKind::yarn || s.type == model::RopeKind::llama3) o << ", original window " << s.original_max_position;
+  if (s.type == model::RopeKind::llama3) o << ", low/high freq factor " << s.low_freq_factor << "/" << s.high_freq_factor;
+  if (s.type == model::RopeKind::yarn) o << ", beta fast/slow " << s.beta_fast << "/" << s.beta_slow;
+  if (s.type != model::RopeKind::none) o << ")";
   return o.str();
 }
 
@@ -48,12 +48,12 @@ std::string weights_dtypes(const std::string& path, const model::ModelConfig& co
   std::map<std::string, int64_t> count;
   std::string format, note;
   if (std::filesystem::is_regular_file(path) && std::filesystem::path(path).extension() == ".gguf") {
-    model::GgufFile file(path);
+    format::GgufFile file(path);
     for (const auto& t : file.tensors()) ++count[t.type_name()];
     format = "GGUF", note = "dequantised to " + dtype;
   } else {
-    model::SafetensorsDirectory dir(path);
-    for (const auto& name : dir.names()) ++count[model::safetensors_dtype_name(dir.info(name).dtype)];
+    format::SafetensorsDirectory dir(path);
+    for (const auto& name : dir.names()) ++count[format::safetensors_dtype_name(dir.info(name).dtype)];
     format = "safetensors", note = "config torch_dtype " + config.torch_dtype;
   }
   std::vector<std::pair<std::string, int64_t>> sorted(count.begin(), count.end());

@@ -41,8 +41,10 @@ void add_memory_options(Schema& s, MemoryOptionsInput& in) {
       .add("transfer_lora_alpha", &o.transfer_lora.alpha, "alpha of the transfer head's LoRA")
       .add("transfer_lora_dropout", &o.transfer_lora.dropout, "dropout on the transfer LoRA's input")
       .add("transfer_lora_targets", &in.transfer_lora_targets, "projections of the transfer head (k_proj,v_proj)")
-      .add("memory_rope", &o.memory_rope, "RoPE of memory + segment positions: none, linear, ntk, dynamic, yarn")
-      .add("memory_rope_factor", &o.memory_rope_factor, "scaling factor of memory_rope (dynamic: 1 is fine)");
+      .add("memory_rope", &in.memory_rope, "RoPE of memory + segment positions: none, linear, ntk, dynamic, yarn")
+      .add("memory_rope_factor", &o.memory_rope_factor, "scaling factor of memory_rope (dynamic: 1 is fine)")
+      .add("sink_tokens", &o.sink_tokens, "beyond the paper: keep the document's first N tokens as raw keys/values "
+                                          "ahead of the memory (an attention sink; 0 = the paper's decoder)");
 }
 
 model::MemoryOptions resolve_memory_options(const MemoryOptionsInput& in) {
@@ -56,6 +58,13 @@ model::MemoryOptions resolve_memory_options(const MemoryOptionsInput& in) {
   if (o.num_memory_tokens <= 0 || o.segment_len % o.num_memory_tokens != 0)
     throw OptionError("num_memory_tokens " + std::to_string(o.num_memory_tokens) +
                       " must be > 0 and divide segment_len " + std::to_string(o.segment_len));
+  try {
+    o.memory_rope = model::parse_rope_kind(in.memory_rope);
+  } catch (const std::invalid_argument& e) {
+    throw OptionError(std::string("memory_rope: ") + e.what());
+  }
+  if (o.memory_rope == model::RopeKind::llama3)
+    throw OptionError("memory_rope: llama3 is the base model's own scaling; choose none, linear, ntk, dynamic or yarn");
   o.encoder_lora.targets = split_targets("encoder_lora_targets", in.encoder_lora_targets);
   o.transfer_lora.targets = split_targets("transfer_lora_targets", in.transfer_lora_targets);
   for (const auto& t : o.transfer_lora.targets)

@@ -16,6 +16,7 @@ struct MemoryOptionsInput {
   int64_t compression_ratio = 0;  // l / M; 0 = use num_memory_tokens
   std::string encoder_lora_targets = "q_proj,v_proj";
   std::string transfer_lora_targets = "k_proj,v_proj";
+  std::string memory_rope = model::rope_kind_name(model::MemoryOptions().memory_rope);
 };
 
 void add_memory_options(Schema& schema, MemoryOptionsInput& input);

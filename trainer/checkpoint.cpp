@@ -1,7 +1,8 @@
 // trainer/checkpoint.cpp — atomic checkpoint directories, the `latest` pointer, verification, pruning.
 #include "trainer/checkpoint.h"
 
-#include "model/fingerprint.h"
+#include "data/format/fingerprint.h"
+#include "data/format/json_file.h"
 
 #include <fcntl.h>
 #include <ftw.h>
@@ -162,7 +163,7 @@ std::string CheckpointStore::save(int64_t step, Json state, const CheckpointWrit
     std::sort(paths.begin(), paths.end());
     for (const auto& p : paths) {
       fsync_path(p, false);
-      files[p.filename().string()] = {{"bytes", fs::file_size(p)}, {"checksum", model::file_checksum(p.string())}};
+      files[p.filename().string()] = {{"bytes", fs::file_size(p)}, {"checksum", format::file_checksum(p.string())}};
     }
     state["files"] = files;
     state["step"] = step;
@@ -220,10 +221,9 @@ Json verify_checkpoint(const std::string& dir) {
                                               "before the end); use an earlier checkpoint or --resume auto");
   Json state;
   try {
-    state = Json::parse(read_text(manifest));
-  } catch (const Json::exception& e) {
-    throw CheckpointError(manifest.string() + ": not valid JSON (" + e.what() + "); the checkpoint is damaged, use "
-                                                                              "an earlier one or --resume auto");
+    state = format::read_json_file(manifest.string());
+  } catch (const format::FormatError& e) {
+    throw CheckpointError(std::string(e.what()) + "; the checkpoint is damaged, use an earlier one or --resume auto");
   }
   if (!state.contains("files") || !state["files"].is_object() || !state.contains("step"))
     throw CheckpointError(manifest.string() + ": lacks 'files' or 'step'; not a checkpoint written by uio train");
@@ -237,7 +237,7 @@ Json verify_checkpoint(const std::string& dir) {
       throw CheckpointError(path.string() + ": " + std::to_string(bytes) + " bytes, the manifest says " +
                             std::to_string(info.at("bytes").get<uint64_t>()) +
                             " (truncated?); use an earlier checkpoint or --resume auto");
-    if (model::file_checksum(path.string()) != info.at("checksum").get<uint64_t>())
+    if (format::file_checksum(path.string()) != info.at("checksum").get<uint64_t>())
       throw CheckpointError(path.string() + ": checksum differs from the manifest's (the file is damaged); use an "
                                             "earlier checkpoint or --resume auto");
   }
@@ -299,6 +299,11 @@ std::vector<std::string> compare_configs(const std::string& saved_ini, const std
     else if (changed) changed->push_back(line);
   }
   return mismatched;
+}
+
+TrainState read_train_state(const std::string& dir) {
+  auto state = verify_checkpoint(dir);
+  return TrainState::from_json(state, (fs::path(dir) / kManifest).string());
 }
 
 }  // namespace uio::trainer

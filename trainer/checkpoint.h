@@ -25,6 +25,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "trainer/train_state.h"
+
 namespace uio::trainer {
 
 // A checkpoint that cannot be used: missing, truncated or corrupt files, or one from another model.
@@ -68,6 +70,8 @@ class CheckpointStore {
 // Checks that `dir` is a complete checkpoint (its manifest's files exist with the recorded sizes and
 // checksums) and returns trainer_state.json; throws CheckpointError naming the file and the fix.
 nlohmann::json verify_checkpoint(const std::string& dir);
+// verify_checkpoint, then its trainer_state.json as a TrainState (trainer/train_state.h).
+TrainState read_train_state(const std::string& dir);
 
 // Test hook for crash and I/O-error tests: UIO_CHECKPOINT_FAULT=<file name> makes writing that file of
 // a checkpoint fail as a full disk would (ENOSPC); UIO_CHECKPOINT_DELAY_MS=<n> sleeps n ms after each

@@ -2,6 +2,7 @@
 #include "trainer/distributed.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <iomanip>
@@ -259,6 +260,40 @@ std::vector<std::string> Communicator::all_gather(const std::string& value) {
 void Communicator::barrier() {
   if (!active()) return;
   all_reduce_sum(std::vector<double>{1.0});
+}
+
+SumReduction& SumReduction::add(double& value) { return doubles_.push_back(&value), *this; }
+SumReduction& SumReduction::add(int64_t& value) { return counts_.push_back(&value), *this; }
+SumReduction& SumReduction::add_any(bool& flag) { return flags_.push_back(&flag), *this; }
+SumReduction& SumReduction::add(std::vector<double>& values) { return double_vectors_.push_back(&values), *this; }
+SumReduction& SumReduction::add(std::vector<int64_t>& values) { return count_vectors_.push_back(&values), *this; }
+
+void SumReduction::run(Communicator& comm) {
+  // Every rank pads its vectors to the longest on any rank (gathered first), so the packed layouts agree.
+  size_t longest = 0;
+  for (auto* v : double_vectors_) longest = std::max(longest, v->size());
+  for (auto* v : count_vectors_) longest = std::max(longest, v->size());
+  if (!double_vectors_.empty() || !count_vectors_.empty()) {
+    for (const auto& text : comm.all_gather(std::to_string(longest))) longest = std::max<size_t>(longest, std::stoull(text));
+    for (auto* v : double_vectors_) v->resize(longest, 0.0);
+    for (auto* v : count_vectors_) v->resize(longest, 0);
+  }
+  std::vector<double> packed;
+  for (auto* x : doubles_) packed.push_back(*x);
+  for (auto* x : counts_) packed.push_back(static_cast<double>(*x));
+  for (auto* x : flags_) packed.push_back(*x ? 1.0 : 0.0);
+  for (auto* v : double_vectors_) packed.insert(packed.end(), v->begin(), v->end());
+  for (auto* v : count_vectors_)
+    for (auto n : *v) packed.push_back(static_cast<double>(n));
+  const auto sums = comm.all_reduce_sum(packed);
+  auto next = sums.begin();
+  for (auto* x : doubles_) *x = *next++;
+  for (auto* x : counts_) *x = static_cast<int64_t>(std::llround(*next++));
+  for (auto* x : flags_) *x = *next++ > 0;
+  for (auto* v : double_vectors_)
+    for (auto& x : *v) x = *next++;
+  for (auto* v : count_vectors_)
+    for (auto& n : *v) n = static_cast<int64_t>(std::llround(*next++));
 }
 
 }  // namespace uio::trainer

@@ -74,4 +74,25 @@ class Communicator {
   std::unique_ptr<Impl> impl_;
 };
 
+// Statistics summed over every rank in one all-reduce, without index arithmetic at the call site: register
+// each value once (a number, a count, a flag that is true anywhere, a per-segment vector), then sum.
+// Vectors are padded to the longest on any rank first, so ranks that saw fewer segments still agree.
+class SumReduction {
+ public:
+  SumReduction& add(double& value);
+  SumReduction& add(int64_t& value);
+  SumReduction& add_any(bool& flag);  // true when true on any rank
+  SumReduction& add(std::vector<double>& values);
+  SumReduction& add(std::vector<int64_t>& values);
+  // Every registered value becomes its sum over ranks (two all-reduces when vectors vary in length).
+  void run(Communicator& comm);
+
+ private:
+  std::vector<double*> doubles_;
+  std::vector<int64_t*> counts_;
+  std::vector<bool*> flags_;
+  std::vector<std::vector<double>*> double_vectors_;
+  std::vector<std::vector<int64_t>*> count_vectors_;
+};
+
 }  // namespace uio::trainer

@@ -5,6 +5,8 @@
 
 #include "model/generate.h"
 #include "model/loss.h"
+#include "model/memory_pass.h"
+#include "model/memory_reader.h"
 
 namespace uio::trainer {
 
@@ -33,12 +35,12 @@ const char* eval_method_name(EvalMethod m) {
 model::Rope baseline_rope(const model::ModelConfig& config, EvalMethod method, int64_t length) {
   TORCH_CHECK(method != EvalMethod::uio && method != EvalMethod::truncate, "eval: ", eval_method_name(method),
               " has no RoPE scaling of its own");
-  TORCH_CHECK(config.rope_scaling.type == "none", "eval: the base model already scales RoPE ('",
-              config.rope_scaling.type, "'); the RoPE-scaling baselines assume a plain RoPE base model");
+  TORCH_CHECK(config.rope_scaling.type == model::RopeKind::none, "eval: the base model already scales RoPE ('",
+              model::rope_kind_name(config.rope_scaling.type), "'); the RoPE-scaling baselines assume a plain RoPE base model");
   const double factor = std::max(1.0, static_cast<double>(length) / static_cast<double>(config.max_position));
   model::RopeScaling s;
   if (factor > 1.0) {
-    s.type = eval_method_name(method);
+    s.type = model::parse_rope_kind(eval_method_name(method));
     s.factor = factor;
     s.original_max_position = config.max_position;
   }
@@ -81,25 +83,12 @@ std::pair<double, int64_t> Evaluator::score_tail(EvalMethod method, const torch:
     return tail_loss(base, hidden.narrow(1, first, scored), targets);
   }
 
-  // uio: compress the segments before the scored region, decode the segments that hold it.
+  // uio: read the prefix through memory, decoding only the segments that hold the scored region.
   TORCH_CHECK(compressor, "eval: method uio needs a memory compressor (--memory)");
-  const int64_t l = compressor->segment_len(), T = L / l;
-  const int64_t first_segment = first / l, last_segment = (L - 2) / l;  // where predictions are read
-  model::Memory memory;
-  for (int64_t c0 = 0; c0 < std::min(T, last_segment); c0 += chunk) {
-    const int64_t K = std::min(chunk, std::min(T, last_segment) - c0);
-    memory.append(compressor->compress(base, ids.narrow(0, c0 * l, K * l).view({K, l})));
-  }
+  const int64_t l = compressor->segment_len(), first_segment = first / l;
   std::vector<torch::Tensor> hidden;  // [1, n, C] pieces covering positions first_segment * l ..
-  for (int64_t s0 = first_segment; s0 <= last_segment && s0 < T; s0 += chunk) {
-    const int64_t K = std::min({chunk, last_segment - s0 + 1, T - s0});
-    std::vector<int64_t> index;
-    for (int64_t k = 0; k < K; ++k) index.push_back(s0 + k);
-    auto h = compressor->decode(base, ids.narrow(0, s0 * l, K * l).view({K, l}), index, memory);  // [K, l, C]
-    hidden.push_back(h.reshape({1, K * l, -1}));
-  }
-  if (last_segment == T && L % l > 0)  // the residual after the last full segment
-    hidden.push_back(compressor->decode(base, ids.narrow(0, T * l, L % l).unsqueeze(0), {T}, memory));
+  model::MemoryPass(base, compressor, chunk).read(
+      ids, [&](int64_t, const torch::Tensor& h) { hidden.push_back(h.reshape({1, -1, h.size(-1)})); }, first_segment);
   auto all = torch::cat(hidden, 1);  // positions first_segment * l .. L - 1
   return tail_loss(base, all.narrow(1, first - first_segment * l, scored), targets);
 }

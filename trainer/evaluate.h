@@ -12,6 +12,7 @@
 
 #include "model/llama.h"
 #include "model/memory.h"
+#include "model/memory_pass.h"
 #include "model/rope.h"
 
 namespace uio::trainer {
@@ -24,7 +25,7 @@ struct Evaluator {
   model::CausalLM base{nullptr};
   model::MemoryCompressor compressor{nullptr};  // needed by `uio` only
   int64_t truncate_window = 0;  // tokens `truncate` sees; 0: the base model's trained window
-  int64_t chunk = 8;            // segments per batched call when reading with memory
+  int64_t chunk = model::kDefaultChunk;  // segments per batched call when reading with memory
 
   // The window `truncate` sees, and the base model's trained window (RoPE scaling starts past it).
   int64_t window() const;

@@ -10,7 +10,7 @@
 
 #include "model/llama.h"
 #include "model/memory.h"
-#include "optim/estimator.h"
+#include "model/memory_pass.h"
 
 namespace uio::trainer {
 
@@ -18,16 +18,11 @@ namespace uio::trainer {
 struct SegmentScores {
   std::vector<double> loss;
   std::vector<int64_t> tokens;
-  void add(const optim::DocumentLoss& document);
+  void add(const model::DocumentLoss& document);
   // exp(mean loss) over positions >= from_segment; NaN when nothing was scored there.
   double perplexity(int64_t from_segment = 0) const;
   std::vector<double> perplexity_by_segment() const;
 };
-
-// The base model alone on each segment of `ids` [n] (n a multiple of segment_len), `chunk` segments
-// per batched call; targets as in training (model/loss.h).
-optim::DocumentLoss score_truncated(model::CausalLM& base, const torch::Tensor& ids, int64_t segment_len,
-                                    int64_t chunk);
 
 struct Perplexity {
   SegmentScores memory, truncated;

@@ -1,10 +1,9 @@
-// trainer/train.h — the training loop of the memory compressor (DESIGN.md §3): documents from a
+// trainer/train.h — the training loop of the memory compressor (docs/method.md §8-11): documents from a
 // source, gradients through memory from the chosen estimator, AdamW steps with warmup and a schedule,
 // held-out perplexity before, during and after, metrics to JSONL, a progress bar. The base model is
 // frozen; only the compressor's parameters (encoder LoRA, transfer LoRA, <mem>) change.
 #pragma once
 
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -19,7 +18,9 @@
 #include "optim/schedule.h"
 #include "trainer/checkpoint.h"
 #include "trainer/distributed.h"
+#include "trainer/metrics.h"
 #include "trainer/perplexity.h"
+#include "trainer/train_state.h"
 
 namespace uio::trainer {
 
@@ -31,6 +32,7 @@ struct TrainConfig {
   int64_t accumulation = 1;  // documents per optimiser step
   int64_t log_every = 10;    // plain progress lines (when not on a terminal) and metrics lines
   int64_t val_every = 0;     // held-out perplexity every N steps (0: only before and after training)
+  int64_t val_chunk = model::kDefaultChunk;  // segments per batched call when scoring held-out documents
   int64_t max_bad_steps = 5; // steps in a row with a non-finite loss or gradient before the run stops
   std::string out_dir;       // metrics.jsonl, checkpoints/, the trained compressor (compressor/); empty: nothing
   std::string config_text;   // the resolved options (INI), kept beside the outputs and in checkpoints
@@ -46,19 +48,6 @@ struct TrainResult {
   bool stopped = false;            // by SIGINT/SIGTERM, after a checkpoint
   std::string last_checkpoint;
   Perplexity before, after;
-};
-
-// One optimiser step as the loop saw it.
-struct StepResult {
-  int64_t step = 0;          // 1-based
-  double loss = 0;           // mean cross-entropy per prediction over the step's documents
-  double grad_norm = 0, lr = 0;
-  int64_t predictions = 0, input_tokens = 0;
-  bool finite = true;        // false: non-finite loss or gradient, the update was skipped
-  bool stop = false;         // some rank was asked to stop (SIGINT/SIGTERM) during this step
-  double seconds = 0;        // wall time of the step (synchronised with the device)
-  std::vector<double> segment_loss;  // summed per segment position
-  std::vector<int64_t> segment_tokens;
 };
 
 class Trainer {
@@ -91,11 +80,10 @@ class Trainer {
 
  private:
   Perplexity validate(std::ostream& log, int64_t step, const char* when);
-  void write_metrics(const StepResult& r, int64_t skipped, double elapsed);
   bool is_root() const { return !comm_ || comm_->is_root(); }
   int world_size() const { return comm_ ? comm_->world_size() : 1; }
-  nlohmann::json rank_state() const;           // this rank's generators and data position
-  void apply_rank_state(const nlohmann::json& state);
+  RankState rank_state() const;  // this rank's generators and data position
+  void apply_rank_state(const RankState& state, const std::string& where);
   void check_replicas_agree();                 // every rank holds the same weights
 
   TrainConfig config_;
@@ -107,7 +95,7 @@ class Trainer {
   optim::GradientEstimator estimator_;
   std::unique_ptr<optim::Optimizer> optimizer_;
   torch::Device device_;
-  std::unique_ptr<std::ofstream> metrics_;
+  std::unique_ptr<MetricsLog> metrics_;
   int64_t step_ = 0;  // optimiser steps taken (skipped ones included)
   int64_t skipped_ = 0, input_tokens_ = 0;
   Communicator* comm_ = nullptr;

@@ -1,17 +1,20 @@
-// model/gguf.h — the GGUF container (versions 2 and 3, little-endian): header, typed metadata,
+// data/format/gguf.h — the GGUF container (versions 2 and 3, little-endian): header, typed metadata,
 // tensor infos, data alignment, a read-only mmap of the file, and tensors dequantised to torch.
 // It knows nothing of models: model/gguf_names.h maps llama.cpp's names and keys to uio's.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <variant>
 #include <vector>
 
 #include <torch/types.h>
 
-namespace uio::model {
+namespace uio::format {
+
+class MappedFile;
 
 // GGUF metadata value types (gguf.h `enum gguf_type`).
 enum class GgufValueType : uint32_t {
@@ -94,6 +97,7 @@ class GgufFile {
   void parse();
 
   std::string path_;
+  std::shared_ptr<MappedFile> file_;
   const uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
   uint32_t version_ = 0;
@@ -108,4 +112,4 @@ class GgufFile {
 // A multi-line summary (version, metadata with long arrays shortened, tensor table) for `uio info`.
 std::string describe_gguf(const GgufFile& file);
 
-}  // namespace uio::model
+}  // namespace uio::format

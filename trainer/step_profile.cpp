@@ -1,5 +1,5 @@
-// tools/step_profile.cpp — one step under PyTorch's Kineto profiler, summarised (tools/step_profile.h).
-#include "tools/step_profile.h"
+// trainer/step_profile.cpp — one step under PyTorch's Kineto profiler, summarised (tools/step_profile.h).
+#include "trainer/step_profile.h"
 
 #include <algorithm>
 #include <chrono>
@@ -15,7 +15,7 @@
 
 #include "model/device_stats.h"
 
-namespace uio::cli {
+namespace uio::trainer {
 namespace {
 
 // libkineto's activity types (kineto/ActivityType.h) of the device activities counted here.
@@ -140,4 +140,4 @@ std::string format_profile(const StepProfile& p) {
   return o.str();
 }
 
-}  // namespace uio::cli
+}  // namespace uio::trainer

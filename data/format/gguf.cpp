@@ -1,14 +1,9 @@
-// model/gguf.cpp — parses a GGUF file from a read-only mmap. Layout (gguf.h in ggml): magic "GGUF",
+// data/format/gguf.cpp — parses a GGUF file from a read-only mmap. Layout (gguf.h in ggml): magic "GGUF",
 // uint32 version, uint64 tensor count, uint64 metadata count, the metadata (string key, uint32 type,
 // value), the tensor infos (string name, uint32 n_dims, uint64 dims[n_dims], uint32 type, uint64
 // offset), padding to `general.alignment` (default 32), then the tensor data. Version 1 used uint32
 // counts and is not read; version 2 and 3 differ only in v3 allowing big-endian files.
-#include "model/gguf.h"
-
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include "data/format/gguf.h"
 
 #include <cerrno>
 #include <cstdio>
@@ -20,9 +15,10 @@
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
-#include "model/dequant.h"
+#include "data/format/dequant.h"
+#include "data/format/mapped_file.h"
 
-namespace uio::model {
+namespace uio::format {
 namespace {
 
 constexpr uint32_t kMaxDims = 4;          // GGML_MAX_DIMS
@@ -200,36 +196,13 @@ std::string GgufTensorInfo::type_name() const { return ggml_type_name(type); }
 // File
 
 GgufFile::GgufFile(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(std::string("cannot open: ") + std::strerror(errno));
-  struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail("not a regular file (expected a .gguf file)");
-  }
-  size_ = static_cast<uint64_t>(st.st_size);
-  if (size_ > 0) {
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      const int err = errno;
-      ::close(fd);
-      fail(std::string("cannot mmap: ") + std::strerror(err));
-    }
-    base_ = static_cast<const uint8_t*>(p);
-  }
-  ::close(fd);  // the mapping stays valid
-  try {
-    parse();
-  } catch (...) {
-    if (base_) ::munmap(const_cast<uint8_t*>(base_), size_);
-    base_ = nullptr;
-    throw;
-  }
+  file_ = std::make_shared<MappedFile>(path, "a .gguf file");
+  base_ = file_->data();
+  size_ = file_->size();
+  parse();
 }
 
-GgufFile::~GgufFile() {
-  if (base_) ::munmap(const_cast<uint8_t*>(base_), size_);
-}
+GgufFile::~GgufFile() = default;
 
 void GgufFile::fail(const std::string& what) const { throw std::runtime_error(path_ + ": " + what); }
 
@@ -463,4 +436,4 @@ std::string describe_gguf(const GgufFile& file) {
   return os.str();
 }
 
-}  // namespace uio::model
+}  // namespace uio::format

@@ -1,9 +1,9 @@
-// tools/train_flops.cpp — FLOP accounting and model shapes for `uio bench train`.
-#include "tools/train_flops.h"
+// trainer/train_flops.cpp — FLOP accounting and model shapes for `uio bench train`.
+#include "trainer/train_flops.h"
 
 #include <stdexcept>
 
-namespace uio::cli {
+namespace uio::trainer {
 
 double train_step_flops(const model::ModelConfig& c, int64_t l, int64_t M, int64_t T) {
   const double C = static_cast<double>(c.hidden_size), I = static_cast<double>(c.intermediate_size);
@@ -49,4 +49,4 @@ model::ModelConfig named_shape(const std::string& name) {
   return c;
 }
 
-}  // namespace uio::cli
+}  // namespace uio::trainer

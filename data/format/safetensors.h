@@ -1,4 +1,4 @@
-// model/safetensors.h — the safetensors weight format: one file read by mmap (validated up front, tensors
+// data/format/safetensors.h — the safetensors weight format: one file read by mmap (validated up front, tensors
 // handed out without a second copy on the CPU), a writer in the layout Python's safetensors writes, and an
 // HF model directory (one file, or an index.json and shards). Name translation to uio's modules lives elsewhere.
 #pragma once
@@ -14,7 +14,9 @@
 
 #include <torch/types.h>
 
-namespace uio::model {
+namespace uio::format {
+
+class MappedFile;
 
 // Every problem with a safetensors file or directory: the message names the file, the tensor or key, what
 // was found and what was expected.
@@ -65,9 +67,8 @@ class SafetensorsFile {
   uint64_t data_offset() const { return data_offset_; }  // 8 + header length
 
  private:
-  struct Mapping;
   std::string path_;
-  std::shared_ptr<Mapping> mapping_;
+  std::shared_ptr<MappedFile> mapping_;
   uint64_t file_size_ = 0, data_offset_ = 0;
   std::vector<TensorInfo> tensors_;
   std::unordered_map<std::string, size_t> index_;
@@ -105,4 +106,4 @@ class SafetensorsDirectory {
   std::map<std::string, size_t> shard_of_;  // tensor name -> index into files_
 };
 
-}  // namespace uio::model
+}  // namespace uio::format

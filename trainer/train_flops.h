@@ -1,4 +1,4 @@
-// tools/train_flops.h — what `uio bench train` counts as the useful arithmetic of a training step
+// trainer/train_flops.h — what `uio bench train` counts as the useful arithmetic of a training step
 // through memory, for TFLOP/s and MFU, and the named model shapes it can run with random weights
 // (no weights of 7B/8B models are at hand; the speed does not depend on their values).
 //
@@ -10,7 +10,7 @@
 //                        2 x 2 (N + V C) l per segment, plus attention 3 x 4 H D l (P_t + l / 2)
 //   not counted          the encoder backward of the memories in the reservoir (S per loss at most),
 //                        LoRA matmuls, transfer head, norms, softmax: MFU is a lower bound
-// This is the "4N + causal attention" convention of ../shared/GPU-MACHINE.md's eager figures, with the
+// This is the "4N + causal attention" convention of the eager HF figures in docs/benchmarks.md, with the
 // encoder's forward added.
 #pragma once
 
@@ -20,7 +20,7 @@
 
 #include "model/config.h"
 
-namespace uio::cli {
+namespace uio::trainer {
 
 double train_step_flops(const model::ModelConfig& config, int64_t segment_len, int64_t memory_tokens, int64_t segments);
 
@@ -28,4 +28,4 @@ double train_step_flops(const model::ModelConfig& config, int64_t segment_len, i
 model::ModelConfig named_shape(const std::string& name);
 const std::vector<std::string>& shape_names();
 
-}  // namespace uio::cli
+}  // namespace uio::trainer

@@ -1,6 +1,9 @@
-// model/safetensors.cpp — safetensors header parsing and validation, mmap-backed tensors, the writer, and
+// data/format/safetensors.cpp — safetensors header parsing and validation, mmap-backed tensors, the writer, and
 // HF sharded directories. Format facts: https://github.com/huggingface/safetensors (README, "Format").
-#include "model/safetensors.h"
+#include "data/format/safetensors.h"
+
+#include "data/format/atomic_file.h"
+#include "data/format/mapped_file.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -18,7 +21,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
-namespace uio::model {
+namespace uio::format {
 namespace {
 
 using Json = nlohmann::json;
@@ -82,18 +85,7 @@ std::string safetensors_dtype_name(torch::ScalarType dtype) { return entry_of(dt
 
 // ---- the mapping ----
 
-struct SafetensorsFile::Mapping {
-  void* addr = nullptr;
-  size_t size = 0;
-  Mapping(void* a, size_t s) : addr(a), size(s) {}
-  Mapping(const Mapping&) = delete;
-  Mapping& operator=(const Mapping&) = delete;
-  ~Mapping() {
-    if (addr) ::munmap(addr, size);
-  }
-};
-
-const uint8_t* SafetensorsFile::mapping() const { return static_cast<const uint8_t*>(mapping_->addr); }
+const uint8_t* SafetensorsFile::mapping() const { return mapping_->data(); }
 
 namespace {
 
@@ -153,29 +145,15 @@ TensorInfo parse_entry(const std::string& path, const std::string& name, const J
 }  // namespace
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    fail(path, std::string("cannot stat: ") + std::strerror(err));
+  try {
+    mapping_ = std::make_shared<MappedFile>(path, "a .safetensors file");
+  } catch (const FormatError& e) {
+    throw SafetensorsError(e.what());
   }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(path, "is not a regular file");
-  }
-  file_size_ = static_cast<uint64_t>(st.st_size);
-  if (file_size_ < 8) {
-    ::close(fd);
+  file_size_ = mapping_->size();
+  if (file_size_ < 8)
     fail(path, "file is " + std::to_string(file_size_) +
                    " bytes, shorter than the 8-byte header length that starts a safetensors file");
-  }
-  void* addr = ::mmap(nullptr, file_size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int map_err = errno;
-  ::close(fd);  // the mapping stays valid without the descriptor
-  if (addr == MAP_FAILED) fail(path, std::string("cannot mmap: ") + std::strerror(map_err));
-  mapping_ = std::make_shared<Mapping>(addr, file_size_);
   const uint8_t* bytes = mapping();
 
   uint64_t header_len = 0;
@@ -292,19 +270,6 @@ torch::Tensor SafetensorsFile::tensor(const std::string& name, const std::vector
 
 namespace {
 
-void write_all(int fd, const std::string& path, const void* data, size_t size) {
-  const char* p = static_cast<const char*>(data);
-  while (size > 0) {
-    const ssize_t n = ::write(fd, p, std::min<size_t>(size, size_t{1} << 30));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      fail(path, std::string("write failed: ") + std::strerror(errno));
-    }
-    p += n;
-    size -= static_cast<size_t>(n);
-  }
-}
-
 std::string json_string(const std::string& path, const std::string& what, const std::string& s) {
   try {
     return Json(s).dump();
@@ -374,37 +339,14 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(static_cast<uint64_t>(header.size()) >> (8 * i));
 
   // Written beside the target and renamed over it, so a reader never sees half a file.
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail(path, "cannot create " + tmp + ": " + std::strerror(errno));
   try {
-    write_all(fd, path, len, sizeof len);
-    write_all(fd, path, header.data(), header.size());
-    for (const Item& item : items)
-      write_all(fd, path, item.data.data_ptr(), static_cast<size_t>(item.data.nbytes()));
-    if (sync && ::fsync(fd) != 0) fail(path, std::string("fsync failed: ") + std::strerror(errno));
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  if (::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    fail(path, std::string("close failed: ") + std::strerror(errno));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    fail(path, "cannot rename " + tmp + " into place: " + std::strerror(err));
-  }
-  if (sync) {
-    // The rename is durable only once the directory is synced.
-    const fs::path parent = fs::path(path).parent_path();
-    const int dfd = ::open(parent.empty() ? "." : parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      ::fsync(dfd);
-      ::close(dfd);
-    }
+    AtomicFile file(path);
+    file.write(len, sizeof len);
+    file.write(header);
+    for (const Item& item : items) file.write(item.data.data_ptr(), static_cast<size_t>(item.data.nbytes()));
+    file.commit(sync);
+  } catch (const FormatError& e) {
+    throw SafetensorsError(e.what());
   }
 }
 
@@ -491,4 +433,4 @@ std::vector<std::string> SafetensorsDirectory::names() const {
   return out;
 }
 
-}  // namespace uio::model
+}  // namespace uio::format

@@ -1,8 +1,8 @@
-// model/dequant.cpp — ggml block formats -> fp32. Each dequantiser follows ggml's reference
+// data/format/dequant.cpp — ggml block formats -> fp32. Each dequantiser follows ggml's reference
 // `dequantize_row_*` (ggml-quants.c) byte for byte; gguf-py's numpy versions compute the same fp32
 // products in the same order, so results match it bit for bit. Fused multiply-add would change the
 // rounding of `d * q + m`, so contraction is off in this file.
-#include "model/dequant.h"
+#include "data/format/dequant.h"
 
 #include <cmath>
 #include <cstring>
@@ -14,7 +14,7 @@
 #pragma GCC optimize("fp-contract=off")
 #endif
 
-namespace uio::model {
+namespace uio::format {
 namespace {
 
 constexpr int64_t kQK = 32;    // elements per legacy block (Q4_0 ... Q8_0)
@@ -279,4 +279,4 @@ void dequantize_blocks(uint32_t type_id, const uint8_t* src, float* dst, int64_t
                               " has no dequantiser in uio (supported: " + dequantizable_type_names() + ")");
 }
 
-}  // namespace uio::model
+}  // namespace uio::format

@@ -1,11 +1,11 @@
-// model/phase.h — a named range of a training step (encode, transfer, decode, backward, optimizer) for
+// data/phase.h — a named range of a training step (encode, transfer, decode, backward, optimizer) for
 // PyTorch's profiler: `uio bench train --profile` (tools/step_profile.h) sums the device time of the
 // kernels each range launched. When no profiler runs it costs one branch.
 #pragma once
 
 #include <ATen/record_function.h>
 
-namespace uio::model {
+namespace uio::data {
 
 class Phase {
  public:
@@ -20,4 +20,4 @@ class Phase {
   at::RecordFunction guard_;  // ends the range when destroyed
 };
 
-}  // namespace uio::model
+}  // namespace uio::data

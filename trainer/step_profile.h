@@ -1,4 +1,4 @@
-// tools/step_profile.h — where one training step's time goes: the step runs under PyTorch's profiler
+// trainer/step_profile.h — where one training step's time goes: the step runs under PyTorch's profiler
 // (Kineto; CUPTI on CUDA), and its device kernels are summed by kind (GEMM, attention, copies, other)
 // and by the phase of the step that launched them (model/phase.h ranges: encode, transfer, decode,
 // decoder / encoder backward, optimizer), beside the host time spent in each phase and the share of
@@ -11,7 +11,7 @@
 
 #include <torch/types.h>
 
-namespace uio::cli {
+namespace uio::trainer {
 
 struct StepProfile {
   double wall_ms = 0;                    // the step, synchronised at both ends
@@ -33,4 +33,4 @@ std::string kernel_kind(const std::string& name);
 // A readable table of the profile.
 std::string format_profile(const StepProfile& profile);
 
-}  // namespace uio::cli
+}  // namespace uio::trainer

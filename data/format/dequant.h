@@ -1,4 +1,4 @@
-// model/dequant.h — ggml's tensor element types (block sizes, byte sizes) and their dequantisation
+// data/format/dequant.h — ggml's tensor element types (block sizes, byte sizes) and their dequantisation
 // to fp32: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K. Pure loops over bytes; the GGUF
 // container (model/gguf.h) owns files, offsets and torch tensors.
 #pragma once
@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-namespace uio::model {
+namespace uio::format {
 
 // ggml type ids as they appear in a GGUF tensor info (ggml.h `enum ggml_type`).
 enum class GgmlType : uint32_t {
@@ -44,4 +44,4 @@ float bf16_to_fp32(uint16_t bits);
 // Throws std::invalid_argument for a type without a dequantiser.
 void dequantize_blocks(uint32_t type_id, const uint8_t* src, float* dst, int64_t num_blocks);
 
-}  // namespace uio::model
+}  // namespace uio::format

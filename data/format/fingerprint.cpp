@@ -1,5 +1,5 @@
-// model/fingerprint.cpp — checksums and fingerprints of weight files.
-#include "model/fingerprint.h"
+// data/format/fingerprint.cpp — checksums and fingerprints of weight files.
+#include "data/format/fingerprint.h"
 
 #include <algorithm>
 #include <cstring>
@@ -10,7 +10,7 @@
 #include <stdexcept>
 #include <vector>
 
-namespace uio::model {
+namespace uio::format {
 namespace fs = std::filesystem;
 namespace {
 
@@ -83,4 +83,4 @@ std::string weights_fingerprint(const std::string& path) {
   return s.str();
 }
 
-}  // namespace uio::model
+}  // namespace uio::format

@@ -1,0 +1,265 @@
+// trainer/eval_run.cpp — the evaluation loop over methods, lengths and prompts, and its reports.
+#include "trainer/eval_run.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <iomanip>
+#include <ostream>
+#include <sstream>
+
+#include "data/format/atomic_file.h"
+#include "data/helper_scripts.h"
+#include "data/passkey.h"
+#include "data/progress.h"
+#include "data/sampler.h"
+#include "data/token_store.h"
+#include "data/tokenizer.h"
+#include "model/device_stats.h"
+#include "model/memory_io.h"
+
+namespace uio::trainer {
+
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+
+// Runs one measurement; an out-of-memory error becomes the status "oom" instead of a number.
+template <typename Fn>
+std::string guarded(const torch::Device& device, Fn fn) {
+  try {
+    fn();
+    return "ok";
+  } catch (const c10::OutOfMemoryError&) {
+    model::release_cached_memory(device);
+    return "oom";
+  }
+}
+
+std::string fixed(double v, int digits) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(digits) << v;
+  return s.str();
+}
+
+// Held-out documents as long as the longest context, the same ones for every method and length.
+std::vector<torch::Tensor> heldout_documents(const EvalConfig& c, int64_t length) {
+  if (c.data.empty()) throw std::invalid_argument("eval: perplexity and needle evaluation need --data (a token store)");
+  data::TokenStore store(c.data);
+  data::SamplerOptions so;
+  so.seq_len = length;
+  so.mode = data::parse_sampler_mode(c.sampler);
+  so.split = data::Split::heldout;
+  so.seed = static_cast<uint64_t>(c.seed);
+  data::Sampler sampler(store, so);
+  const int64_t count = std::min(c.documents, sampler.sequences_per_epoch());
+  std::vector<torch::Tensor> documents;
+  for (int64_t i = 0; i < count; ++i) documents.push_back(sampler.next().tokens);
+  return documents;
+}
+
+void check(const EvalConfig& c) {
+  if (c.score_tokens < 1) throw std::invalid_argument("eval: score_tokens must be >= 1");
+  if (c.chunk < 1) throw std::invalid_argument("eval: chunk must be >= 1");
+  if (c.documents < 1) throw std::invalid_argument("eval: documents must be >= 1");
+  if (c.passkey_trials < 1) throw std::invalid_argument("eval: passkey_trials must be >= 1");
+  if (c.digits < 1 || c.digits > 18) throw std::invalid_argument("eval: digits must lie in [1, 18]");
+  for (auto L : c.lengths)
+    if (L <= c.score_tokens)
+      throw std::invalid_argument("eval: lengths: " + std::to_string(L) + " must exceed score_tokens (" +
+                                  std::to_string(c.score_tokens) + ")");
+}
+
+}  // namespace
+
+bool answer_matches(const std::string& text, const std::string& expected) {
+  const auto begin = text.find_first_of("0123456789");
+  if (begin == std::string::npos) return false;
+  const auto end = text.find_first_not_of("0123456789", begin);
+  return text.substr(begin, end == std::string::npos ? std::string::npos : end - begin) == expected;
+}
+
+Json run_eval(const EvalConfig& c, std::ostream& progress) {
+  check(c);
+  auto loaded = model::load_model(c.model, c.load);
+  Evaluator ev;
+  ev.base = loaded.model;
+  ev.truncate_window = c.truncate_window;
+  ev.chunk = c.chunk;
+  if (std::find(c.methods.begin(), c.methods.end(), EvalMethod::uio) != c.methods.end()) {
+    if (c.memory.empty())
+      throw std::invalid_argument("eval: method uio needs --memory (a checkpoint, export or compressor directory)");
+    auto memory = model::load_memory(c.memory, loaded.config, model::identify(c.model, loaded.config), c.load.device);
+    memory.compressor->to(c.load.dtype);
+    memory.compressor->eval();
+    ev.compressor = memory.compressor;
+  }
+  std::unique_ptr<data::Tokenizer> tokenizer;  // for the prompts of the retrieval tests only
+  if (!c.passkey_lengths.empty() || !c.needle_lengths.empty()) tokenizer = data::load_tokenizer(c.model);
+
+  std::vector<torch::Tensor> documents;
+  std::vector<int64_t> haystack;
+  if (!c.lengths.empty() || !c.needle_lengths.empty()) {
+    int64_t longest = 1;
+    for (auto L : c.lengths) longest = std::max(longest, L);
+    for (auto L : c.needle_lengths) longest = std::max(longest, L);
+    documents = heldout_documents(c, longest);
+    if (!c.needle_lengths.empty()) {
+      auto t = documents.front();
+      haystack.assign(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+    }
+  }
+
+  const int64_t runs = static_cast<int64_t>(c.lengths.size() * documents.size()) +
+                       static_cast<int64_t>(c.passkey_lengths.size() * c.passkey_depths.size()) * c.passkey_trials +
+                       static_cast<int64_t>(c.needle_lengths.size() * c.needle_depths.size());
+  data::ProgressBar bar(progress, "eval", static_cast<int64_t>(c.methods.size()) * runs, "runs",
+                        data::ProgressBar::is_terminal(progress));
+  int64_t done = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto device = c.load.device;
+
+  Json results = {{"settings", c.settings_ini},
+                  {"model", c.model},
+                  {"memory", c.memory},
+                  {"device", device.str()},
+                  {"dtype", c.dtype_name},
+                  {"trained_window", ev.trained_window()},
+                  {"truncate_window", ev.window()},
+                  {"documents", documents.size()},
+                  {"perplexity", Json::array()},
+                  {"passkey", Json::array()},
+                  {"needle", Json::array()}};
+  if (ev.compressor) {
+    results["segment_len"] = ev.compressor->segment_len();
+    results["num_memory_tokens"] = ev.compressor->num_memory_tokens();
+  }
+  // A greedy answer's first number against the expected digits.
+  auto answers = [&](EvalMethod method, const std::vector<int64_t>& prompt, const std::string& expected) {
+    const auto out = ev.greedy(method, prompt, c.digits + 4);
+    return answer_matches(tokenizer->decode(std::vector<int32_t>(out.begin(), out.end()), true), expected);
+  };
+  for (auto method : c.methods) {
+    const std::string name = eval_method_name(method);
+    for (auto L : c.lengths) {
+      double loss = 0;
+      int64_t tokens = 0;
+      std::string status = "ok";
+      for (const auto& doc : documents) {
+        if (status == "ok")  // a method out of memory at this length stays so for the other documents
+          status = guarded(device, [&] {
+            auto [sum, n] = ev.score_tail(method, doc.narrow(0, 0, L), c.score_tokens);
+            loss += sum, tokens += n;
+          });
+        bar.update(++done, name + " " + std::to_string(L));
+      }
+      Json row = {{"method", name}, {"length", L}, {"status", status}, {"documents", documents.size()},
+                  {"scored_tokens", tokens}};
+      if (status == "ok") row["ppl"] = std::exp(loss / static_cast<double>(tokens)), row["mean_loss"] = loss / tokens;
+      results["perplexity"].push_back(row);
+    }
+    for (auto L : c.passkey_lengths)
+      for (double depth : c.passkey_depths) {
+        int64_t correct = 0;
+        std::string status = "ok";
+        for (int64_t trial = 0; trial < c.passkey_trials; ++trial) {
+          const auto prompt = data::make_passkey_prompt(*tokenizer, L, depth, static_cast<int>(c.digits),
+                                                        static_cast<uint64_t>(c.seed * 1000003 + trial * 7919 + L));
+          if (status == "ok") status = guarded(device, [&] { correct += answers(method, prompt.ids, prompt.answer); });
+          bar.update(++done, name + " passkey " + std::to_string(L));
+        }
+        Json row = {{"method", name}, {"length", L}, {"depth", depth}, {"trials", c.passkey_trials}, {"status", status}};
+        if (status == "ok") row["correct"] = correct, row["accuracy"] = static_cast<double>(correct) / c.passkey_trials;
+        results["passkey"].push_back(row);
+      }
+    for (auto L : c.needle_lengths)
+      for (double depth : c.needle_depths) {
+        const auto prompt = data::make_needle_prompt(*tokenizer, haystack, L, depth, static_cast<int>(c.digits),
+                                                     static_cast<uint64_t>(c.seed * 1000003 + L + 17));
+        bool hit = false;
+        const auto status = guarded(device, [&] { hit = answers(method, prompt.ids, prompt.answer); });
+        Json row = {{"method", name}, {"length", L}, {"depth", depth}, {"status", status}};
+        if (status == "ok") row["accuracy"] = hit ? 1.0 : 0.0;
+        results["needle"].push_back(row);
+        bar.update(++done, name + " needle " + std::to_string(L));
+      }
+  }
+  bar.finish();
+  const std::time_t now = std::time(nullptr);
+  char date[32];
+  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M", std::localtime(&now));
+  results["date"] = date;
+  results["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return results;
+}
+
+std::string eval_markdown(const Json& r) {
+  std::ostringstream md;
+  auto table = [&](const char* title, const Json& rows, const char* value_key, bool percent) {
+    if (rows.empty()) return;
+    std::vector<int64_t> lengths;
+    std::vector<std::string> methods;
+    for (const auto& row : rows) {
+      if (std::find(lengths.begin(), lengths.end(), row["length"].get<int64_t>()) == lengths.end())
+        lengths.push_back(row["length"]);
+      if (std::find(methods.begin(), methods.end(), row["method"].get<std::string>()) == methods.end())
+        methods.push_back(row["method"]);
+    }
+    md << "### " << title << "\n\n| method |";
+    for (auto L : lengths) md << " " << L << " |";
+    md << "\n|---|";
+    for (size_t i = 0; i < lengths.size(); ++i) md << "---|";
+    md << "\n";
+    for (const auto& m : methods) {
+      md << "| " << m << " |";
+      for (auto L : lengths) {
+        std::string cell;
+        double sum = 0;
+        int n = 0;
+        for (const auto& row : rows)
+          if (row["method"] == m && row["length"] == L) {
+            if (row["status"] != "ok") cell = row["status"] == "oom" ? "OOM" : row["status"].get<std::string>();
+            else sum += row[value_key].get<double>(), ++n;
+          }
+        if (cell.empty() && n) cell = percent ? fixed(100.0 * sum / n, 0) + "%" : fixed(sum / n, 3);
+        md << " " << cell << " |";
+      }
+      md << "\n";
+    }
+    md << "\n";
+  };
+  table("Perplexity of the last tokens by context length", r["perplexity"], "ppl", false);
+  table("Passkey retrieval (accuracy over depths and trials)", r["passkey"], "accuracy", true);
+  table("Needle in a haystack (accuracy over depths)", r["needle"], "accuracy", true);
+  return md.str();
+}
+
+void write_eval_report(const Json& results, const std::string& out_dir, bool plot, const std::string& python,
+                       std::ostream& log) {
+  fs::create_directories(out_dir);
+  const auto json_path = (fs::path(out_dir) / "results.json").string();
+  format::write_file_atomic(json_path, results.dump(2) + "\n");
+  const auto md = eval_markdown(results);
+  format::write_file_atomic((fs::path(out_dir) / "results.md").string(), md);
+  log << md << "results: " << json_path << ", results.md\n";
+  if (!plot) return;
+  std::string command;
+  try {
+    command = data::shell_quote(data::python_interpreter(python)) + " " +
+              data::shell_quote(data::helper_script("plot-eval.py")) + " " + data::shell_quote(json_path) + " " +
+              data::shell_quote(out_dir) + " 2>&1";
+  } catch (const std::exception& e) {
+    log << "eval: warning: the plots were not drawn (" << e.what() << ")\n";
+    return;
+  }
+  if (std::system(command.c_str()) != 0)
+    log << "eval: warning: the plots were not drawn (" << command << " failed; it needs matplotlib)\n";
+  else
+    log << "plots: " << out_dir << "/ppl.png" << (results["needle"].empty() ? "" : ", needle-*.png") << "\n";
+}
+
+}  // namespace uio::trainer

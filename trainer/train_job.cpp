@@ -1,0 +1,134 @@
+// trainer/train_job.cpp — assembling and running a training job.
+#include "trainer/train_job.h"
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "data/sampler.h"
+#include "data/token_store.h"
+#include "model/device_stats.h"
+#include "model/memory_io.h"
+#include "optim/estimator.h"
+#include "trainer/checkpoint.h"
+#include "trainer/distributed.h"
+#include "trainer/stop_signal.h"
+
+namespace uio::trainer {
+
+const std::vector<std::string>& resume_must_match() {
+  static const std::vector<std::string> keys = {
+      "segment_len", "num_memory_tokens", "compression_ratio", "encoder_lora_rank", "encoder_lora_alpha",
+      "encoder_lora_targets", "transfer_lora_rank", "transfer_lora_alpha", "transfer_lora_targets", "memory_rope",
+      "memory_rope_factor", "sink_tokens", "estimator", "window", "seq_len", "sampler"};
+  return keys;
+}
+
+std::optional<std::string> resume_checkpoint(const std::string& resume, const std::string& out_dir,
+                                             const std::string& config_text, std::ostream& log) {
+  if (resume.empty()) return std::nullopt;
+  std::optional<std::string> dir;
+  if (resume == "auto") {
+    if (out_dir.empty()) throw std::invalid_argument("--resume auto needs out_dir (where the run's checkpoints/ are)");
+    CheckpointStore store((std::filesystem::path(out_dir) / "checkpoints").string(), {});
+    dir = store.find_latest(log);
+    if (!dir) {
+      log << "resume: no complete checkpoint in " << store.root() << "; starting fresh\n";
+      return std::nullopt;
+    }
+  } else {
+    dir = resume;
+  }
+  verify_checkpoint(*dir);
+  const auto saved_path = (std::filesystem::path(*dir) / "config.ini").string();
+  std::ifstream saved(saved_path);
+  if (!saved) throw CheckpointError(saved_path + ": cannot open; the checkpoint has no config");
+  const std::string saved_text((std::istreambuf_iterator<char>(saved)), {});
+  std::vector<std::string> changed;
+  const auto mismatched = compare_configs(saved_text, config_text, resume_must_match(), &changed);
+  if (!mismatched.empty()) {
+    std::string list;
+    for (const auto& m : mismatched) list += "\n  " + m;
+    throw std::invalid_argument(*dir + ": the checkpoint was written by a run with other model or data settings "
+                                "(saved -> now):" + list + "\nuse the same values to resume, or start a new run in "
+                                "another out_dir");
+  }
+  for (const auto& line : changed) log << "resume: changed " << line << "\n";
+  return dir;
+}
+
+void check_train_job(const TrainJob& job) {
+  const int64_t l = job.memory.segment_len;
+  if (l < 1) throw std::invalid_argument("segment_len must be >= 1, got " + std::to_string(l));
+  if (job.seq_len < l || job.seq_len % l != 0)
+    throw std::invalid_argument("seq_len " + std::to_string(job.seq_len) + " must be a positive multiple of segment_len " +
+                                std::to_string(l));
+  if (job.val_documents < 0) throw std::invalid_argument("val_documents must be >= 0");
+  if (job.dist_timeout_s <= 0) throw std::invalid_argument("dist_timeout_s must be > 0");
+  if (job.train.val_chunk < 1) throw std::invalid_argument("val_chunk must be >= 1");
+}
+
+TrainResult run_train_job(TrainJob job, std::ostream& out_all) {
+  check_train_job(job);
+  auto& c = job.train;
+  // Data parallel: this process's rank from torchrun's or Slurm's environment (a world of one without).
+  const auto process = process_info_from_env(job.master_addr, job.master_port);
+  std::ostream silent(nullptr);
+  std::ostream& out = process.rank == 0 ? out_all : silent;  // rank 0 speaks for the job
+  const auto checkpoint = resume_checkpoint(job.resume, c.out_dir, c.config_text, out);
+  if (job.load.device.is_cuda() && process.world_size > 1)  // one process per GPU, bound to its local device
+    job.load.device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(process.local_rank));
+  model::bind_device(job.load.device);
+  Communicator comm(process, job.load.device,
+                    std::chrono::milliseconds(static_cast<int64_t>(job.dist_timeout_s * 1000)));
+  auto loaded = model::load_model(job.model, job.load);
+  auto store = std::make_shared<const data::TokenStore>(job.data);
+  if (store->meta().vocab_size > loaded.config.vocab_size)
+    throw std::invalid_argument(job.data + ": the token store's vocabulary (" + std::to_string(store->meta().vocab_size) +
+                                " ids) is larger than the model's (" + std::to_string(loaded.config.vocab_size) +
+                                "); prepare the store with this model's tokenizer (uio prepare --tokenizer " +
+                                job.model + ")");
+  data::SamplerOptions so;
+  so.seq_len = job.seq_len, so.mode = data::parse_sampler_mode(job.sampler), so.seed = c.seed;
+  so.rank = process.rank, so.world_size = process.world_size;  // each rank its own share of the documents
+  data::SamplerSource documents(store, so);
+  std::vector<torch::Tensor> validation;
+  if (job.val_documents > 0) {
+    auto vo = so;
+    vo.rank = 0, vo.world_size = 1;  // every rank knows every held-out document (the trainer shares them out)
+    vo.split = data::Split::heldout;
+    data::Sampler heldout(*store, vo);
+    const int64_t count = std::min(job.val_documents, heldout.sequences_per_epoch());
+    for (int64_t i = 0; i < count; ++i) validation.push_back(heldout.next().tokens);
+  }
+
+  torch::manual_seed(c.seed);
+  model::MemoryCompressor compressor(loaded.config, job.memory, model::eos_memory_init(loaded.model));
+  const int64_t l = job.memory.segment_len;
+  out << "train: " << loaded.config.architecture << " from " << job.model << " (" << job.dtype_name << " on "
+      << job.load.device << "), l = " << l << ", M = " << job.memory.num_memory_tokens << ", " << job.seq_len / l
+      << " segments per document, estimator " << optim::estimator_kind_name(c.estimator.kind)
+      << " (S = " << c.estimator.window << ", chunk " << c.estimator.chunk << "), " << c.steps << " steps x "
+      << c.accumulation << " documents"
+      << (process.world_size > 1 ? " x " + std::to_string(process.world_size) + " ranks (" + process.launcher + ")" : "")
+      << "\n";
+  Trainer trainer(c, loaded.model, compressor, model::identify(job.model, loaded.config), documents, validation, &comm);
+  if (checkpoint) {
+    trainer.restore(*checkpoint, out);
+    out << "resume: from " << *checkpoint << " (step " << trainer.steps_done() << " of " << c.steps << ")\n";
+  }
+  install_stop_handlers();
+  auto result = trainer.run(out_all);
+  if (result.stopped) return result;
+  out << "train: " << result.steps << " steps (" << result.skipped << " skipped), last loss " << result.last_loss << "\n";
+  if (!validation.empty()) {
+    out << "held-out perplexity after the first segment (context longer than one segment):\n"
+        << "  base model truncated to one segment  " << result.after.truncated.perplexity(1) << "\n"
+        << "  with memory, before training         " << result.before.memory.perplexity(1) << "\n"
+        << "  with memory, after training          " << result.after.memory.perplexity(1) << "\n";
+  }
+  return result;
+}
+
+}  // namespace uio::trainer

@@ -1,0 +1,53 @@
+// trainer/train_job.h — a whole `uio train` job as one library call: join the data-parallel job (if any),
+// load the frozen base model and the token store, draw held-out documents, build a new compressor, resume
+// from a checkpoint when asked (after checking that the checkpoint's settings match), install the stop
+// handlers, train, and report. The CLI (tools/train.cpp) only parses options into a TrainJob.
+#pragma once
+
+#include <cstdint>
+#include <iosfwd>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model/memory.h"
+#include "model/weights.h"
+#include "trainer/train.h"
+
+namespace uio::trainer {
+
+struct TrainJob {
+  std::string model;          // base model (HF directory or .gguf), frozen
+  model::LoadOptions load;    // dtype and device (with several ranks on CUDA: this rank's GPU is chosen here)
+  std::string dtype_name = "float32";
+  model::MemoryOptions memory;
+  std::string data;           // token store (uio prepare)
+  std::string sampler = "long_only";
+  int64_t seq_len = 4096;     // tokens per training document, a multiple of segment_len
+  int64_t val_documents = 4;  // held-out documents scored before, during and after
+  std::string resume;         // "", "auto" or a checkpoint directory
+  std::string master_addr;    // data parallel rendezvous (empty: MASTER_ADDR)
+  int64_t master_port = 0;    // (0: MASTER_PORT, else 29500)
+  double dist_timeout_s = 600;
+  TrainConfig train;          // loop, estimator, optimiser, schedule, checkpoints; config_text = the resolved INI
+};
+
+// Settings that shape the model or the data, as INI keys: a checkpoint continues only a run that agrees
+// on all of them (the base model itself is checked by its fingerprint when the checkpoint is restored).
+const std::vector<std::string>& resume_must_match();
+
+// The checkpoint to continue from: `resume` "auto" (the newest complete checkpoint in
+// <out_dir>/checkpoints; none: start fresh, said on `log`) or a checkpoint directory, verified, and its
+// config.ini compared with `config_text` (must-match keys differing: an error listing them; others
+// changed: listed on `log`). std::nullopt when `resume` is empty or auto found nothing.
+std::optional<std::string> resume_checkpoint(const std::string& resume, const std::string& out_dir,
+                                             const std::string& config_text, std::ostream& log);
+
+// Checks every setting before any work starts (throws std::invalid_argument naming the key).
+void check_train_job(const TrainJob& job);
+
+// Runs the job; rank 0 reports on `out`. Returns the trainer's result (stopped: by a signal, after a
+// checkpoint).
+TrainResult run_train_job(TrainJob job, std::ostream& out);
+
+}  // namespace uio::trainer
