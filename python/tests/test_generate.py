@@ -58,6 +58,7 @@ def test_sampling_follows_its_seed_and_cuts(tmp_path, gen):
     stop = int(greedy[4])
     first = greedy.tolist().index(stop)
     assert uio.generate(prompt, 12, eos_token_id=stop).tolist() == greedy[:first + 1].tolist()
+    assert uio.generate(prompt, 12, eos_token_id=[-5, stop]).tolist() == greedy[:first + 1].tolist()
 
 
 def test_sample_token_cuts_to_top_k_and_top_p():

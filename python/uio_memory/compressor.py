@@ -71,7 +71,7 @@ class Compressor:
         positions = self._positions.to(tokens.device).expand(S, l + M)
         hidden = [None] * len(body.layers)
         handles = [layer.input_layernorm.register_forward_hook(
-            lambda mod, args, out, i=i: hidden.__setitem__(i, out[:, l:]))
+            lambda mod, args, out, i=i: hidden.__setitem__(i, out[:, l:].clone()))  # not a view: frees [S, l, C]
             for i, layer in enumerate(body.layers)]
         try:
             with self.encoder.applied(self.base):

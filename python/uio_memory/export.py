@@ -148,7 +148,10 @@ def read_adapter(directory: pathlib.Path, spec: LoraSpec, spec_key: str, config_
     config_file = directory / "adapter_config.json"
     if not config_file.is_file():
         raise ExportError(f"{config_file}: no such file; expected the PEFT LoRA adapter that `uio export` writes")
-    raw = json.loads(config_file.read_text())
+    try:
+        raw = json.loads(config_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ExportError(f"{config_file}: not valid JSON ({e})") from None
     if raw.get("peft_type") != "LORA":
         raise ExportError(f"{config_file}: key 'peft_type' is {raw.get('peft_type')!r}, expected 'LORA'")
     peft = LoraConfig.from_pretrained(str(directory))

@@ -26,6 +26,8 @@ class UioMemoryModel(torch.nn.Module):
 
     def __init__(self, base, config: UioConfig, encoder, transfer, memory_embedding: torch.Tensor, chunk: int = 8):
         super().__init__()
+        if chunk < 1:
+            raise ValueError(f"uio_memory: chunk must be >= 1, got {chunk}")
         self.base, self.config, self.chunk = base, config, chunk
         self.encoder, self.transfer = encoder, transfer
         self.register_buffer("memory_embedding", memory_embedding)
@@ -39,20 +41,21 @@ class UioMemoryModel(torch.nn.Module):
         errors (ExportError) name the file and the key. `chunk`: segments compressed per batched pass."""
         export_dir = pathlib.Path(export_dir)
         if not hasattr(base_model, "model") or not hasattr(base_model.model, "layers"):
-            raise ExportError(f"{export_dir}: the base model ({type(base_model).__name__}) is not a Llama-family "
+            raise ExportError(f"uio_memory: the base model ({type(base_model).__name__}) is not a Llama-family "
                               f"causal LM with model.layers; pass e.g. a LlamaForCausalLM, not a wrapper around one")
-        attention = getattr(base_model.config, "_attn_implementation", "sdpa")
+        attention = getattr(base_model.config, "_attn_implementation", None) or "eager"
         if attention not in _MASKED_ATTENTION:
-            raise ExportError(f"{export_dir}: the base model uses attn_implementation='{attention}', which cannot take "
+            raise ExportError(f"uio_memory: the base model uses attn_implementation='{attention}', which cannot take "
                               f"the memory's 4-D attention masks; load it with attn_implementation='sdpa' or 'eager'")
         config = UioConfig.read(export_dir / CONFIG)
         config.check_base(base_model.config)
-        encoder = read_adapter(export_dir / ENCODER_ADAPTER, config.encoder_lora, "encoder_lora", config.path, base_model)
+        encoder = read_adapter(export_dir / ENCODER_ADAPTER, config.encoder_lora, "encoder_lora", config.path,
+                               base_model)
         transfer = read_adapter(export_dir / TRANSFER_ADAPTER, config.transfer_lora, "transfer_lora", config.path,
                                 base_model)
         embedding = read_memory_embedding(export_dir / MEMORY_EMBEDDING, base_model.config.hidden_size)
-        device = base_model.get_input_embeddings().weight.device
-        return cls(base_model, config, encoder, transfer, embedding, chunk).to(device).eval()
+        device = base_model.get_input_embeddings().weight.device  # the export's tensors go where the model is
+        return cls(base_model, config, encoder.to(device), transfer.to(device), embedding.to(device), chunk).eval()
 
     # The passes: built per call, so they always see the base model where it is now.
     def _compressor(self) -> Compressor:
@@ -111,12 +114,14 @@ class UioMemoryModel(torch.nn.Module):
 
     @torch.no_grad()
     def generate(self, prompt_ids, max_new_tokens: int, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                 eos_token_id: int | None = None, seed: int | None = None) -> torch.Tensor:
+                 eos_token_id=None, seed: int | None = None) -> torch.Tensor:
         """New token ids [k] (the prompt excluded) after reading `prompt_ids` segment by segment; generated
         tokens fill the current segment, which is compressed when it reaches l, as `uio generate --memory`
-        does. Stops after max_new_tokens or after emitting eos_token_id. Greedy at temperature 0; else a seed
-        gives uio's own draws (a private CPU generator), None uses torch's global generator."""
+        does. Stops after max_new_tokens or after emitting eos_token_id (an id, a list of ids as HF configs
+        give, or None: never). Greedy at temperature 0; else a seed gives uio's own draws (a private CPU
+        generator), None uses torch's global generator."""
         ids = self._ids(prompt_ids)
+        stop = set() if eos_token_id is None else {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         reader = self.reader()
         logits = reader.read(ids.tolist())  # [V]
@@ -124,7 +129,7 @@ class UioMemoryModel(torch.nn.Module):
         for step in range(max_new_tokens):
             token = sample_token(logits, temperature, top_k, top_p, generator)
             out.append(token)
-            if token == eos_token_id or step + 1 == max_new_tokens:
+            if token in stop or step + 1 == max_new_tokens:
                 break
             logits = reader.read([token])
         return torch.tensor(out, dtype=torch.long)
