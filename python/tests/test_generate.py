@@ -1,6 +1,7 @@
 """Reading and generating with memory: a prompt read segment by segment and tokens generated across
 segment boundaries (each full segment re-compressed) give the teacher-forced logits and their argmax
-path; reading in pieces equals reading at once; sampling follows its seed, top-k, top-p and EOS."""
+path; reading in pieces equals reading at once; sampling follows its seed, top-k, top-p and EOS; the
+decoder's mask is the one written out by hand."""
 import pytest
 import torch
 
@@ -68,3 +69,12 @@ def test_sample_token_cuts_to_top_k_and_top_p():
     # Probabilities at temperature 1: ~0.43, 0.39, 0.16, ...: top_p 0.5 keeps the first two.
     assert {sample_token(logits, 1.0, top_p=0.5, generator=g) for _ in range(200)} == {1, 2}
     assert sample_token(logits) == 1
+
+
+def test_decoder_mask_sees_all_memory_and_its_own_tokens_within_the_window():
+    from uio_memory.decoder import decoder_allowed
+    # 2 new tokens after 3 cached ones, 4 memory entries, window 3: the token at position 3 sees the memory
+    # and positions 1..3, the one at 4 sees the memory and 2..4 (written out by hand).
+    want = [[1, 1, 1, 1, 0, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0, 1, 1, 1]]
+    assert decoder_allowed(4, 3, 2, sliding_window=3).int().tolist() == want
+    assert decoder_allowed(2, 0, 3).int().tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
