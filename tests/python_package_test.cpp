@@ -66,6 +66,15 @@ void save_hf_directory(const fs::path& dir, const model::ModelConfig& c, model::
   model::write_safetensors((dir / "model.safetensors").string(), tensors, {{"format", "pt"}});
 }
 
+// One intra-op thread while a test runs: the shapes are small and decoding goes one token at a time, and
+// two threads spin against each other when ctest runs tests side by side on 2 cores (measured: the whole
+// suite 37 s with two threads, 24 s with one, on a busy 2-core machine).
+struct OneThread {
+  int saved = torch::get_num_threads();
+  OneThread() { torch::set_num_threads(1); }
+  ~OneThread() { torch::set_num_threads(saved); }
+};
+
 struct Case {
   std::string name;
   model::MemoryOptions options;
@@ -176,6 +185,7 @@ model::MemoryOptions memory_options(int64_t l, int64_t M, const std::string& rop
 // window, so dynamic NTK and YaRN scale; memory_rope none stays inside it (4 segments + 7, and a shorter
 // generation). Generation starts 9 tokens into segment 2 and re-compresses at 48, 64 (and 80).
 TEST(PythonPackage, TinyLlamaQwen2AndMistralGiveUiosLogitsAndGenerationForEveryMemoryRope) {
+  OneThread one_thread;
   const auto dir = uio::test::scratch_dir();
   torch::manual_seed(uio::test::test_seed());
   struct Base {
@@ -222,6 +232,7 @@ TEST(PythonPackage, TinyLlamaQwen2AndMistralGiveUiosLogitsAndGenerationForEveryM
 TEST(PythonPackage, SmolLM2FromItsGgufGivesUiosLogitsAndGeneration) {
   const std::string gguf = std::string(UIO_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
   if (!fs::exists(gguf)) GTEST_SKIP() << "no " << gguf << " (run scripts/get-model.sh)";
+  OneThread one_thread;
   const auto dir = uio::test::scratch_dir();
   torch::manual_seed(uio::test::test_seed());
   auto loaded = model::load_model(gguf);
