@@ -36,4 +36,13 @@ if ! .venv/bin/python -c 'import torch, transformers, safetensors, gguf, peft, n
   PIP_CONSTRAINT="$root/.venv/uio-constraints.txt" $pip install -q --disable-pip-version-check torch==2.13.0
   PIP_CONSTRAINT="$root/.venv/uio-constraints.txt" $pip install -q --disable-pip-version-check $want
 fi
+# The Python package for users of HF transformers (python/, distribution uio-memory) and pytest for its
+# tests: reinstalled when its sources change (a stamp of them beside the venv) or it does not import.
+stamp=$(cat python/pyproject.toml python/uio_memory/*.py | sha256sum | cut -d' ' -f1)
+if [ "$(cat .venv/uio-memory.stamp 2>/dev/null)" != "$stamp" ] || ! .venv/bin/python -c 'import uio_memory, pytest' 2>/dev/null; then
+  echo "setup: installing python/ (uio-memory) and pytest into .venv"
+  rm -rf python/build  # a stale build/lib would ship modules since removed from python/
+  PIP_CONSTRAINT="$root/.venv/uio-constraints.txt" $pip install -q --disable-pip-version-check pytest ./python
+  echo "$stamp" > .venv/uio-memory.stamp
+fi
 echo "setup: done ($(.venv/bin/python -c 'import torch;print("torch", torch.__version__)'))"
