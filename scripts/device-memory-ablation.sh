@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Run ON THE GPU MACHINE (docs/gpu.md; model and store in place: scripts/device-join-model.sh,
+# scripts/device-unpack-store.sh): the memory ablation at equal token budget. Each row trains
+# configs/smollm2-135m-32k.ini with the row's overrides for STEPS steps of 32K-token documents, exports
+# the compressor, and evaluates it with `uio eval`: perplexity of the last 1,024 tokens at 8K and 32K,
+# passkey retrieval at 8K and 32K (5 depths x TRIALS keys), and the needle grid at 8K (depth 1 puts the
+# needle in the question's own segment). ROWS picks rows by name; the truncate baseline (the model's
+# own 8K window) is evaluated once. Everything lands in $OUT/ablation.tgz (logs, metrics, results).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+uio=${BUILD_DIR:-$root/build-gpu}/uio
+out=${OUT:-/tmp}
+model=models/SmolLM2-135M-Instruct.Q4_1.gguf
+steps=${STEPS:-150}
+work=$(mktemp -d)
+echo "${COMMIT:-unknown}" > "$work/commit.txt"
+declare -A rows=(
+  [baseline]=""
+  [sink]="--sink_tokens 4"
+  [ratio8]="--compression_ratio 8"
+  [seg4096]="--segment_len 4096 --chunk 8"
+  [retrieval]="--retrieval_share 0.3"
+  [sink-retrieval]="--sink_tokens 4 --retrieval_share 0.3"
+  [sink-retrieval-ae]="--sink_tokens 4 --retrieval_share 0.3 --autoencode_share 0.1"
+  [tbptt]="--estimator tbptt"
+)
+eval_args=(--model "$model" --data out/gpu-store --device cuda --dtype bfloat16 --score_tokens 1024 --documents 2
+           --lengths 8192,32768 --passkey_lengths 8192,32768 --passkey_trials "${TRIALS:-2}" --needle_lengths 8192
+           --needle_depths 0,0.5,1 --plot false)
+for name in ${ROWS:-baseline sink}; do
+  [ -n "${rows[$name]+set}" ] || { echo "ablation: unknown row $name"; continue; }
+  rm -rf "out/ablation-$name" "out/ablation-$name-export" "out/ablation-eval/$name"
+  start=$(date +%s)
+  # shellcheck disable=SC2086
+  timeout -s TERM "${TRAIN_LIMIT_S:-200}" "$uio" train --config configs/smollm2-135m-32k.ini --steps "$steps" \
+    --out_dir "out/ablation-$name" ${rows[$name]} > "$work/train-$name.log" 2>&1 || true
+  echo "$name: train $(( $(date +%s) - start )) s" | tee -a "$work/summary.txt"
+  tail -5 "$work/train-$name.log" | tee -a "$work/summary.txt"
+  cp "out/ablation-$name/metrics.jsonl" "$work/metrics-$name.jsonl" 2>/dev/null || true
+  "$uio" export --checkpoint "out/ablation-$name" --out "out/ablation-$name-export" > /dev/null 2>&1 || continue
+  timeout -s TERM "${EVAL_LIMIT_S:-120}" "$uio" eval "${eval_args[@]}" --methods uio --memory "out/ablation-$name-export" \
+    --out_dir "out/ablation-eval/$name" > "$work/eval-$name.log" 2>&1 || true
+  cp -r "out/ablation-eval/$name" "$work/eval-$name" 2>/dev/null || true
+  grep -A4 "^### " "$work/eval-$name/results.md" 2>/dev/null | tee -a "$work/summary.txt" || true
+done
+if [ "${BASELINES:-1}" = 1 ]; then
+  # truncate at the model's own window, and to one segment (1,025 tokens: is a needle in the question's own
+  # segment found without any memory before it?)
+  timeout -s TERM 120 "$uio" eval "${eval_args[@]}" --methods truncate --out_dir out/ablation-eval/truncate \
+    > "$work/eval-truncate.log" 2>&1 || true
+  timeout -s TERM 60 "$uio" eval "${eval_args[@]}" --methods truncate --truncate_window 1025 --passkey_lengths "" \
+    --out_dir out/ablation-eval/truncate-1025 > "$work/eval-truncate-1025.log" 2>&1 || true
+  cp -r out/ablation-eval/truncate "$work/eval-truncate"; cp -r out/ablation-eval/truncate-1025 "$work/eval-truncate-1025" || true
+  grep -A4 "^### " "$work/eval-truncate/results.md" "$work/eval-truncate-1025/results.md" 2>/dev/null |
+    tee -a "$work/summary.txt" || true
+fi
+tar czf "$out/ablation.tgz" -C "$work" . && ls -la "$out/ablation.tgz"
