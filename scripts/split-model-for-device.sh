@@ -9,7 +9,7 @@ parts=${PARTS:-2}
 model=$(bash "$root/scripts/get-model.sh" | tail -n 1)
 size=$(stat -c %s "$model")
 part=$(( (size + parts - 1) / parts ))
-rm -rf "$root"/.xfer*
+rm -rf "$root"/.xfer[0-9]*  # the model parts only: .xfer-store (a packed token store) stays
 for i in $(seq 1 "$parts"); do
   mkdir -p "$root/.xfer$i"
   dd if="$model" of="$root/.xfer$i/part" bs=1M iflag=skip_bytes,count_bytes skip=$(( (i - 1) * part )) count=$part status=none

@@ -55,6 +55,14 @@ TEST(Cli, HelpListsEveryCommand) {
     EXPECT_NE(r.out.find("\n  " + name + " "), std::string::npos) << name << " missing from:\n" << r.out;
 }
 
+TEST(Cli, AMisspeltCommandSuggestsTheClosestOne) {
+  const auto r = run_uio({"genrate", "--prompt", "hi"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown command 'genrate'; did you mean 'uio generate'?"), std::string::npos) << r.err;
+  const auto far = run_uio({"frobnicate"});
+  EXPECT_EQ(far.err.find("did you mean"), std::string::npos) << far.err;
+}
+
 TEST(Cli, InfoOnATinyHfModelPrintsItsArchitectureAndTensorTypes) {
   const fs::path dir = uio::test::testdata("hf_models/llama_yarn");
   const auto config = nlohmann::json::parse(std::ifstream(dir / "config.json"));

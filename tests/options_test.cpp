@@ -167,6 +167,17 @@ TEST(Options, UnknownIniKeyNamesFileLineSectionAndClosestKey) {
                   "valid keys");
 }
 
+// Keys users bring from other trainers (HF Trainer, PyTorch scripts) point to uio's name for them, when the
+// command has that key; otherwise the usual closest-key rule applies.
+TEST(Options, AnotherTrainersNameForAKeySuggestsUiosName) {
+  auto ini = write_ini("learning_rate = 1e-4\n", "other.ini");
+  EXPECT_EQ(train_error({"--config", ini}), ini + ":1: unknown key 'learning_rate' for 'uio train'; did you mean 'lr'?");
+  EXPECT_EQ(train_error({"--max_steps", "5"}), "unknown option '--max_steps' for 'uio train'; did you mean '--steps'?");
+  // This schema has no out_dir: no pointer to a key it lacks.
+  EXPECT_EQ(train_error({"--output_dir", "x"}),
+            "unknown option '--output_dir' for 'uio train'; run 'uio train --help' to see the valid options");
+}
+
 TEST(Options, BadValueNamesKeyValueAndExpectedType) {
   auto path = write_ini("[run]\nmodel = m\n\n# steps below\n\n\nsteps = abc\n");
   EXPECT_EQ(train_error({"--config", path}), path + ":7: bad value 'abc' for key 'steps': expected an integer");

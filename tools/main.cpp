@@ -1,11 +1,13 @@
 // tools/main.cpp — `uio <command> [options]`: dispatches to a command and turns any exception into
 // one clear line on stderr and a non-zero exit. The only place that catches.
+#include <algorithm>
 #include <exception>
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "tools/commands.h"
+#include "tools/options.h"
 
 namespace {
 
@@ -35,7 +37,12 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  std::cerr << "uio: unknown command '" << name << "'\n";
+  std::string hint;  // the closest command to a misspelt one ("genrate" -> "generate")
+  int best = std::max<int>(2, static_cast<int>(name.size()) / 3) + 1;
+  for (const auto& c : uio::cli::commands())
+    if (const int d = uio::cli::edit_distance(name, c.name); d < best) best = d, hint = c.name;
+  std::cerr << "uio: unknown command '" << name << "'" << (hint.empty() ? "" : "; did you mean 'uio " + hint + "'?")
+            << "\n";
   print_usage(std::cerr);
   return 2;
 }

@@ -194,8 +194,21 @@ struct Schema::Impl {
     return nullptr;
   }
 
-  // The closest valid key to a misspelt one, if it is close enough to be a plausible typo.
+  // The closest valid key to a misspelt one, if it is close enough to be a plausible typo, or the key
+  // another trainer's name for it maps to (HF Trainer and PyTorch words a user brings along).
   std::optional<std::string> closest(const std::string& key, bool with_builtins) const {
+    static const std::vector<std::pair<std::string, std::string>> kOtherNames = {
+        {"learning_rate", "lr"},          {"max_steps", "steps"},     {"num_train_steps", "steps"},
+        {"gradient_accumulation_steps", "accumulation"},             {"max_grad_norm", "grad_clip"},
+        {"output_dir", "out_dir"},        {"warmup", "warmup_steps"}, {"lr_scheduler_type", "schedule"},
+        {"model_name_or_path", "model"},  {"adam_beta1", "beta1"},    {"adam_beta2", "beta2"},
+        {"adam_epsilon", "eps"},          {"logging_steps", "log_every"}, {"save_steps", "checkpoint_every"},
+        {"eval_steps", "val_every"},      {"torch_dtype", "dtype"},   {"max_new_length", "max_new_tokens"}};
+    for (const auto& [other, ours] : kOtherNames)
+      if (key == other) {
+        for (const auto& o : options)
+          if (o.key == ours) return ours;
+      }
     std::vector<std::string> keys;
     for (const auto& o : options) keys.push_back(o.key);
     if (with_builtins) keys.insert(keys.end(), {"config", "help"});
@@ -355,7 +368,8 @@ bool Schema::parse(const std::vector<std::string>& args, std::ostream& out) {
 std::string Schema::help() const {
   const Impl& impl = *impl_;
   std::vector<std::pair<std::string, std::string>> rows = {
-      {"--config FILE", "read options from an INI file ('key = value', [sections] allowed); the command line wins"},
+      {"--config FILE", "read options from an INI file ('key = value', [sections] allowed); the command line wins. "
+                        "Paths in the file, like those on the command line, are relative to the working directory"},
       {"--help", "print this help and exit"}};
   for (const auto& o : impl.options)
     rows.push_back({"--" + o.key + " " + type_word(o.field),
