@@ -8,6 +8,10 @@
 #include <fstream>
 #include <random>
 
+#include <regex>
+
+#include <torch/cuda.h>
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -107,8 +111,11 @@ TEST(Cli, GenerateOnSmolLM2PrintsThePromptAndHuggingFacesGreedyText) {
   ASSERT_EQ(prompt, "The capital of France is");
   const auto r = run_uio({"generate", "--model", meta["gguf"].get<std::string>(), "--prompt", prompt, "--max_new_tokens", "8"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(r.out, prompt + meta["greedy_text0"].get<std::string>());
+  EXPECT_EQ(r.out, prompt + meta["greedy_text0"].get<std::string>() + "\n");  // the text ends its line
   EXPECT_NE(r.err.find("8 new tokens"), std::string::npos) << r.err;
+  // Statistics rounded: "in 0.12 s", "12.3 tokens/s".
+  EXPECT_TRUE(std::regex_search(r.err, std::regex(R"(prompt tokens in \d+\.\d\d s; 8 new tokens, \d+\.\d tokens/s\])")))
+      << r.err;
 }
 
 TEST(Cli, PrepareStoresThreeTextFilesAndSkipsTheBinaryOne) {
@@ -216,6 +223,15 @@ TEST(Cli, GenerateWithMemoryMatchesTheLibrarysMemoryDecoding) {
   const auto r = run_uio({"generate", "--model", gguf, "--memory", dir.string(), "--prompt", prompt,
                           "--max_new_tokens", "6"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(r.out, tokenizer->decode(std::vector<int32_t>(want.begin(), want.end()), /*skip_special=*/true));
+  EXPECT_EQ(r.out, tokenizer->decode(std::vector<int32_t>(want.begin(), want.end()), /*skip_special=*/true) + "\n");
   EXPECT_NE(r.err.find("reading prompt"), std::string::npos) << r.err;
+}
+
+// --device cuda where no GPU can be used says why (a CPU build, or no GPU visible) instead of libtorch's
+// raw message, and fails before any work.
+TEST(Cli, CudaOnABuildOrMachineWithoutOneSaysWhichAndHow) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "a GPU is here";
+  const auto r = run_uio({"info", "--model", uio::test::testdata("hf_models/qwen2_bias").string(), "--device", "cuda"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(r.err.find("CPU build") != std::string::npos || r.err.find("sees no GPU") != std::string::npos) << r.err;
 }

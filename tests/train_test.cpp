@@ -2,6 +2,7 @@
 // memory learns a key/value recall task that the base model alone cannot solve. On a tiny random
 // model: the base weights never change, only the compressor's do, and non-finite steps are skipped,
 // counted, and stop the run when they persist.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +18,7 @@
 #include "model/memory_reader.h"
 #include "model/memory_pass.h"
 #include "model/weights.h"
+#include "tests/cli_util.h"
 #include "tests/test_util.h"
 #include "trainer/train.h"
 
@@ -226,4 +228,33 @@ TEST(Train, NonFiniteStepsAreSkippedCountedAndStopTheRunWhenTheyPersist) {
     EXPECT_NE(std::string(e.what()).find("3 steps in a row had a non-finite loss"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("lower optimizer lr"), std::string::npos) << e.what();
   }
+}
+
+// `uio train` into a finished run's out_dir without --resume refuses (it would mix the runs' checkpoints and
+// metrics) and names the ways out; --overwrite starts over; a recipe's warmup longer than a smoke run's
+// steps is clamped with a word instead of refused.
+TEST(Train, ASecondRunIntoAFinishedOutDirIsRefusedUnlessOverwriteAndWarmupIsClamped) {
+  const auto dir = uio::test::scratch_dir();
+  const auto store = uio::test::write_random_store(dir / "store", 4, 400, uio::test::test_seed());
+  const auto model = uio::test::testdata("hf_models/qwen2_bias").string();
+  const std::vector<std::string> args = {"train", "--model", model, "--data", store.string(), "--segment_len", "32",
+                                         "--num_memory_tokens", "8", "--encoder_lora_rank", "4", "--transfer_lora_rank",
+                                         "4", "--seq_len", "64", "--val_documents", "0", "--steps", "2",
+                                         "--warmup_steps", "4", "--out_dir", (dir / "run").string()};
+  const auto first = uio::test::run_uio(args);
+  ASSERT_EQ(first.exit_code, 0) << first.err << first.out;
+  EXPECT_NE(first.out.find("warmup_steps 4 is not below steps 2; warming up for 1 steps instead"), std::string::npos)
+      << first.out;
+  const auto again = uio::test::run_uio(args);
+  EXPECT_NE(again.exit_code, 0);
+  EXPECT_NE(again.err.find("already holds a run"), std::string::npos) << again.err;
+  EXPECT_NE(again.err.find("--resume auto"), std::string::npos) << again.err;
+  auto overwrite = args;
+  overwrite.push_back("--overwrite");
+  const auto fresh = uio::test::run_uio(overwrite);
+  ASSERT_EQ(fresh.exit_code, 0) << fresh.err << fresh.out;
+  EXPECT_NE(fresh.out.find("deleted the earlier run's"), std::string::npos) << fresh.out;
+  // The metrics are the new run's alone: one record (step 2, the last), not the earlier run's too.
+  const auto metrics = uio::test::read_file(dir / "run" / "metrics.jsonl");
+  EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), 1) << metrics;
 }

@@ -2,6 +2,7 @@
 // decoded, tokens/s at the end. Greedy by default; --temperature/--top_k/--top_p sample.
 #include <chrono>
 #include <fstream>
+#include <iomanip>
 #include <iostream>
 #include <iterator>
 
@@ -122,11 +123,13 @@ int run_generate(const std::vector<std::string>& args) {
     });
   }
   stream.finish();
+  std::cout << "\n" << std::flush;  // the text ends its line; the statistics go to stderr
   const auto t1 = std::chrono::steady_clock::now();
   const double prefill = std::chrono::duration<double>(first - t0).count();
   const double decode = std::chrono::duration<double>(t1 - first).count();
-  std::cerr << "\n[" << prompt.size() << " prompt tokens in " << prefill << " s; " << count << " new tokens, "
-            << (count > 1 ? (count - 1) / decode : 0.0) << " tokens/s]\n";
+  std::cerr << "[" << prompt.size() << " prompt tokens in " << std::fixed << std::setprecision(2) << prefill << " s; "
+            << count << " new tokens, " << std::setprecision(1) << (count > 1 ? (count - 1) / decode : 0.0)
+            << " tokens/s]\n";
   return 0;
 }
 

@@ -71,6 +71,7 @@ int run_info(const std::vector<std::string>& args) {
   schema.add("forward_tokens", &opt.forward_tokens, "run one forward pass over this many random tokens (0 = none)")
       .add("seed", &opt.seed, "seed of the random tokens");
   if (!schema.parse(args, std::cout)) return 0;
+  const auto load = load_options(opt.base);  // every option checked before any output (--device cuda on a CPU build)
 
   const auto c = model::load_model_config(opt.base.model);
   auto& out = std::cout;
@@ -88,7 +89,6 @@ int run_info(const std::vector<std::string>& args) {
       << "special tokens bos " << c.bos_token_id << ", eos " << c.eos_token_id << "\n";
   if (opt.forward_tokens <= 0) return 0;
 
-  const auto load = load_options(opt.base);
   auto t0 = std::chrono::steady_clock::now();
   auto loaded = model::load_model(opt.base.model, load);
   auto t1 = std::chrono::steady_clock::now();

@@ -1,6 +1,8 @@
 // tools/model_options.cpp — model, dtype and device keys.
 #include "tools/model_options.h"
 
+#include <torch/cuda.h>
+
 namespace uio::cli {
 
 void add_model_options(Schema& schema, ModelInput& input, const std::string& model_help, bool model_required) {
@@ -22,6 +24,11 @@ model::LoadOptions load_options(const ModelInput& input) {
   } catch (const c10::Error&) {
     throw OptionError("--device: '" + input.device + "' is not a device (expected cpu, cuda or cuda:N)");
   }
+  if (load.device.is_cuda() && !torch::cuda::is_available())
+    throw OptionError(std::string("--device ") + input.device + ": " +
+                      (torch::hasCUDA() ? "this uio has CUDA but sees no GPU (check the driver and CUDA_VISIBLE_DEVICES)"
+                                        : "this uio is a CPU build (its libtorch comes from a CPU torch wheel); build it "
+                                          "against a CUDA torch wheel to run on GPUs (docs/gpu.md)"));
   return load;
 }
 

@@ -62,6 +62,8 @@ int train_command(const std::vector<std::string>& args) {
            "checkpoint directory keeps it too")
       .add("resume", &job.resume, "continue a run: 'auto' (the newest complete checkpoint in out_dir, or start "
                                  "fresh when there is none) or a checkpoint directory")
+      .add("overwrite", &job.overwrite, "when out_dir holds an earlier run and --resume is not given: delete its "
+                                        "checkpoints, compressor, metrics and config and start over (default: refuse)")
       .add("master_addr", &job.master_addr, "data parallel: rendezvous host (empty: MASTER_ADDR; docs/distributed.md)")
       .add("master_port", &job.master_port, "data parallel: rendezvous port (0: MASTER_PORT, else 29500)")
       .add("dist_timeout_s", &job.dist_timeout_s,

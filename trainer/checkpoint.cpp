@@ -3,6 +3,7 @@
 
 #include "data/format/fingerprint.h"
 #include "data/format/json_file.h"
+#include "data/format/remove_tree.h"
 
 #include <fcntl.h>
 #include <ftw.h>
@@ -80,16 +81,7 @@ void write_text_atomically(const fs::path& path, const std::string& text) {
   fs::rename(tmp, path);
 }
 
-// Removes a directory tree (or a file); missing is fine. POSIX rather than std::filesystem::remove_all:
-// some torch wheels (2.11 on the GPU machine) export their own copies of libstdc++'s filesystem
-// internals, and remove_all crashed there when those won (docs/gpu.md). Throws on failure.
-void remove_tree(const fs::path& path) {
-  struct stat st;
-  if (::lstat(path.c_str(), &st) != 0) return;
-  auto remove_one = [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); };
-  if (::nftw(path.c_str(), remove_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
-    throw std::runtime_error(path.string() + ": cannot remove (" + std::strerror(errno) + ")");
-}
+void remove_tree(const fs::path& path) { format::remove_tree(path.string()); }
 
 void remove_tree_quietly(const fs::path& path) noexcept {
   try {

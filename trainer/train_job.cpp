@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "data/format/remove_tree.h"
 #include "data/sampler.h"
 #include "data/token_store.h"
 #include "model/device_stats.h"
@@ -58,6 +59,29 @@ std::optional<std::string> resume_checkpoint(const std::string& resume, const st
   return dir;
 }
 
+namespace {
+
+// A run that starts from step 0 into `out_dir`: refuses to mix with an earlier run's files there (its
+// checkpoints would outrank the new ones, its metrics would run on) unless `overwrite`, which deletes
+// what uio wrote there.
+void start_fresh(const std::string& out_dir, bool overwrite, std::ostream& log) {
+  namespace fs = std::filesystem;
+  const std::vector<std::string> ours = {"checkpoints", "compressor", "metrics.jsonl", "config.ini"};
+  std::vector<std::string> found;
+  for (const auto& name : ours)
+    if (fs::exists(fs::path(out_dir) / name)) found.push_back(name);
+  if (found.empty()) return;
+  std::string list;
+  for (const auto& f : found) list += (list.empty() ? "" : ", ") + f;
+  if (!overwrite)
+    throw std::invalid_argument(out_dir + " already holds a run (" + list + "); continue it with --resume auto, "
+                                "start over there with --overwrite (deletes them), or choose another out_dir");
+  for (const auto& f : found) format::remove_tree((fs::path(out_dir) / f).string());
+  log << "train: --overwrite: deleted the earlier run's " << list << " in " << out_dir << "\n";
+}
+
+}  // namespace
+
 void check_train_job(const TrainJob& job) {
   const int64_t l = job.memory.segment_len;
   if (l < 1) throw std::invalid_argument("segment_len must be >= 1, got " + std::to_string(l));
@@ -77,6 +101,14 @@ TrainResult run_train_job(TrainJob job, std::ostream& out_all) {
   std::ostream silent(nullptr);
   std::ostream& out = process.rank == 0 ? out_all : silent;  // rank 0 speaks for the job
   const auto checkpoint = resume_checkpoint(job.resume, c.out_dir, c.config_text, out);
+  // Rank 0 owns the files; --resume auto that found no complete checkpoint starts over the leftovers.
+  if (!checkpoint && !c.out_dir.empty() && process.rank == 0)
+    start_fresh(c.out_dir, job.overwrite || job.resume == "auto", out);
+  if (c.schedule.warmup_steps >= c.steps) {  // a short smoke run of a recipe: warm up for all but the last step
+    out << "train: warmup_steps " << c.schedule.warmup_steps << " is not below steps " << c.steps
+        << "; warming up for " << c.steps - 1 << " steps instead\n";
+    c.schedule.warmup_steps = c.steps - 1;
+  }
   if (job.load.device.is_cuda() && process.world_size > 1)  // one process per GPU, bound to its local device
     job.load.device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(process.local_rank));
   model::bind_device(job.load.device);

@@ -29,6 +29,7 @@ struct TrainJob {
   std::string master_addr;    // data parallel rendezvous (empty: MASTER_ADDR)
   int64_t master_port = 0;    // (0: MASTER_PORT, else 29500)
   double dist_timeout_s = 600;
+  bool overwrite = false;     // out_dir holds an earlier run and no resume is asked: delete it and start over
   TrainConfig train;          // loop, estimator, optimiser, schedule, checkpoints; config_text = the resolved INI
 };
 
