@@ -2,7 +2,7 @@
 # Run ON THE GPU MACHINE (docs/gpu.md): unpacks the carried Debian packages (.debs/) into a private
 # prefix, builds uio against the machine's CUDA libtorch (torch 2.11 + CUDA 13 at /opt/torch/.venv)
 # and runs the whole test suite there; CUDA variants of the tests run because a GPU is present.
-# Extra arguments go to ctest (e.g. -R Llama); UIO_SKIP_TESTS=1 builds only. Logs go to $OUT when set.
+# Extra arguments go to ctest (e.g. -R Llama); UIO_SKIP_TESTS=1 builds only; UIO_TARGETS=uio builds only those targets. Logs go to $OUT when set.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -21,7 +21,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 cmake -S . -B "$build" -G Ninja -DUIO_PYTHON="$python" -DUIO_DEPS_PREFIX="$prefix" -DCMAKE_BUILD_TYPE=Release \
   2>&1 | tee "$out/configure.log" | grep -E "^-- uio|Error|error" || true
-cmake --build "$build" -j "$(nproc)" 2>&1 | tee "$out/build.log" | tail -5
+# shellcheck disable=SC2086
+cmake --build "$build" -j "$(nproc)" ${UIO_TARGETS:+--target $UIO_TARGETS} 2>&1 | tee "$out/build.log" | tail -5
 [ "${UIO_SKIP_TESTS:-0}" = 1 ] && exit 0
 cd "$build"
 ctest --output-on-failure -j 4 --output-junit "$out/ctest.xml" "$@" 2>&1 | tee "$out/ctest.log" | tail -40

@@ -6,7 +6,8 @@
 #   UIO_SKIP_TESTS=1 bash scripts/device-build.sh            (with .debs/, .whl/ and .xfer1/ copied over)
 #   COMMIT=<hash> PART=train STEPS=280 TRAIN_LIMIT_S=470 bash scripts/device-headline.sh   (.xfer2/, .xfer-store/)
 #   COMMIT=<hash> PART=eval bash scripts/device-headline.sh
-#   PART=train  joins the model, unpacks the store, trains configs/smollm2-135m-100k.ini for STEPS (its
+#   CONFIG=<ini> EXTRA="<train options>" train another recipe (default configs/smollm2-135m-100k.ini as is).
+#   PART=train  joins the model, unpacks the store, trains CONFIG for STEPS (its
 #               own 300 by default) into out/headline (a SIGTERM from the safety timeout TRAIN_LIMIT_S
 #               saves a checkpoint and stops cleanly), exports the compressor to out/headline-export;
 #               $OUT/headline-train.tgz: metrics.jsonl, the log, the export's uio_config.json
@@ -36,14 +37,24 @@ train)
   start=$(date +%s)
   steps=()
   [ -n "${STEPS:-}" ] && steps=(--steps "$STEPS")
-  timeout -s TERM "${TRAIN_LIMIT_S:-520}" "$uio" train --config configs/smollm2-135m-100k.ini --model "$model" \
-    --data "$store" "${steps[@]}" --checkpoint_every 50 --out_dir out/headline 2>&1 | tee "$work/train.log" || true
+  # shellcheck disable=SC2086
+  timeout -s TERM "${TRAIN_LIMIT_S:-520}" "$uio" train --config "${CONFIG:-configs/smollm2-135m-100k.ini}" \
+    --model "$model" --data "$store" "${steps[@]}" --checkpoint_every 50 --out_dir out/headline ${EXTRA:-} 2>&1 |
+    tee "$work/train.log" || true
   echo "train wall seconds: $(( $(date +%s) - start ))" | tee -a "$work/train.log"
   cp out/headline/metrics.jsonl "$work/"
   "$uio" export --checkpoint out/headline --out out/headline-export 2>&1 | tee "$work/export.log"
   cp out/headline-export/uio_config.json "$work/"
   du -sh out/headline-export | tee -a "$work/export.log"
   pack headline-train.tgz
+  # The export (to commit) and the newest checkpoint (to resume exactly in a later call), each in parts
+  # under the 16 MiB a returned file may take.
+  tar czf "$out/export.tgz" -C out headline-export && ls -la "$out/export.tgz"
+  latest=$(ls -d out/headline/checkpoints/step-* 2>/dev/null | sort -V | tail -n 1)
+  if [ -n "$latest" ]; then
+    tar cf - -C out/headline checkpoints/"$(basename "$latest")" | split -b 15M -d - "$out/checkpoint.tar.part"
+    ls -la "$out"/checkpoint.tar.part*
+  fi
   ;;
 eval)
   memory=${MEMORY:-out/headline-export}

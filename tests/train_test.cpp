@@ -258,3 +258,41 @@ TEST(Train, ASecondRunIntoAFinishedOutDirIsRefusedUnlessOverwriteAndWarmupIsClam
   const auto metrics = uio::test::read_file(dir / "run" / "metrics.jsonl");
   EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), 1) << metrics;
 }
+
+// `uio train` with retrieval and auto-encoding documents mixed into the natural text: the run says the mix,
+// trains, resumes exactly where it stopped, and refuses a resume that changes the mix or a share out of range.
+TEST(Train, RetrievalAndAutoencodingSharesTrainResumeAndAreChecked) {
+  const auto model = smollm2_gguf();  // synthetic documents need a real tokenizer
+  if (model.empty()) GTEST_SKIP() << "no SmolLM2 GGUF under models/ (run scripts/get-model.sh)";
+  const auto dir = uio::test::scratch_dir();
+  const auto store = uio::test::write_random_store(dir / "store", 4, 1200, uio::test::test_seed());
+  const std::vector<std::string> args = {"train", "--model", model, "--data", store.string(), "--segment_len", "128",
+                                         "--num_memory_tokens", "4", "--encoder_lora_rank", "2", "--transfer_lora_rank",
+                                         "2", "--seq_len", "256", "--val_documents", "0", "--checkpoint_every", "1",
+                                         "--retrieval_share", "0.5", "--autoencode_share", "0.25",
+                                         "--out_dir", (dir / "run").string()};
+  auto first_args = args;
+  first_args.insert(first_args.end(), {"--steps", "1"});
+  const auto first = uio::test::run_uio(first_args);
+  ASSERT_EQ(first.exit_code, 0) << first.err << first.out;
+  EXPECT_NE(first.out.find("documents: natural text 0.25, retrieval 0.5, auto-encoding 0.25"), std::string::npos)
+      << first.out;
+  auto resumed_args = args;
+  resumed_args.insert(resumed_args.end(), {"--steps", "2", "--resume", "auto"});
+  const auto resumed = uio::test::run_uio(resumed_args);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err << resumed.out;
+  EXPECT_NE(resumed.out.find("(step 1 of 2)"), std::string::npos) << resumed.out;
+  auto changed = resumed_args;
+  changed[std::find(changed.begin(), changed.end(), "--retrieval_share") - changed.begin() + 1] = "0.4";
+  changed[std::find(changed.begin(), changed.end(), "--steps") - changed.begin() + 1] = "3";
+  const auto refused = uio::test::run_uio(changed);
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("retrieval_share"), std::string::npos) << refused.err;
+  auto too_much = args;
+  too_much[std::find(too_much.begin(), too_much.end(), "--autoencode_share") - too_much.begin() + 1] = "0.6";
+  too_much[std::find(too_much.begin(), too_much.end(), "--out_dir") - too_much.begin() + 1] = (dir / "other").string();
+  too_much.insert(too_much.end(), {"--steps", "1"});
+  const auto bad = uio::test::run_uio(too_much);
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("sum to more than 1"), std::string::npos) << bad.err;
+}

@@ -32,6 +32,13 @@ int train_command(const std::vector<std::string>& args) {
   schema.add("data", &job.data, "token store directory (uio prepare) with train and held-out documents")
       .add("seq_len", &job.seq_len, "tokens per training document (a multiple of segment_len)")
       .add("sampler", &job.sampler, "long_only (windows of long documents) or join (documents joined with EOS)")
+      .add("retrieval_share", &job.retrieval_share,
+           "share of synthetic retrieval documents (numbers planted in the text, a question at the end, loss on "
+           "the answer only; beyond the paper's recipe)")
+      .add("autoencode_share", &job.autoencode_share,
+           "share of auto-encoding documents (a segment repeated after a marker, loss on the copy only; beyond "
+           "the paper's recipe)")
+      .add("retrieval_max_facts", &job.retrieval_max_facts, "facts planted per retrieval document: 1 to this")
       .add("seed", &in.seed, "seed of the data order, the adapters' initialisation, dropout and the reservoir")
       .add("estimator", &in.estimator, "gradient through memory: full, tbptt_naive, tbptt, unbiased")
       .add("window", &c.estimator.window, "S: memories whose encoder keeps its graph (tbptt window, reservoir size)")

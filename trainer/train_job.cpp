@@ -7,8 +7,10 @@
 #include <iostream>
 
 #include "data/format/remove_tree.h"
+#include "data/retrieval_task.h"
 #include "data/sampler.h"
 #include "data/token_store.h"
+#include "data/tokenizer.h"
 #include "model/device_stats.h"
 #include "model/memory_io.h"
 #include "optim/estimator.h"
@@ -22,7 +24,8 @@ const std::vector<std::string>& resume_must_match() {
   static const std::vector<std::string> keys = {
       "segment_len", "num_memory_tokens", "compression_ratio", "encoder_lora_rank", "encoder_lora_alpha",
       "encoder_lora_targets", "transfer_lora_rank", "transfer_lora_alpha", "transfer_lora_targets", "memory_rope",
-      "memory_rope_factor", "sink_tokens", "estimator", "window", "seq_len", "sampler"};
+      "memory_rope_factor", "sink_tokens", "estimator", "window", "seq_len", "sampler", "retrieval_share",
+      "autoencode_share"};
   return keys;
 }
 
@@ -91,7 +94,55 @@ void check_train_job(const TrainJob& job) {
   if (job.val_documents < 0) throw std::invalid_argument("val_documents must be >= 0");
   if (job.dist_timeout_s <= 0) throw std::invalid_argument("dist_timeout_s must be > 0");
   if (job.train.val_chunk < 1) throw std::invalid_argument("val_chunk must be >= 1");
+  if (!(job.retrieval_share >= 0 && job.retrieval_share <= 1))
+    throw std::invalid_argument("retrieval_share must be in [0, 1], got " + std::to_string(job.retrieval_share));
+  if (!(job.autoencode_share >= 0 && job.autoencode_share <= 1))
+    throw std::invalid_argument("autoencode_share must be in [0, 1], got " + std::to_string(job.autoencode_share));
+  if (job.retrieval_share + job.autoencode_share > 1)
+    throw std::invalid_argument("retrieval_share " + std::to_string(job.retrieval_share) + " and autoencode_share " +
+                                std::to_string(job.autoencode_share) +
+                                " sum to more than 1 (natural text takes the rest)");
+  if (job.retrieval_max_facts < 1 || job.retrieval_max_facts > data::kRetrievalMaxFacts)
+    throw std::invalid_argument("retrieval_max_facts must be in [1, " + std::to_string(data::kRetrievalMaxFacts) +
+                                "], got " + std::to_string(job.retrieval_max_facts));
 }
+
+namespace {
+
+// A seed of its own for each synthetic stream, from the run's seed (splitmix64 of both).
+uint64_t stream_seed(uint64_t seed, uint64_t stream) {
+  return data::SplitMix64(seed ^ (stream * 0x9e3779b97f4a7c15ULL)).next();
+}
+
+// The training documents: the train split's natural text, or (retrieval_share or autoencode_share > 0) a
+// mix in which retrieval and auto-encoding documents are built from that same natural-text stream. Every
+// rank draws the same kind of document at each step (one mix seed for all), so the ranks' samplers stay at
+// the same global position; the planted numbers and repeated segments are each rank's own.
+std::shared_ptr<data::DocumentSource> training_source(const TrainJob& job,
+                                                      std::shared_ptr<const data::TokenStore> store,
+                                                      const data::SamplerOptions& so, int rank,
+                                                      const data::Tokenizer* tokenizer) {
+  auto natural = std::make_shared<data::SamplerSource>(std::move(store), so);
+  if (job.retrieval_share <= 0 && job.autoencode_share <= 0) return natural;
+  const uint64_t seed = job.train.seed, r = static_cast<uint64_t>(rank);
+  std::vector<data::MixedShare> shares = {{"natural", 1.0 - job.retrieval_share - job.autoencode_share, natural}};
+  if (job.retrieval_share > 0) {
+    data::RetrievalOptions ro;
+    ro.seq_len = job.seq_len, ro.segment_len = job.memory.segment_len, ro.max_facts = job.retrieval_max_facts;
+    ro.seed = stream_seed(seed, 2 + 2 * r);
+    shares.push_back({"retrieval", job.retrieval_share,
+                      std::make_shared<data::RetrievalDocuments>(natural, *tokenizer, ro)});
+  }
+  if (job.autoencode_share > 0) {
+    data::AutoencodeOptions ao;
+    ao.seq_len = job.seq_len, ao.segment_len = job.memory.segment_len, ao.seed = stream_seed(seed, 3 + 2 * r);
+    shares.push_back({"autoencode", job.autoencode_share,
+                      std::make_shared<data::AutoencodeDocuments>(natural, *tokenizer, ao)});
+  }
+  return std::make_shared<data::MixedSource>(std::move(shares), stream_seed(seed, 1));
+}
+
+}  // namespace
 
 TrainResult run_train_job(TrainJob job, std::ostream& out_all) {
   check_train_job(job);
@@ -124,7 +175,9 @@ TrainResult run_train_job(TrainJob job, std::ostream& out_all) {
   data::SamplerOptions so;
   so.seq_len = job.seq_len, so.mode = data::parse_sampler_mode(job.sampler), so.seed = c.seed;
   so.rank = process.rank, so.world_size = process.world_size;  // each rank its own share of the documents
-  data::SamplerSource documents(store, so);
+  std::unique_ptr<data::Tokenizer> tokenizer;  // synthetic documents only; it outlives them
+  if (job.retrieval_share > 0 || job.autoencode_share > 0) tokenizer = data::load_tokenizer(job.model);
+  const auto documents = training_source(job, store, so, process.rank, tokenizer.get());
   std::vector<torch::Tensor> validation;
   if (job.val_documents > 0) {
     auto vo = so;
@@ -145,7 +198,11 @@ TrainResult run_train_job(TrainJob job, std::ostream& out_all) {
       << c.accumulation << " documents"
       << (process.world_size > 1 ? " x " + std::to_string(process.world_size) + " ranks (" + process.launcher + ")" : "")
       << "\n";
-  Trainer trainer(c, loaded.model, compressor, model::identify(job.model, loaded.config), documents, validation, &comm);
+  if (job.retrieval_share > 0 || job.autoencode_share > 0)
+    out << "train: documents: natural text " << 1.0 - job.retrieval_share - job.autoencode_share << ", retrieval "
+        << job.retrieval_share << ", auto-encoding " << job.autoencode_share
+        << " (synthetic documents, loss on their answers only: beyond the paper's recipe)\n";
+  Trainer trainer(c, loaded.model, compressor, model::identify(job.model, loaded.config), *documents, validation, &comm);
   if (checkpoint) {
     trainer.restore(*checkpoint, out);
     out << "resume: from " << *checkpoint << " (step " << trainer.steps_done() << " of " << c.steps << ")\n";

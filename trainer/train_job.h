@@ -24,6 +24,11 @@ struct TrainJob {
   std::string data;           // token store (uio prepare)
   std::string sampler = "long_only";
   int64_t seq_len = 4096;     // tokens per training document, a multiple of segment_len
+  // Synthetic documents mixed into the natural text (data/retrieval_task.h; beyond the paper's recipe, which
+  // trains on natural text only): the shares of retrieval and auto-encoding documents (0, 0: natural text only).
+  double retrieval_share = 0;
+  double autoencode_share = 0;
+  int64_t retrieval_max_facts = 4;  // facts planted per retrieval document: 1 to this
   int64_t val_documents = 4;  // held-out documents scored before, during and after
   std::string resume;         // "", "auto" or a checkpoint directory
   std::string master_addr;    // data parallel rendezvous (empty: MASTER_ADDR)
