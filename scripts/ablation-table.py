@@ -36,13 +36,13 @@ def eval_cells(results: pathlib.Path):
         if kind == "needle":
             local = [row for row in r[kind] if row["depth"] == 1.0 and row["status"] == "ok"]
             if local:
-                cells["needle in own segment"] = f"{sum(int(x['accuracy']) for x in local)}/{len(local)}"
+                cells["needle at depth 1"] = f"{sum(int(x['accuracy']) for x in local)}/{len(local)}"
     return cells
 
 
 def main() -> int:
     columns = ["row", "untrained ppl", "trained ppl", "truncated ppl", "ppl 8K", "ppl 32K", "passkey 8K",
-               "passkey 32K", "needle 8K", "needle in own segment"]
+               "passkey 32K", "needle 8K", "needle at depth 1"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for d in map(pathlib.Path, sys.argv[1:]):
