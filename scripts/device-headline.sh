@@ -11,6 +11,7 @@
 #               own 300 by default) into out/headline (a SIGTERM from the safety timeout TRAIN_LIMIT_S
 #               saves a checkpoint and stops cleanly), exports the compressor to out/headline-export;
 #               $OUT/headline-train.tgz: metrics.jsonl, the log, the export's uio_config.json
+#   METHODS=uio,truncate PASSKEY_LENGTHS=... ONE_SEGMENT=<l+1> PASSKEY_1M=0 narrow PART=eval for a short call.
 #   PART=eval   `uio eval` of out/headline against truncate (the model's own 8,192 window; and 1,025, one
 #               segment of uio's plus the token before it, so the first scored token has its predecessor)
 #               and the RoPE-scaling baselines: perplexity at 4K..100K, passkey at 8K/32K/100K, needle
@@ -60,13 +61,16 @@ eval)
   memory=${MEMORY:-out/headline-export}
   common=(--model "$model" --memory "$memory" --data "$store" --device cuda --dtype bfloat16 --score_tokens 1024
           --documents "${DOCUMENTS:-2}" --python "$python")
+  # shellcheck disable=SC2086
   timeout -s TERM "${EVAL_LIMIT_S:-330}" "$uio" eval "${common[@]}" --lengths 4096,8192,16384,32768,65536,102400 \
-    --passkey_lengths 8192,32768,102400 --passkey_trials 2 --needle_lengths 8192,32768,102400 \
-    --out_dir "$work/main" 2>&1 | tee "$work/eval-main.log" || true
-  timeout -s TERM 60 "$uio" eval "${common[@]}" --methods truncate --truncate_window 1025 --plot false \
+    --passkey_lengths "${PASSKEY_LENGTHS:-8192,32768,102400}" --passkey_trials 2 --needle_lengths 8192,32768,102400 \
+    ${METHODS:+--methods $METHODS} --out_dir "$work/main" 2>&1 | tee "$work/eval-main.log" || true
+  timeout -s TERM 60 "$uio" eval "${common[@]}" --methods truncate --truncate_window "${ONE_SEGMENT:-1025}" --plot false \
     --lengths 4096,8192,16384,32768,65536,102400 --out_dir "$work/one-segment" 2>&1 | tee "$work/eval-one-segment.log" || true
-  timeout -s TERM 150 "$uio" eval "${common[@]}" --methods uio,truncate --lengths "" --passkey_lengths 1048576 \
-    --passkey_trials 2 --out_dir "$work/passkey-1m" 2>&1 | tee "$work/eval-1m.log" || true
+  if [ "${PASSKEY_1M:-1}" = 1 ]; then
+    timeout -s TERM 150 "$uio" eval "${common[@]}" --methods uio,truncate --lengths "" --passkey_lengths 1048576 \
+      --passkey_trials 2 --out_dir "$work/passkey-1m" 2>&1 | tee "$work/eval-1m.log" || true
+  fi
   pack headline-eval.tgz
   ;;
 *) echo "device-headline: PART must be train or eval"; exit 2 ;;
