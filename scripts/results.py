@@ -138,6 +138,11 @@ class Results:
         self.commit = (read_text(folder / "commit.txt") or "").strip() or None
         self.train_seconds = train_wall_seconds(read_text(folder / "train.log"))
         self.steps, self.validations = read_metrics(folder / "metrics.jsonl")
+        # The last step trained: metrics.jsonl logs every log_every steps; a run stopped by a signal says
+        # in its log after which step it stopped (and saved).
+        stopped = re.findall(r"stopped by a signal after step (\d+)", read_text(folder / "train.log") or "")
+        self.last_step = max([int(x) for x in stopped] + [s["step"] for s in self.steps] or [0])
+        self.stopped_early = bool(stopped)
         self.config = read_json(folder / "uio_config.json")
         self.evals = {name: read_json(folder / name / "results.json") for name in EVALS}
         self.main = self.evals["main"]
@@ -160,10 +165,12 @@ class Results:
 # ------------------------------------------------------------------------------------------ formatting
 
 def length_label(tokens):
-    """4096 -> 4K, 102400 -> 100K, 1048576 -> 1M."""
-    if tokens >= 1 << 20:
-        return f"{tokens / (1 << 20):g}M"
-    return f"{round(tokens / 1024)}K"
+    """4096 -> 4K, 102400 -> 100K, 1048576 -> 1M; a length that is no whole number of K: 8,000."""
+    if tokens >= 1 << 20 and tokens % (1 << 20) == 0:
+        return f"{tokens // (1 << 20)}M"
+    if tokens % 1024:
+        return f"{tokens:,}"
+    return f"{tokens // 1024}K"
 
 
 def depth_label(depth):
@@ -398,7 +405,8 @@ def device_text(gpus, driver=False):
 def setup_sentence(res):
     device = device_text(res.gpus) or "an unrecorded device"
     commit = f"commit `{res.commit}`" if res.commit else "an unrecorded commit"
-    train = f"trained for {res.steps[-1]['step']:,} steps" if res.steps else f"training {NOT_RUN}"
+    train = (f"trained for {res.last_step:,} steps" + (" (stopped there by its time limit)" if res.stopped_early else "")
+             if res.steps else f"training {NOT_RUN}")
     if res.main:
         evaluation = f"evaluated {res.main['date']} on {res.main['documents']} held-out documents per length"
     else:
@@ -487,7 +495,8 @@ def training_facts(res):
     loss = statistics.fmean(s["loss"] for s in last)
     speeds = [s["tokens_per_s"] for s in steps if "tokens_per_s" in s]
     peaks = [s["peak_memory_gb"] for s in steps if "peak_memory_gb" in s]
-    facts = [f"- steps: {steps[-1]['step']:,}",
+    facts = [f"- steps: {res.last_step:,}" + (" (stopped there by its time limit; the last logged step is "
+                                              f"{steps[-1]['step']:,})" if res.last_step != steps[-1]["step"] else ""),
              f"- final training loss: {loss:.4f} (mean of the last {len(last)} logged steps, "
              f"{last[0]['step']:,}-{last[-1]['step']:,})"]
     if speeds:
@@ -527,8 +536,27 @@ def readme_section(res, readme_dir, results_md):
     )
 
 
+DEFAULT_RECIPE = {  # the 100K natural-text run's; a folder's recipe.json overrides any of them
+    "config": "configs/smollm2-135m-100k.ini", "steps": 280, "out_dir": "out/smollm2-100k",
+    "eval": "--lengths 4096,8192,16384,32768,65536,102400 --score_tokens 1024 --documents 2 "
+            "--passkey_lengths 8192,32768,102400 --needle_lengths 8192,32768,102400",
+    "device_train": "COMMIT=<hash> PART=train bash scripts/device-headline.sh",
+    "device_eval": "COMMIT=<hash> PART=eval bash scripts/device-headline.sh",
+}
+
+
+def recipe_of(folder):
+    """How the run was made: DEFAULT_RECIPE updated by <folder>/recipe.json when it exists."""
+    recipe = dict(DEFAULT_RECIPE)
+    path = Path(folder) / "recipe.json"
+    if path.exists():
+        recipe.update(read_json(path))
+    return recipe
+
+
 def commands_section(folder):
     out = shown(folder)
+    r = recipe_of(folder)
     return f"""## Commands
 
 The recipe on any machine with a CUDA GPU of 80 GB or more and a CUDA build of libtorch (docs/gpu.md;
@@ -539,19 +567,18 @@ repository:
 bash scripts/setup.sh && bash scripts/build.sh && bash scripts/get-model.sh && bash scripts/get-corpus.sh
 build/uio prepare --inputs corpus --out out/corpus-store --tokenizer models/SmolLM2-135M-Instruct.Q4_1.gguf \\
   --heldout_fraction 0.03
-build/uio train --config configs/smollm2-135m-100k.ini --steps 280 --checkpoint_every 50
-build/uio export --checkpoint out/smollm2-100k --out out/smollm2-100k-export
-build/uio eval --model models/SmolLM2-135M-Instruct.Q4_1.gguf --memory out/smollm2-100k-export \\
-  --data out/corpus-store --device cuda --lengths 4096,8192,16384,32768,65536,102400 --score_tokens 1024 \\
-  --documents 2 --passkey_lengths 8192,32768,102400 --needle_lengths 8192,32768,102400 --out_dir out/eval
+build/uio train --config {r["config"]} --data out/corpus-store --steps {r["steps"]} --checkpoint_every 50
+build/uio export --checkpoint {r["out_dir"]} --out {r["out_dir"]}-export
+build/uio eval --model models/SmolLM2-135M-Instruct.Q4_1.gguf --memory {r["out_dir"]}-export \\
+  --data out/corpus-store --device cuda {r["eval"]} --out_dir out/eval
 ```
 
 How it ran for this page: on a remote GPU machine holding a copy of the tree, after scripts/device-build.sh,
 with the model and the packed token store copied over (docs/gpu.md), and `OUT` naming the folder to bring back:
 
 ```bash
-COMMIT=<hash> PART=train bash scripts/device-headline.sh   # writes headline-train.tgz into OUT
-COMMIT=<hash> PART=eval bash scripts/device-headline.sh    # writes headline-eval.tgz into OUT
+{r["device_train"]}   # writes headline-train.tgz into OUT
+{r["device_eval"]}    # writes headline-eval.tgz into OUT
 ```
 
 Back on the development machine, with the two archives copied from OUT:

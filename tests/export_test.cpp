@@ -128,3 +128,26 @@ TEST(Export, CliExportsARunsNewestCheckpointAndRefusesADamagedOne) {
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.err.find("no uio_memory.safetensors"), std::string::npos) << bad.err;
 }
+
+// The trained compressor committed in exports/smollm2-135m (the README's headline run) loads against the
+// SmolLM2 GGUF it was trained on (shapes, fingerprint, adapters) and generates on the CPU, its prompt read
+// through memory (one 4,096-token segment compressed, a 128-token tail decoded with it and the sink).
+TEST(Export, TheCommittedTrainedCompressorGeneratesOnTheCpu) {
+  const auto ref = uio::test::testdata("smollm2") / "reference.json";
+  if (!fs::exists(ref)) GTEST_SKIP() << "no SmolLM2 GGUF under models/ (run scripts/get-model.sh)";
+  const std::string gguf = nlohmann::json::parse(std::ifstream(ref))["gguf"];
+  const fs::path exported = fs::path(UIO_SOURCE_DIR) / "exports" / "smollm2-135m";
+  const auto config = nlohmann::json::parse(std::ifstream(exported / "uio_config.json"));
+  ASSERT_EQ(config["segment_len"], 4096);
+  ASSERT_EQ(config["sink_tokens"], 4);
+  // Text of more than one segment: numbered lines, so the tokens are many and the ids varied.
+  std::string text;
+  std::mt19937_64 rng(uio::test::test_seed());
+  for (int i = 0; text.size() < 4096 * 3; ++i) text += "Line " + std::to_string(rng() % 100000) + " of the ledger.\n";
+  const auto dir = uio::test::scratch_dir();
+  { std::ofstream(dir / "prompt.txt") << text; }
+  const auto r = uio::test::run_uio({"generate", "--model", gguf, "--memory", exported.string(), "--prompt_file",
+                                     (dir / "prompt.txt").string(), "--max_new_tokens", "4", "--device", "cpu"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_NE((r.out + r.err).find("prompt tokens"), std::string::npos) << r.err << r.out;
+}
