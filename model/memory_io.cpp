@@ -2,11 +2,12 @@
 #include "model/memory_io.h"
 
 #include <filesystem>
-#include <fstream>
+#include <optional>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
+#include "data/format/atomic_file.h"
 #include "data/format/fingerprint.h"
 #include "model/peft.h"
 #include "data/format/safetensors.h"
@@ -75,11 +76,8 @@ Json memory_config_json(const MemoryOptions& o, const BaseIdentity& base, const 
             {"head_dim", base.head_dim}, {"fingerprint", base.fingerprint}}}};
 }
 
-void write_json(const fs::path& path, const Json& j) {
-  const auto tmp = path.string() + ".tmp";
-  std::ofstream(tmp) << j.dump(2) << "\n";
-  fs::rename(tmp, path);
-}
+// Whole or not at all: a full disk is an error naming the file, never a 0-byte uio_config.json.
+void write_json(const fs::path& path, const Json& j) { format::write_file_atomic(path.string(), j.dump(2) + "\n"); }
 
 constexpr const char* kEncoderAdapter = "encoder_adapter";
 constexpr const char* kTransferAdapter = "transfer_adapter";
@@ -88,15 +86,54 @@ constexpr const char* kMemoryEmbedding = "memory_embedding.safetensors";
 }  // namespace
 
 void save_memory(const std::string& dir, MemoryCompressor& compressor, const BaseIdentity& base) {
-  fs::create_directories(dir);
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  for (const auto& item : compressor->named_parameters()) tensors.emplace_back(item.key(), item.value().detach());
+  for (const auto& item : compressor->named_parameters()) {
+    if (!torch::isfinite(item.value().detach()).all().item<bool>())
+      throw std::runtime_error(dir + ": refusing to save the compressor: its parameter '" + item.key() +
+                               "' holds non-finite values (NaN or inf; training diverged)");
+    tensors.emplace_back(item.key(), item.value().detach());
+  }
+  fs::create_directories(dir);
   format::write_safetensors((fs::path(dir) / "uio_memory.safetensors").string(), tensors, {{"format", "uio-memory"}});
   write_json(fs::path(dir) / "uio_config.json", memory_config_json(compressor->options(), base, "uio-memory"));
 }
 
-void export_memory(const std::string& from, const std::string& dir) {
+void check_export_target(const std::string& dir, bool force) {
+  const fs::path d(dir);
+  std::error_code ec;
+  const auto name = d.filename().empty() ? d.parent_path().filename().string() : d.filename().string();
+  const auto parent = d.filename().empty() ? d.parent_path().parent_path() : d.parent_path();
+  if (name.rfind("step-", 0) == 0 || name.rfind(".tmp-", 0) == 0 || parent.filename() == "checkpoints" ||
+      fs::exists(fs::symlink_status(parent / "latest", ec)))
+    throw std::runtime_error(dir + ": lies among a run's checkpoints; choose a directory outside <out_dir>/checkpoints");
+  const auto status = fs::status(d, ec);
+  if (!fs::exists(status)) return;
+  if (!fs::is_directory(status))
+    throw std::runtime_error(dir + ": exists and is not a directory; choose a new directory for the export");
+  // A compressor, a checkpoint or a run holds uio_config.json or files beside it that an export would
+  // overwrite or outdate: never written into, --force or not.
+  for (const char* ours : {"uio_memory.safetensors", "trainer_state.json", "checkpoints", "metrics.jsonl"})
+    if (fs::exists(fs::symlink_status(d / ours, ec)))
+      throw std::runtime_error(dir + ": holds " + ours + ", so it is a compressor, a checkpoint or a run's out_dir; "
+                               "an export never writes into one (even with --force); choose a new directory");
+  if (!force && fs::directory_iterator(d, ec) != fs::directory_iterator())
+    throw std::runtime_error(dir + ": is not empty; choose a new directory, or pass --force to write the export "
+                             "into it (its files of the export's names are replaced, others are left)");
+}
+
+void export_memory(const std::string& from, const std::string& dir, const ExportOptions& options) {
+  check_export_target(dir, options.force);
   const auto loaded = read_memory_config(from);
+  std::optional<uint64_t> checksum;
+  if (!options.base_model.empty()) {  // the base model the user names, never the path the file records
+    const auto fingerprint = format::weights_fingerprint(options.base_model);
+    if (fingerprint.empty()) throw std::runtime_error(options.base_model + ": no such base model (--model)");
+    if (loaded.base.fingerprint.empty() || fingerprint != loaded.base.fingerprint)
+      throw std::runtime_error(options.base_model + ": other weights than the base model the compressor was trained "
+                               "on (fingerprint " + fingerprint + ", " + from + "/uio_config.json records '" +
+                               loaded.base.fingerprint + "'); pass the base model it was trained on");
+    if (fs::is_regular_file(options.base_model)) checksum = format::file_checksum(options.base_model);
+  }
   format::SafetensorsFile weights((fs::path(from) / "uio_memory.safetensors").string());
   std::map<std::string, torch::Tensor> encoder, transfer;
   torch::Tensor embedding;
@@ -112,7 +149,7 @@ void export_memory(const std::string& from, const std::string& dir) {
   write_peft_adapter((fs::path(dir) / kTransferAdapter).string(), transfer, loaded.options.transfer_lora, loaded.base.path);
   format::write_safetensors((fs::path(dir) / kMemoryEmbedding).string(), {{"memory_embedding", embedding}}, {{"format", "pt"}});
   auto j = memory_config_json(loaded.options, loaded.base, "uio-export");
-  if (fs::is_regular_file(loaded.base.path)) j["base_model"]["checksum"] = format::file_checksum(loaded.base.path);
+  if (checksum) j["base_model"]["checksum"] = *checksum;
   j["files"] = {{kEncoderAdapter, "PEFT LoRA adapter of the encoder (q_proj, v_proj by default): compression"},
                 {kTransferAdapter, "PEFT LoRA adapter of the transfer head (k_proj, v_proj): memory keys and values"},
                 {kMemoryEmbedding, "the <mem> token embedding [hidden_size], float32"}};
