@@ -1,6 +1,8 @@
 // model/memory_io.cpp — memory compressor directories.
 #include "model/memory_io.h"
 
+#include <cmath>
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <stdexcept>
@@ -23,10 +25,28 @@ Json lora_json(const LoraOptions& o) {
   return {{"rank", o.rank}, {"alpha", o.alpha}, {"dropout", o.dropout}, {"targets", o.targets}};
 }
 
+// j[key], an integer in [least, most] (a float is refused: converting 1e308 to an integer is undefined).
+int64_t integer_in(const Json& j, const std::string& key, int64_t least, int64_t most, const std::string& file) {
+  const auto& v = j.at(key);
+  if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)))
+    throw std::runtime_error(file + ": '" + key + "' is " + format::brief_json(v) + ", expected an integer");
+  const auto x = v.get<int64_t>();
+  if (x < least || x > most)
+    throw std::runtime_error(file + ": '" + key + "' is " + std::to_string(x) + ", expected " + std::to_string(least) +
+                             ".." + std::to_string(most) + "; the file is damaged or not written by uio");
+  return x;
+}
+
+// Far beyond any real compressor, and small enough that shapes built from them allocate or fail cleanly.
+constexpr int64_t kMaxSegmentLen = int64_t{1} << 20, kMaxLoraRank = int64_t{1} << 16, kMaxModelDim = int64_t{1} << 24;
+
 LoraOptions lora_from_json(const Json& j, const std::string& file, const std::string& key) {
   try {
-    return {j.at("rank").get<int64_t>(), j.at("alpha").get<double>(), j.at("dropout").get<double>(),
-            j.at("targets").get<std::vector<std::string>>()};
+    LoraOptions o{integer_in(j, "rank", 1, kMaxLoraRank, file + " (" + key + ")"), j.at("alpha").get<double>(),
+                  j.at("dropout").get<double>(), j.at("targets").get<std::vector<std::string>>()};
+    if (!(o.alpha > 0) || !std::isfinite(o.alpha) || !(o.dropout >= 0 && o.dropout < 1))
+      throw std::runtime_error(file + ": key '" + key + "': alpha must be > 0 and dropout in [0, 1)");
+    return o;
   } catch (const Json::exception& e) {
     throw std::runtime_error(file + ": key '" + key + "' is malformed (" + e.what() + ")");
   }
@@ -168,16 +188,26 @@ LoadedMemory read_memory_config(const std::string& dir) {
   LoadedMemory out;
   try {
     auto& o = out.options;
-    o.segment_len = j.at("segment_len").get<int64_t>();
-    o.num_memory_tokens = j.at("num_memory_tokens").get<int64_t>();
+    o.segment_len = integer_in(j, "segment_len", 1, kMaxSegmentLen, config_path);
+    o.num_memory_tokens = integer_in(j, "num_memory_tokens", 1, o.segment_len, config_path);
+    if (o.segment_len % o.num_memory_tokens != 0)
+      throw std::runtime_error(config_path + ": num_memory_tokens " + std::to_string(o.num_memory_tokens) +
+                               " does not divide segment_len " + std::to_string(o.segment_len));
     o.memory_rope = parse_rope_kind(j.at("memory_rope").get<std::string>());
     o.memory_rope_factor = j.at("memory_rope_factor").get<double>();
-    o.sink_tokens = j.value("sink_tokens", int64_t{0});  // absent in compressors written before the option
-    const auto& b = j.at("base_model");
-    out.base = {b.at("path").get<std::string>(),      b.at("architecture").get<std::string>(),
-                b.at("num_layers").get<int64_t>(),    b.at("hidden_size").get<int64_t>(),
-                b.at("vocab_size").get<int64_t>(),    b.at("num_kv_heads").get<int64_t>(),
-                b.at("head_dim").get<int64_t>(),      b.value("fingerprint", std::string())};
+    if (!(o.memory_rope_factor > 0) || !std::isfinite(o.memory_rope_factor))
+      throw std::runtime_error(config_path + ": memory_rope_factor must be a finite number > 0");
+    // Absent in compressors written before the option.
+    o.sink_tokens = j.contains("sink_tokens") ? integer_in(j, "sink_tokens", 0, o.segment_len, config_path) : 0;
+    const auto& b = j.at("base_model");  // zeros: a base model built in memory (tests), identity unknown
+    out.base = {b.at("path").get<std::string>(),
+                b.at("architecture").get<std::string>(),
+                integer_in(b, "num_layers", 0, kMaxModelDim, config_path),
+                integer_in(b, "hidden_size", 0, kMaxModelDim, config_path),
+                integer_in(b, "vocab_size", 0, kMaxModelDim, config_path),
+                integer_in(b, "num_kv_heads", 0, kMaxModelDim, config_path),
+                integer_in(b, "head_dim", 0, kMaxModelDim, config_path),
+                b.value("fingerprint", std::string())};
     o.encoder_lora = lora_from_json(j.at("encoder_lora"), config_path, "encoder_lora");
     o.transfer_lora = lora_from_json(j.at("transfer_lora"), config_path, "transfer_lora");
   } catch (const Json::exception& e) {
