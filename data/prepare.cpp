@@ -72,6 +72,10 @@ std::vector<InputFile> find_files(const std::vector<std::string>& inputs) {
       for (size_t i = 0; i < g.gl_pathc; ++i)
         if (fs::is_regular_file(g.gl_pathv[i])) found.emplace_back(g.gl_pathv[i]);
       ::globfree(&g);
+      if (found.empty())  // a typo in a pattern would otherwise drop a whole part of the corpus unnoticed
+        throw std::runtime_error("prepare: the pattern '" + input + "' matches no file" +
+                                 (rc == GLOB_NOMATCH ? "" : " (only directories)") +
+                                 "; check it (quote it so the shell leaves it alone) or remove it from --inputs");
     } else if (fs::is_directory(input)) {
       root = input;
       for (auto it = fs::recursive_directory_iterator(input); it != fs::recursive_directory_iterator(); ++it) {

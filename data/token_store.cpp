@@ -1,14 +1,18 @@
 // data/token_store.cpp — writing and mmap-reading the tokens.bin + index.bin pair (format: token_store.h).
 #include "data/token_store.h"
 
+#include "data/format/atomic_file.h"
 #include "data/format/mapped_file.h"
 
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
+
+#include <unistd.h>
 
 namespace uio::data {
 
@@ -76,6 +80,14 @@ class IndexReader {
 };
 
 std::string read_whole(const fs::path& path) {
+  std::error_code ec;
+  const auto status = fs::status(path, ec);
+  if (fs::exists(status) && !fs::is_regular_file(status))
+    throw std::runtime_error("token store: " + path.string() + " is not a regular file (a directory?); a token store " +
+                             "is a directory holding the files index.bin and tokens.bin written by uio prepare");
+  if (!fs::exists(status) && fs::is_regular_file(path.parent_path()))
+    throw std::runtime_error("token store: " + path.parent_path().string() + " is a file; pass the directory uio " +
+                             "prepare wrote (holding index.bin and tokens.bin)");
   std::ifstream in(path, std::ios::binary);
   if (!in)
     throw std::runtime_error("token store: cannot open " + path.string() +
@@ -138,7 +150,9 @@ void TokenStoreWriter::add(const std::string& source, Split split, const std::ve
 void TokenStoreWriter::finish() {
   if (finished_) return;
   const fs::path dir(dir_);
-  if (std::fclose(tokens_) != 0) {
+  // Flushed and synced before the index that describes it is written.
+  const bool synced = std::fflush(tokens_) == 0 && ::fsync(::fileno(tokens_)) == 0;
+  if (std::fclose(tokens_) != 0 || !synced) {
     tokens_ = nullptr;
     throw std::runtime_error("token store: closing " + dir_ + "/" + kTokensFile + ".tmp failed: " +
                              std::strerror(errno));
@@ -159,16 +173,15 @@ void TokenStoreWriter::finish() {
     put<uint8_t>(index, static_cast<uint8_t>(d.split));
     put_string(index, d.source);
   }
-  const auto index_tmp = dir / (std::string(kIndexFile) + ".tmp");
-  {
-    std::ofstream out(index_tmp, std::ios::binary | std::ios::trunc);
-    out.write(index.data(), static_cast<std::streamsize>(index.size()));
-    if (!out) throw std::runtime_error("token store: writing " + index_tmp.string() + " failed");
-  }
-  // tokens.bin first, index.bin last: a crash in between leaves an index that no longer matches the
-  // token file, which opening reports, never a silently wrong store.
+  // tokens.bin first, index.bin last (whole, through a checked temporary file): a crash in between
+  // leaves an index that no longer matches the token file, which opening reports, never a silently
+  // wrong store.
   fs::rename(dir / (std::string(kTokensFile) + ".tmp"), dir / kTokensFile);
-  fs::rename(index_tmp, dir / kIndexFile);
+  try {
+    format::write_file_atomic((dir / kIndexFile).string(), index);
+  } catch (const format::FormatError& e) {
+    throw std::runtime_error(std::string("token store: ") + e.what());
+  }
   finished_ = true;
 }
 
@@ -193,10 +206,15 @@ TokenStore::TokenStore(const std::string& dir) : dir_(dir) {
                              ", this build reads version " + std::to_string(kVersion) + "; re-run uio prepare");
   bytes_per_token_ = static_cast<int>(in.get<uint32_t>("the token width"));
   meta_.vocab_size = static_cast<int64_t>(in.get<uint64_t>("the vocabulary size"));
-  meta_.eos_id = static_cast<int32_t>(in.get<int64_t>("the EOS id"));
+  const auto eos_id = in.get<int64_t>("the EOS id");
   const auto num_docs = in.get<uint64_t>("the document count");
   const auto num_tokens = in.get<uint64_t>("the token count");
   meta_.tokenizer = in.get_string("the tokenizer identity");
+  if (eos_id < -1 || eos_id >= meta_.vocab_size)
+    throw std::runtime_error(where + "index.bin says the EOS id is " + std::to_string(eos_id) +
+                             ", outside the vocabulary [0, " + std::to_string(meta_.vocab_size) +
+                             ") (-1: none); the file is damaged, re-run uio prepare");
+  meta_.eos_id = static_cast<int32_t>(eos_id);
   if (bytes_per_token_ != 2 && bytes_per_token_ != 4)
     throw std::runtime_error(where + "index.bin says " + std::to_string(bytes_per_token_) +
                              " bytes per token, expected 2 or 4");
@@ -284,6 +302,31 @@ void TokenStore::read_as(int64_t doc, int64_t begin, int64_t count, T* out) cons
                                std::to_string(meta_.vocab_size) + "; the file is damaged, re-run uio prepare");
     out[i] = static_cast<T>(id);
   }
+}
+
+void TokenStore::check_ids(int64_t vocab_size, const std::string& model) const {
+  const auto limit = static_cast<uint64_t>(std::max<int64_t>(vocab_size, 0));
+  int64_t bad = -1;
+  uint64_t id = 0;
+  for (int64_t i = 0; i < num_tokens_ && bad < 0; ++i) {
+    if (bytes_per_token_ == 2) {
+      uint16_t v;
+      std::memcpy(&v, map_ + 2 * i, 2);
+      id = v;
+    } else {
+      uint32_t v;
+      std::memcpy(&v, map_ + 4 * i, 4);
+      id = v;
+    }
+    if (id >= limit) bad = i;
+  }
+  if (bad < 0) return;
+  const auto doc = std::upper_bound(documents_.begin(), documents_.end(), bad,
+                                    [](int64_t t, const DocumentInfo& d) { return t < d.offset; }) - 1;
+  throw std::runtime_error("token store " + dir_ + ": tokens.bin holds id " + std::to_string(id) + " at token " +
+                           std::to_string(bad - doc->offset) + " of document '" + doc->source + "', outside the " +
+                           "vocabulary of " + std::to_string(vocab_size) + " ids of " + model +
+                           "; the file is damaged or was prepared with another tokenizer, re-run uio prepare");
 }
 
 void TokenStore::read(int64_t doc, int64_t begin, int64_t count, int32_t* out) const {

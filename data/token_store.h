@@ -92,6 +92,11 @@ class TokenStore {
   std::vector<int32_t> tokens(int64_t doc, int64_t begin, int64_t count) const;
   std::vector<int32_t> tokens(int64_t doc) const { return tokens(doc, 0, document(doc).length); }
 
+  // Scans every token once (train and held-out): throws naming tokens.bin, the document and the
+  // position of the first id >= vocab_size, the vocabulary of `model` (a path, for the message). A
+  // training run calls it at load, so a damaged id stops it there rather than steps later.
+  void check_ids(int64_t vocab_size, const std::string& model) const;
+
  private:
   template <typename T>
   void read_as(int64_t doc, int64_t begin, int64_t count, T* out) const;

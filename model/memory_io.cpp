@@ -1,12 +1,15 @@
 // model/memory_io.cpp — memory compressor directories.
 #include "model/memory_io.h"
 
+#include <cmath>
+#include <cstdint>
 #include <filesystem>
-#include <fstream>
+#include <optional>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
+#include "data/format/atomic_file.h"
 #include "data/format/fingerprint.h"
 #include "model/peft.h"
 #include "data/format/safetensors.h"
@@ -22,10 +25,28 @@ Json lora_json(const LoraOptions& o) {
   return {{"rank", o.rank}, {"alpha", o.alpha}, {"dropout", o.dropout}, {"targets", o.targets}};
 }
 
+// j[key], an integer in [least, most] (a float is refused: converting 1e308 to an integer is undefined).
+int64_t integer_in(const Json& j, const std::string& key, int64_t least, int64_t most, const std::string& file) {
+  const auto& v = j.at(key);
+  if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)))
+    throw std::runtime_error(file + ": '" + key + "' is " + format::brief_json(v) + ", expected an integer");
+  const auto x = v.get<int64_t>();
+  if (x < least || x > most)
+    throw std::runtime_error(file + ": '" + key + "' is " + std::to_string(x) + ", expected " + std::to_string(least) +
+                             ".." + std::to_string(most) + "; the file is damaged or not written by uio");
+  return x;
+}
+
+// Far beyond any real compressor, and small enough that shapes built from them allocate or fail cleanly.
+constexpr int64_t kMaxSegmentLen = int64_t{1} << 20, kMaxLoraRank = int64_t{1} << 16, kMaxModelDim = int64_t{1} << 24;
+
 LoraOptions lora_from_json(const Json& j, const std::string& file, const std::string& key) {
   try {
-    return {j.at("rank").get<int64_t>(), j.at("alpha").get<double>(), j.at("dropout").get<double>(),
-            j.at("targets").get<std::vector<std::string>>()};
+    LoraOptions o{integer_in(j, "rank", 1, kMaxLoraRank, file + " (" + key + ")"), j.at("alpha").get<double>(),
+                  j.at("dropout").get<double>(), j.at("targets").get<std::vector<std::string>>()};
+    if (!(o.alpha > 0) || !std::isfinite(o.alpha) || !(o.dropout >= 0 && o.dropout < 1))
+      throw std::runtime_error(file + ": key '" + key + "': alpha must be > 0 and dropout in [0, 1)");
+    return o;
   } catch (const Json::exception& e) {
     throw std::runtime_error(file + ": key '" + key + "' is malformed (" + e.what() + ")");
   }
@@ -75,11 +96,8 @@ Json memory_config_json(const MemoryOptions& o, const BaseIdentity& base, const 
             {"head_dim", base.head_dim}, {"fingerprint", base.fingerprint}}}};
 }
 
-void write_json(const fs::path& path, const Json& j) {
-  const auto tmp = path.string() + ".tmp";
-  std::ofstream(tmp) << j.dump(2) << "\n";
-  fs::rename(tmp, path);
-}
+// Whole or not at all: a full disk is an error naming the file, never a 0-byte uio_config.json.
+void write_json(const fs::path& path, const Json& j) { format::write_file_atomic(path.string(), j.dump(2) + "\n"); }
 
 constexpr const char* kEncoderAdapter = "encoder_adapter";
 constexpr const char* kTransferAdapter = "transfer_adapter";
@@ -88,15 +106,54 @@ constexpr const char* kMemoryEmbedding = "memory_embedding.safetensors";
 }  // namespace
 
 void save_memory(const std::string& dir, MemoryCompressor& compressor, const BaseIdentity& base) {
-  fs::create_directories(dir);
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  for (const auto& item : compressor->named_parameters()) tensors.emplace_back(item.key(), item.value().detach());
+  for (const auto& item : compressor->named_parameters()) {
+    if (!torch::isfinite(item.value().detach()).all().item<bool>())
+      throw std::runtime_error(dir + ": refusing to save the compressor: its parameter '" + item.key() +
+                               "' holds non-finite values (NaN or inf; training diverged)");
+    tensors.emplace_back(item.key(), item.value().detach());
+  }
+  fs::create_directories(dir);
   format::write_safetensors((fs::path(dir) / "uio_memory.safetensors").string(), tensors, {{"format", "uio-memory"}});
   write_json(fs::path(dir) / "uio_config.json", memory_config_json(compressor->options(), base, "uio-memory"));
 }
 
-void export_memory(const std::string& from, const std::string& dir) {
+void check_export_target(const std::string& dir, bool force) {
+  const fs::path d(dir);
+  std::error_code ec;
+  const auto name = d.filename().empty() ? d.parent_path().filename().string() : d.filename().string();
+  const auto parent = d.filename().empty() ? d.parent_path().parent_path() : d.parent_path();
+  if (name.rfind("step-", 0) == 0 || name.rfind(".tmp-", 0) == 0 || parent.filename() == "checkpoints" ||
+      fs::exists(fs::symlink_status(parent / "latest", ec)))
+    throw std::runtime_error(dir + ": lies among a run's checkpoints; choose a directory outside <out_dir>/checkpoints");
+  const auto status = fs::status(d, ec);
+  if (!fs::exists(status)) return;
+  if (!fs::is_directory(status))
+    throw std::runtime_error(dir + ": exists and is not a directory; choose a new directory for the export");
+  // A compressor, a checkpoint or a run holds uio_config.json or files beside it that an export would
+  // overwrite or outdate: never written into, --force or not.
+  for (const char* ours : {"uio_memory.safetensors", "trainer_state.json", "checkpoints", "metrics.jsonl"})
+    if (fs::exists(fs::symlink_status(d / ours, ec)))
+      throw std::runtime_error(dir + ": holds " + ours + ", so it is a compressor, a checkpoint or a run's out_dir; "
+                               "an export never writes into one (even with --force); choose a new directory");
+  if (!force && fs::directory_iterator(d, ec) != fs::directory_iterator())
+    throw std::runtime_error(dir + ": is not empty; choose a new directory, or pass --force to write the export "
+                             "into it (its files of the export's names are replaced, others are left)");
+}
+
+void export_memory(const std::string& from, const std::string& dir, const ExportOptions& options) {
+  check_export_target(dir, options.force);
   const auto loaded = read_memory_config(from);
+  std::optional<uint64_t> checksum;
+  if (!options.base_model.empty()) {  // the base model the user names, never the path the file records
+    const auto fingerprint = format::weights_fingerprint(options.base_model);
+    if (fingerprint.empty()) throw std::runtime_error(options.base_model + ": no such base model (--model)");
+    if (loaded.base.fingerprint.empty() || fingerprint != loaded.base.fingerprint)
+      throw std::runtime_error(options.base_model + ": other weights than the base model the compressor was trained "
+                               "on (fingerprint " + fingerprint + ", " + from + "/uio_config.json records '" +
+                               loaded.base.fingerprint + "'); pass the base model it was trained on");
+    if (fs::is_regular_file(options.base_model)) checksum = format::file_checksum(options.base_model);
+  }
   format::SafetensorsFile weights((fs::path(from) / "uio_memory.safetensors").string());
   std::map<std::string, torch::Tensor> encoder, transfer;
   torch::Tensor embedding;
@@ -112,7 +169,7 @@ void export_memory(const std::string& from, const std::string& dir) {
   write_peft_adapter((fs::path(dir) / kTransferAdapter).string(), transfer, loaded.options.transfer_lora, loaded.base.path);
   format::write_safetensors((fs::path(dir) / kMemoryEmbedding).string(), {{"memory_embedding", embedding}}, {{"format", "pt"}});
   auto j = memory_config_json(loaded.options, loaded.base, "uio-export");
-  if (fs::is_regular_file(loaded.base.path)) j["base_model"]["checksum"] = format::file_checksum(loaded.base.path);
+  if (checksum) j["base_model"]["checksum"] = *checksum;
   j["files"] = {{kEncoderAdapter, "PEFT LoRA adapter of the encoder (q_proj, v_proj by default): compression"},
                 {kTransferAdapter, "PEFT LoRA adapter of the transfer head (k_proj, v_proj): memory keys and values"},
                 {kMemoryEmbedding, "the <mem> token embedding [hidden_size], float32"}};
@@ -131,16 +188,26 @@ LoadedMemory read_memory_config(const std::string& dir) {
   LoadedMemory out;
   try {
     auto& o = out.options;
-    o.segment_len = j.at("segment_len").get<int64_t>();
-    o.num_memory_tokens = j.at("num_memory_tokens").get<int64_t>();
+    o.segment_len = integer_in(j, "segment_len", 1, kMaxSegmentLen, config_path);
+    o.num_memory_tokens = integer_in(j, "num_memory_tokens", 1, o.segment_len, config_path);
+    if (o.segment_len % o.num_memory_tokens != 0)
+      throw std::runtime_error(config_path + ": num_memory_tokens " + std::to_string(o.num_memory_tokens) +
+                               " does not divide segment_len " + std::to_string(o.segment_len));
     o.memory_rope = parse_rope_kind(j.at("memory_rope").get<std::string>());
     o.memory_rope_factor = j.at("memory_rope_factor").get<double>();
-    o.sink_tokens = j.value("sink_tokens", int64_t{0});  // absent in compressors written before the option
-    const auto& b = j.at("base_model");
-    out.base = {b.at("path").get<std::string>(),      b.at("architecture").get<std::string>(),
-                b.at("num_layers").get<int64_t>(),    b.at("hidden_size").get<int64_t>(),
-                b.at("vocab_size").get<int64_t>(),    b.at("num_kv_heads").get<int64_t>(),
-                b.at("head_dim").get<int64_t>(),      b.value("fingerprint", std::string())};
+    if (!(o.memory_rope_factor > 0) || !std::isfinite(o.memory_rope_factor))
+      throw std::runtime_error(config_path + ": memory_rope_factor must be a finite number > 0");
+    // Absent in compressors written before the option.
+    o.sink_tokens = j.contains("sink_tokens") ? integer_in(j, "sink_tokens", 0, o.segment_len, config_path) : 0;
+    const auto& b = j.at("base_model");  // zeros: a base model built in memory (tests), identity unknown
+    out.base = {b.at("path").get<std::string>(),
+                b.at("architecture").get<std::string>(),
+                integer_in(b, "num_layers", 0, kMaxModelDim, config_path),
+                integer_in(b, "hidden_size", 0, kMaxModelDim, config_path),
+                integer_in(b, "vocab_size", 0, kMaxModelDim, config_path),
+                integer_in(b, "num_kv_heads", 0, kMaxModelDim, config_path),
+                integer_in(b, "head_dim", 0, kMaxModelDim, config_path),
+                b.value("fingerprint", std::string())};
     o.encoder_lora = lora_from_json(j.at("encoder_lora"), config_path, "encoder_lora");
     o.transfer_lora = lora_from_json(j.at("transfer_lora"), config_path, "transfer_lora");
   } catch (const Json::exception& e) {

@@ -24,14 +24,31 @@ BaseIdentity identify(const std::string& path, const ModelConfig& config);
 // shape, or a different fingerprint when both are known.
 void check_same_base(const BaseIdentity& saved, const BaseIdentity& now, const std::string& file);
 
+// Writes the compressor directory `dir` (uio_memory.safetensors, uio_config.json); refuses a compressor
+// with a non-finite parameter (throws naming it), so a diverged run never leaves NaN weights on disk.
 void save_memory(const std::string& dir, MemoryCompressor& compressor, const BaseIdentity& base);
+
+struct ExportOptions {
+  // Write into a non-empty directory (files of the export's names are replaced). Never into a compressor,
+  // a checkpoint or a run's out_dir, nor among a run's checkpoints, --force or not.
+  bool force = false;
+  // The base model as the user names it (empty: none). base_model.path in uio_config.json is only a
+  // record of the path given when training: it is never opened (the file may have moved, or the record
+  // been edited to name any file). A base model named here must have the fingerprint the compressor
+  // records; a single-file one's checksum then goes into the export.
+  std::string base_model;
+};
 
 // The memory compressor alone in formats other tools read, from a compressor directory or checkpoint
 // `from`: encoder_adapter/ and transfer_adapter/ (PEFT LoRA adapter directories, model/peft.h),
 // memory_embedding.safetensors, and uio_config.json (format uio-export: l, M, memory_rope, adapter
-// shapes and targets, the base model's identity, fingerprint and, when its file is at hand, checksum).
-// load_memory reads it back like a compressor directory.
-void export_memory(const std::string& from, const std::string& dir);
+// shapes and targets, the base model's identity and fingerprint, and its checksum when
+// options.base_model is given). Every file is written whole or not at all (format/atomic_file.h).
+// load_memory reads it back like a compressor directory. Throws naming `dir` for a target it may not use.
+void export_memory(const std::string& from, const std::string& dir, const ExportOptions& options = {});
+// The target rules of export_memory alone (throws std::runtime_error naming `dir` and the fix).
+void check_export_target(const std::string& dir, bool force);
+
 
 struct LoadedMemory {
   MemoryOptions options;

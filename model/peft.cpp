@@ -2,12 +2,12 @@
 #include "model/peft.h"
 
 #include <filesystem>
-#include <fstream>
 #include <regex>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
+#include "data/format/atomic_file.h"
 #include "data/format/safetensors.h"
 #include "data/format/json_file.h"
 
@@ -64,7 +64,7 @@ void write_peft_adapter(const std::string& dir, const std::map<std::string, torc
                        {"use_rslora", false},
                        {"use_dora", false},
                        {"modules_to_save", nullptr}};
-  std::ofstream(fs::path(dir) / "adapter_config.json") << config.dump(2) << "\n";
+  format::write_file_atomic((fs::path(dir) / "adapter_config.json").string(), config.dump(2) + "\n");
 }
 
 PeftAdapter read_peft_adapter(const std::string& dir) {

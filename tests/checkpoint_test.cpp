@@ -10,6 +10,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <iomanip>
 #include <random>
@@ -20,10 +21,13 @@
 
 #include "data/document_source.h"
 #include "data/format/safetensors.h"
+#include "model/memory_io.h"
+#include "model/weights.h"
 #include "tests/cli_util.h"
 #include "tests/test_util.h"
 #include "trainer/checkpoint.h"
 #include "trainer/train.h"
+#include "trainer/train_job.h"
 
 using namespace uio;
 namespace fs = std::filesystem;
@@ -175,10 +179,10 @@ TEST(Checkpoint, AFailedWriteLeavesThePreviousCheckpointAndLatestIntact) {
     ::unsetenv("UIO_CHECKPOINT_FAULT");
     std::ostringstream log;
     const auto found = trainer::CheckpointStore((dir / "checkpoints").string(), {}).find_latest(log);
-    // A failure after the rename (writing `latest`) leaves a complete step-2 beside an intact step-1;
-    // `latest` still names step 1 either way.
+    // A failure after the rename (writing `latest`) leaves a complete step-2 beside an intact step-1:
+    // `latest` still names step 1, and --resume auto takes step 2, the newest complete one.
     EXPECT_EQ(uio::test::read_file(dir / "checkpoints/latest"), "step-00000001\n") << file;
-    EXPECT_EQ(found.value(), good) << file;
+    EXPECT_EQ(found.value(), std::string(file) == "latest" ? (dir / "checkpoints/step-00000002").string() : good) << file;
     for (const auto& e : fs::directory_iterator(dir / "checkpoints"))
       EXPECT_EQ(e.path().filename().string().rfind(".tmp", 0), std::string::npos) << e.path();
     EXPECT_NO_THROW(trainer::verify_checkpoint(good));
@@ -332,4 +336,191 @@ TEST(Checkpoint, KilledAtRandomMomentsTheRunAlwaysResumesFromACompleteCheckpoint
   EXPECT_NE(refused.exit_code, 0);
   EXPECT_NE(refused.err.find("segment_len: 16 -> 32"), std::string::npos) << refused.err;
   EXPECT_NE(refused.err.find("seq_len: 64 -> 128"), std::string::npos) << refused.err;
+}
+
+namespace {
+
+// A store of `steps` checkpoints (1..steps) in <out>/checkpoints, each a payload and the config.ini
+// that resume_checkpoint compares; returns the checkpoints directory.
+fs::path store_with_steps(const fs::path& out, int64_t steps, const std::string& config) {
+  const auto root = out / "checkpoints";
+  trainer::CheckpointStore store(root.string(), {10, 0});
+  for (int64_t step = 1; step <= steps; ++step)
+    store.save(step, {}, [&](const std::string& dir) {
+      uio::test::write_file(fs::path(dir) / "payload.bin", "payload of step " + std::to_string(step));
+      uio::test::write_file(fs::path(dir) / "config.ini", config);
+    });
+  return root;
+}
+
+// Nested JSON arrays `depth` levels deep (a hostile manifest value).
+std::string nested(int depth) { return std::string(static_cast<size_t>(depth), '[') + std::string(static_cast<size_t>(depth), ']'); }
+
+}  // namespace
+
+// A writer killed after renaming step-3 into place but before moving `latest` leaves latest at step 2:
+// --resume auto takes step 3, the newest complete one, and says why; a `latest` naming a path into
+// another run is ignored, never followed.
+TEST(Checkpoint, AutoResumeTakesTheNewestCompleteCheckpointWhateverLatestSays) {
+  const auto out = uio::test::scratch_dir();
+  const std::string config = "[train]\nsteps = 9\n";
+  const auto root = store_with_steps(out, 3, config);
+  uio::test::write_file(root / "latest", "step-00000002\n");
+  std::ostringstream log;
+  EXPECT_EQ(trainer::resume_checkpoint("auto", out.string(), config, log).value(), (root / "step-00000003").string());
+  EXPECT_NE(log.str().find("latest names step-00000002, but step-00000003 is the newest complete checkpoint"),
+            std::string::npos) << log.str();
+
+  const auto other = store_with_steps(out / "other", 9, config);
+  for (const auto& elsewhere : {std::string("../other/checkpoints/step-00000009"), (other / "step-00000009").string()}) {
+    uio::test::write_file(root / "latest", elsewhere + "\n");
+    std::ostringstream log2;
+    EXPECT_EQ(trainer::CheckpointStore(root.string(), {}).find_latest(log2).value(), (root / "step-00000003").string());
+    EXPECT_NE(log2.str().find("not a checkpoint directory of this run; ignored"), std::string::npos) << log2.str();
+  }
+}
+
+// The newest checkpoint broken in ways a disk, a tool or a person can break it: verify_checkpoint throws
+// CheckpointError naming the file or entry (never a library exception, never a crash), and
+// --resume auto falls back to the older good checkpoint with a warning that says why.
+TEST(Checkpoint, ABrokenNewestCheckpointFallsBackToAnOlderGoodOneNamingWhatIsWrong) {
+  const auto out = uio::test::scratch_dir();
+  const std::string config = "[train]\nsteps = 9\n";
+  const auto root = store_with_steps(out, 2, config);
+  const auto newest = root / "step-00000002", manifest = newest / "trainer_state.json";
+  const auto good_manifest = uio::test::read_file(manifest);
+  const auto good = nlohmann::json::parse(good_manifest);
+  auto with = [&](const std::function<void(nlohmann::json&)>& edit) {
+    auto j = good;
+    edit(j);
+    return j.dump(1);
+  };
+  struct Case {
+    std::string name, manifest, needle;
+    std::function<void()> damage;
+  };
+  const std::vector<Case> cases = {
+      {"a file replaced by a directory", good_manifest, "payload.bin: not a regular file", [&] {
+         fs::remove(newest / "payload.bin");
+         fs::create_directories(newest / "payload.bin" / "inner");
+       }},
+      {"bytes as a string", with([](auto& j) { j["files"]["payload.bin"]["bytes"] = "17"; }),
+       "entry 'payload.bin' lacks unsigned integers", {}},
+      {"a negative checksum", with([](auto& j) { j["files"]["payload.bin"]["checksum"] = -5; }),
+       "entry 'payload.bin' lacks unsigned integers", {}},
+      {"an entry that is an array", with([](auto& j) { j["files"]["config.ini"] = nlohmann::json::array({1, 2}); }),
+       "entry 'config.ini' lacks unsigned integers", {}},
+      {"files as an array", with([](auto& j) { j["files"] = nlohmann::json::array(); }), "lacks an object 'files'", {}},
+      {"step as a string", with([](auto& j) { j["step"] = "2"; }), "lacks an object 'files' or a step number", {}},
+      {"another step than its directory", with([](auto& j) { j["step"] = 7; }), "says step 7, but its directory is", {}},
+      {"a manifest that is not an object", "[1, 2, 3]\n", "lacks an object 'files'", {}},
+      {"deep nesting in a value", "{\"step\": 2, \"files\": {}, \"ranks\": " + nested(60000) + "}\n",
+       "nested deeper than", {}},
+      {"deep nesting in an entry", "{\"step\": 2, \"files\": {\"payload.bin\": " + nested(60000) + "}}\n",
+       "nested deeper than", {}},
+      {"an entry above the directory", with([](auto& j) { j["files"]["../../escape.bin"] = j["files"]["payload.bin"]; }),
+       "entry '../../escape.bin' is not a file name inside the checkpoint directory", {}},
+      {"an absolute entry", with([](auto& j) { j["files"]["/etc/hostname"] = j["files"]["payload.bin"]; }),
+       "entry '/etc/hostname' is not a file name inside the checkpoint directory", {}},
+      {"the manifest replaced by a directory", "", "trainer_state.json", [&] {
+         fs::remove(manifest);
+         fs::create_directories(manifest);
+       }},
+  };
+  const auto payload = uio::test::read_file(newest / "payload.bin");
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    if (c.damage) c.damage();
+    if (!c.manifest.empty()) uio::test::write_file(manifest, c.manifest);
+    try {
+      trainer::verify_checkpoint(newest.string());
+      ADD_FAILURE() << "expected a CheckpointError";
+    } catch (const trainer::CheckpointError& e) {
+      EXPECT_NE(std::string(e.what()).find(c.needle), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(newest.string()), std::string::npos) << e.what();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "not a CheckpointError: " << e.what();
+    }
+    std::ostringstream log;
+    try {
+      EXPECT_EQ(trainer::resume_checkpoint("auto", out.string(), config, log).value(), (root / "step-00000001").string());
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "--resume auto failed instead of falling back: " << e.what();
+    }
+    EXPECT_NE(log.str().find("skipping " + newest.string()), std::string::npos) << log.str();
+    // Repair for the next case.
+    fs::remove_all(newest / "payload.bin");
+    uio::test::write_file(newest / "payload.bin", payload);
+    fs::remove_all(manifest);
+    uio::test::write_file(manifest, good_manifest);
+    ASSERT_NO_THROW(trainer::verify_checkpoint(newest.string()));
+  }
+}
+
+// A finished run relaunched with --resume auto and the same --steps writes its last step again:
+// step-N is renamed to .old-step-N-<pid>, the new copy .tmp-step-N-<pid> renamed to step-N. Killed
+// between the two renames, both copies are complete and step-N is gone: the next start puts the new
+// copy in place (or the old one, when the new one is incomplete) instead of deleting both.
+TEST(Checkpoint, AKillBetweenTheRenamesOfARewrittenStepRecoversTheCompleteCopy) {
+  const std::string config = "[train]\nsteps = 3\n";
+  for (const bool new_copy_complete : {true, false}) {
+    SCOPED_TRACE(new_copy_complete ? "new copy complete" : "new copy without its manifest");
+    const auto out = uio::test::scratch_dir() / (new_copy_complete ? "a" : "b");
+    const auto root = store_with_steps(out, 3, config);
+    // The second writing of step 3, made elsewhere, then the directories as the kill leaves them.
+    const auto again = store_with_steps(out / "again", 2, config);
+    trainer::CheckpointStore(again.string(), {10, 0}).save(3, {}, [&](const std::string& dir) {
+      uio::test::write_file(fs::path(dir) / "payload.bin", "payload of step 3, written again");
+      uio::test::write_file(fs::path(dir) / "config.ini", config);
+    });
+    fs::rename(root / "step-00000003", root / ".old-step-00000003-4242");
+    fs::rename(again / "step-00000003", root / ".tmp-step-00000003-4242");
+    if (!new_copy_complete) fs::remove(root / ".tmp-step-00000003-4242" / "trainer_state.json");
+
+    std::ostringstream log;
+    const auto found = trainer::resume_checkpoint("auto", out.string(), config, log);
+    ASSERT_TRUE(found.has_value()) << log.str();
+    EXPECT_EQ(*found, (root / "step-00000003").string()) << log.str();
+    EXPECT_EQ(uio::test::read_file(root / "step-00000003" / "payload.bin"),
+              new_copy_complete ? "payload of step 3, written again" : "payload of step 3");
+    EXPECT_NE(log.str().find("recovered " + (root / "step-00000003").string()), std::string::npos) << log.str();
+    for (const auto& e : fs::directory_iterator(root))
+      EXPECT_NE(e.path().filename().string().front(), '.') << "a leftover stays: " << e.path();
+  }
+}
+
+// Every reader of a compressor directory verifies a checkpoint first: `uio generate --memory`, `uio eval
+// --memory` and `uio export` refuse a checkpoint whose file fails its manifest checksum (a flipped byte
+// in the weights that still parses), naming the file.
+TEST(Checkpoint, GenerateEvalAndExportRefuseACheckpointWhoseFilesFailTheirChecksums) {
+  const auto ref = uio::test::testdata("smollm2") / "reference.json";
+  if (!fs::exists(ref)) GTEST_SKIP() << "no SmolLM2 GGUF under models/ (run scripts/get-model.sh)";
+  const std::string gguf = nlohmann::json::parse(std::ifstream(ref))["gguf"];
+  auto loaded = model::load_model(gguf);
+  model::MemoryOptions o;
+  o.segment_len = 16, o.num_memory_tokens = 4, o.encoder_lora.rank = 2, o.transfer_lora.rank = 2;
+  torch::manual_seed(uio::test::test_seed());
+  model::MemoryCompressor compressor(loaded.config, o, torch::randn({loaded.config.hidden_size}) * 0.05);
+  const auto out = uio::test::scratch_dir();
+  const auto dir = trainer::CheckpointStore((out / "checkpoints").string(), {}).save(1, {}, [&](const std::string& d) {
+    model::save_memory(d, compressor, model::identify(gguf, loaded.config));
+  });
+  const std::vector<std::string> generate = {"generate", "--model", gguf, "--memory", dir, "--prompt",
+                                             "Alice was beginning to get very tired of sitting by her sister",
+                                             "--max_new_tokens", "1"};
+  ASSERT_EQ(uio::test::run_uio(generate).exit_code, 0) << "the intact checkpoint generates";
+  const auto weights = fs::path(dir) / "uio_memory.safetensors";
+  auto bytes = uio::test::read_file(weights);
+  bytes[bytes.size() - 2] ^= 0x10;  // inside the last tensor's data: the file still parses
+  uio::test::write_file(weights, bytes);
+  for (const auto& args : {generate,
+                           std::vector<std::string>{"eval", "--model", gguf, "--memory", dir, "--methods", "uio",
+                                                    "--data", (out / "no-store").string()},
+                           std::vector<std::string>{"export", "--checkpoint", dir, "--out", (out / "export").string()},
+                           std::vector<std::string>{"generate", "--model", gguf, "--memory", out.string(), "--prompt", "x"}}) {
+    const auto r = uio::test::run_uio(args);
+    EXPECT_EQ(r.exit_code, 1) << args[0] << ": " << r.err;
+    EXPECT_NE(r.err.find(weights.string() + ": checksum differs from the manifest's"), std::string::npos)
+        << args[0] << ": " << r.err;
+  }
 }

@@ -13,6 +13,7 @@
 #include "model/memory_reader.h"
 #include "model/memory_pass.h"
 #include "model/peft.h"
+#include "data/format/fingerprint.h"
 #include "data/format/safetensors.h"
 #include "model/weights.h"
 #include "tests/cli_util.h"
@@ -42,7 +43,7 @@ void check_against_peft(const std::string& base_path, double tolerance) {
   auto compressor = random_compressor(loaded.config, uio::test::test_seed());
   const auto dir = uio::test::scratch_dir();
   model::save_memory((dir / "compressor").string(), compressor, model::identify(base_path, loaded.config));
-  model::export_memory((dir / "compressor").string(), (dir / "export").string());
+  model::export_memory((dir / "compressor").string(), (dir / "export").string(), {false, base_path});
 
   auto x = torch::randn({7, loaded.config.hidden_size});
   uio::format::write_safetensors((dir / "x.safetensors").string(), {{"x", x}});
@@ -150,4 +151,132 @@ TEST(Export, TheCommittedTrainedCompressorGeneratesOnTheCpu) {
                                      (dir / "prompt.txt").string(), "--max_new_tokens", "4", "--device", "cpu"});
   ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
   EXPECT_NE((r.out + r.err).find("prompt tokens"), std::string::npos) << r.err << r.out;
+}
+
+// `uio export --out` never writes into a compressor, a checkpoint or a run (their uio_config.json would be
+// overwritten), --force or not; a non-empty directory needs --force (which leaves other files there).
+TEST(Export, RefusesACheckpointAndANonEmptyTargetUnlessForceWhichNeverReachesACheckpoint) {
+  auto loaded = model::load_model(uio::test::testdata("hf_models/qwen2_bias").string());
+  auto compressor = random_compressor(loaded.config, 4);
+  const auto dir = uio::test::scratch_dir();
+  const auto source = dir / "compressor";
+  model::save_memory(source.string(), compressor, model::identify("tiny", loaded.config));
+  const auto checkpoint = dir / "run" / "checkpoints" / "step-00000001";
+  model::save_memory(checkpoint.string(), compressor, model::identify("tiny", loaded.config));
+  uio::test::write_file(checkpoint / "trainer_state.json", "{}");
+  const auto config_before = uio::test::read_file(checkpoint / "uio_config.json");
+  auto run = [&](const fs::path& out, bool force) {
+    std::vector<std::string> args = {"export", "--checkpoint", source.string(), "--out", out.string()};
+    if (force) args.push_back("--force");
+    return uio::test::run_uio(args);
+  };
+  for (const bool force : {false, true}) {
+    for (const auto& target : {checkpoint, source, dir / "run", dir / "run" / "checkpoints" / "step-00000002"}) {
+      const auto r = run(target, force);
+      EXPECT_EQ(r.exit_code, 1) << target << (force ? " --force" : "");
+      EXPECT_NE(r.err.find(target.string() + ": "), std::string::npos) << r.err;
+    }
+  }
+  EXPECT_EQ(uio::test::read_file(checkpoint / "uio_config.json"), config_before);
+  EXPECT_FALSE(fs::exists(checkpoint / "encoder_adapter"));
+  EXPECT_FALSE(fs::exists(dir / "run" / "checkpoints" / "step-00000002"));
+
+  fs::create_directories(dir / "notes");
+  uio::test::write_file(dir / "notes" / "readme.txt", "mine");
+  const auto refused = run(dir / "notes", false);
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("is not empty"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("--force"), std::string::npos) << refused.err;
+  EXPECT_FALSE(fs::exists(dir / "notes" / "uio_config.json"));
+  const auto forced = run(dir / "notes", true);
+  ASSERT_EQ(forced.exit_code, 0) << forced.err;
+  EXPECT_EQ(uio::test::read_file(dir / "notes" / "readme.txt"), "mine");
+  EXPECT_TRUE(fs::exists(dir / "notes" / "uio_config.json"));
+  fs::create_directories(dir / "empty");
+  EXPECT_EQ(run(dir / "empty", false).exit_code, 0);
+}
+
+// A full disk during an export (a small tmpfs, filled to leave 0, 4, 8, ... KiB): every attempt either
+// writes a whole export that loads, or fails naming the file and "No space left", and never leaves a
+// 0-byte or partial file under its final name.
+TEST(Export, AFullDiskFailsNamingTheFileAndLeavesNoEmptyOrPartialFile) {
+  const auto scratch = uio::test::scratch_dir();
+  const auto mount = scratch / "tmpfs";
+  fs::create_directories(mount);
+  const std::string mount_cmd = "mount -t tmpfs -o size=512k tmpfs " + uio::test::shell_quote(mount.string()) + " 2>/dev/null";
+  if (std::system(mount_cmd.c_str()) != 0) GTEST_SKIP() << "cannot mount a tmpfs here (not root?)";
+  struct Unmount {
+    std::string path;
+    ~Unmount() { std::system(("umount " + uio::test::shell_quote(path)).c_str()); }
+  } unmount{mount.string()};
+
+  auto loaded = model::load_model(uio::test::testdata("hf_models/qwen2_bias").string());
+  auto compressor = random_compressor(loaded.config, 5);
+  const auto source = scratch / "compressor";
+  model::save_memory(source.string(), compressor, model::identify("tiny", loaded.config));
+  int failed = 0, written = 0;
+  for (int free_kib = 0; free_kib <= 64; free_kib += 4) {
+    SCOPED_TRACE("free KiB: " + std::to_string(free_kib));
+    const auto out = mount / "export";
+    {
+      const auto space = fs::space(mount);
+      const auto filler = space.available > static_cast<uintmax_t>(free_kib) * 1024
+                              ? space.available - static_cast<uintmax_t>(free_kib) * 1024 : 0;
+      std::ofstream(mount / "filler", std::ios::binary) << std::string(filler, 'f');
+    }
+    try {
+      model::export_memory(source.string(), out.string());
+      ++written;
+      auto back = model::load_memory(out.string(), loaded.config, model::identify("tiny", loaded.config), torch::kCPU);
+      for (const auto& item : compressor->named_parameters())
+        EXPECT_TRUE(torch::equal(item.value(), back.compressor->named_parameters()[item.key()])) << item.key();
+    } catch (const std::exception& e) {
+      ++failed;
+      const std::string what = e.what();
+      EXPECT_NE(what.find("No space left on device"), std::string::npos) << what;
+      EXPECT_NE(what.find(out.string()), std::string::npos) << what;
+    }
+    if (fs::exists(out)) {
+      for (const auto& e : fs::recursive_directory_iterator(out)) {
+        EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << "left behind: " << e.path();
+        if (e.is_regular_file()) {
+          EXPECT_GT(fs::file_size(e.path()), 0u) << "an empty file: " << e.path();
+        }
+      }
+    }
+    fs::remove_all(out);
+    fs::remove(mount / "filler");
+  }
+  EXPECT_GT(failed, 0) << "no attempt ran out of space";
+  EXPECT_GT(written, 0) << "no attempt had room enough";
+}
+
+// base_model.path in a compressor's uio_config.json records the path given when training; export never
+// opens it (a moved model, or a record edited to name any file). The checksum goes into the export only
+// for a base model the user names with --model, after its fingerprint matched the compressor's.
+TEST(Export, NeverOpensTheBaseModelPathTheConfigRecordsOnlyTheOneTheUserNames) {
+  auto loaded = model::load_model(uio::test::testdata("hf_models/qwen2_bias").string());
+  auto compressor = random_compressor(loaded.config, 6);
+  const auto dir = uio::test::scratch_dir();
+  const auto base = dir / "base.gguf";
+  uio::test::write_file(base, std::string(1 << 20, 'b'));
+  model::save_memory((dir / "compressor").string(), compressor, model::identify(base.string(), loaded.config));
+  auto config_of = [&](const fs::path& out) { return nlohmann::json::parse(std::ifstream(out / "uio_config.json")); };
+
+  auto r = uio::test::run_uio({"export", "--checkpoint", (dir / "compressor").string(), "--out", (dir / "a").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(config_of(dir / "a")["base_model"].contains("checksum")) << config_of(dir / "a").dump();
+  EXPECT_EQ(config_of(dir / "a")["base_model"]["path"], base.string());
+
+  r = uio::test::run_uio({"export", "--checkpoint", (dir / "compressor").string(), "--out", (dir / "b").string(),
+                          "--model", base.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(config_of(dir / "b")["base_model"]["checksum"].get<uint64_t>(),
+            uio::format::file_checksum(base.string()));
+
+  uio::test::write_file(dir / "other.gguf", std::string(1 << 20, 'o'));
+  r = uio::test::run_uio({"export", "--checkpoint", (dir / "compressor").string(), "--out", (dir / "c").string(),
+                          "--model", (dir / "other.gguf").string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("other weights than the base model"), std::string::npos) << r.err;
 }

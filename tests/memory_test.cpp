@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "model/memory.h"
 #include "model/memory_pass.h"
@@ -273,6 +274,40 @@ TEST(Memory, SavedCompressorLoadsBackAndRefusesAnotherModel) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("has other weights"), std::string::npos) << e.what();
   }
+}
+
+// uio_config.json of a compressor, edited: shapes out of range or not integers (a float such as 1e308
+// has no integer value; converting it is undefined) are refused naming the file and the key, before
+// anything divides by segment_len or allocates memory of its size.
+TEST(Memory, AConfigWithOutOfRangeOrNonIntegerShapesIsRefusedNamingTheKey) {
+  auto t = make_tiny();
+  const auto dir = uio::test::scratch_dir() / "compressor";
+  save_memory(dir.string(), t.memory, identify("tiny", t.config));
+  const auto config = nlohmann::json::parse(uio::test::read_file(dir / "uio_config.json"));
+  const std::vector<std::pair<std::string, nlohmann::json>> cases = {
+      {"/segment_len", 0},       {"/segment_len", 1e308},        {"/segment_len", int64_t{1} << 40},
+      {"/segment_len", -16},     {"/num_memory_tokens", 0},      {"/num_memory_tokens", 1000000},
+      {"/sink_tokens", -1},      {"/encoder_lora/rank", 0},      {"/transfer_lora/rank", 1e300},
+      {"/base_model/hidden_size", -5}, {"/base_model/num_layers", 2.5}, {"/memory_rope_factor", -1.0}};
+  for (const auto& [pointer, value] : cases) {
+    auto edited = config;
+    edited[nlohmann::json::json_pointer(pointer)] = value;
+    uio::test::write_file(dir / "uio_config.json", edited.dump());
+    const auto key = pointer.substr(pointer.rfind('/') + 1);
+    try {
+      read_memory_config(dir.string());
+      ADD_FAILURE() << pointer << " = " << value.dump() << " was accepted";
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find((dir / "uio_config.json").string()), std::string::npos) << e.what();
+      EXPECT_TRUE(std::string(e.what()).find(key) != std::string::npos ||
+                  std::string(e.what()).find(pointer.substr(1, pointer.find('/', 1) - 1)) != std::string::npos)
+          << pointer << ": " << e.what();
+    }
+  }
+  auto edited = config;
+  edited["segment_len"] = 16, edited["num_memory_tokens"] = 3;
+  uio::test::write_file(dir / "uio_config.json", edited.dump());
+  EXPECT_THROW(read_memory_config(dir.string()), std::runtime_error);  // 3 does not divide 16
 }
 
 // Peak resident memory of this process so far, in MB.

@@ -1,5 +1,7 @@
 // tests/options_test.cpp — the option schema: precedence (command line > INI > default), every form a
 // value may take, and error messages asserted on their text (file, line, key, value, suggestion).
+#include <sys/stat.h>
+
 #include <functional>
 #include <sstream>
 
@@ -224,7 +226,7 @@ TEST(Options, MissingConfigFileIsNamed) {
   auto path = (uio::test::scratch_dir() / "nope.ini").string();
   EXPECT_EQ(train_error({"--config", path}), "config file '" + path + "' (from --config) does not exist");
   EXPECT_EQ(train_error({"--config", uio::test::scratch_dir().string()}),
-            "cannot read config file '" + uio::test::scratch_dir().string() + "' (from --config)");
+            "config file '" + uio::test::scratch_dir().string() + "' (from --config) is not a regular file (a directory?)");
 }
 
 TEST(Options, MalformedCommandLinesAreExplained) {
@@ -297,4 +299,26 @@ TEST(Options, EditDistanceIsLevenshtein) {
   EXPECT_EQ(edit_distance("segment_len", "segment_len"), 0);
   EXPECT_EQ(edit_distance("segmnt_len", "segment_len"), 1);
   EXPECT_EQ(edit_distance("ab", "ba"), 2);  // no transpositions in plain Levenshtein
+}
+
+// Editors on Windows start UTF-8 files with a byte-order mark: the first key still reads as itself.
+TEST(Options, AnIniFileStartingWithAUtf8ByteOrderMarkParses) {
+  Train t;
+  ASSERT_TRUE(t.parse({"--config", write_ini("\xEF\xBB\xBFsegment_len = 512\nsteps = 7\n")}));
+  EXPECT_EQ(t.config.segment_len, 512);
+  EXPECT_EQ(t.config.steps, 7);
+  Train s;
+  ASSERT_TRUE(s.parse({"--config", write_ini("\xEF\xBB\xBF[train]\nlr = 0.5\n")}));
+  EXPECT_EQ(s.config.lr, 0.5);
+}
+
+// A --config that is a FIFO or a directory is refused by its type, before open() could block on it.
+TEST(Options, AConfigThatIsAFifoOrADirectoryIsRefusedWithoutOpeningIt) {
+  const auto dir = uio::test::scratch_dir();
+  ASSERT_EQ(::mkfifo((dir / "fifo.ini").c_str(), 0600), 0);
+  for (const auto& path : {dir / "fifo.ini", dir}) {
+    const auto message = train_error({"--config", path.string()});
+    EXPECT_NE(message.find("config file '" + path.string() + "' (from --config) is not a regular file"),
+              std::string::npos) << message;
+  }
 }

@@ -274,3 +274,24 @@ TEST(Prepare, GlobsAndFilesNameDocumentsRelativeToTheirRoot) {
   EXPECT_EQ(store.bytes_per_token(), 4);
   EXPECT_EQ(decode_doc(store, 1), "by");
 }
+
+// A pattern in --inputs that matches no file is an error naming it (a typo would otherwise drop part of
+// the corpus without a word), even when the other inputs hold documents.
+TEST(Prepare, AGlobThatMatchesNothingIsAnErrorNamingThePattern) {
+  const auto root = uio::test::scratch_dir();
+  fs::create_directories(root / "in" / "sub.txt");  // a directory that the pattern matches: still no file
+  uio::test::write_file(root / "in" / "a.txt", "some text to keep");
+  auto options = options_for(root / "in", root / "store");
+  for (const auto& pattern : {(root / "in" / "*.md").string(), (root / "in" / "sub*").string()}) {
+    options.inputs = {(root / "in" / "a.txt").string(), pattern};
+    std::ostringstream log;
+    try {
+      prepare_corpus(options, ByteTokenizer(), log);
+      ADD_FAILURE() << pattern << " was skipped without a word";
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find("the pattern '" + pattern + "' matches no file"), std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_FALSE(fs::exists(root / "store" / "index.bin"));
+}

@@ -2,6 +2,7 @@
 // the errors for index/token-file mismatches, truncation and damaged ids.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <random>
 
@@ -177,4 +178,58 @@ TEST(TokenStore, UnfinishedWriterLeavesTheEarlierStoreIntact) {
   TokenStore store(dir.string());
   ASSERT_EQ(store.num_documents(), 5);
   EXPECT_EQ(store.tokens(4), docs[4].tokens);
+}
+
+// A directory where index.bin or tokens.bin should be, or a file given as the store: the message names
+// the path and what a store is (no "truncated" for an unreadable directory, no path left out).
+TEST(TokenStore, ADirectoryInPlaceOfItsFilesOrAFileAsTheStoreIsNamed) {
+  std::mt19937_64 rng(uio::test::test_seed());
+  const auto dir = uio::test::scratch_dir() / "store";
+  write_store(dir, 500, random_docs(rng, 500, 4));
+  const auto index = uio::test::read_file(dir / "index.bin");
+  fs::remove(dir / "index.bin");
+  fs::create_directories(dir / "index.bin");
+  EXPECT_NE(error_of(dir).find((dir / "index.bin").string() + " is not a regular file"), std::string::npos)
+      << error_of(dir);
+  fs::remove(dir / "index.bin");
+  uio::test::write_file(dir / "index.bin", index);
+  fs::remove(dir / "tokens.bin");
+  fs::create_directories(dir / "tokens.bin");
+  EXPECT_NE(error_of(dir).find((dir / "tokens.bin").string()), std::string::npos) << error_of(dir);
+  EXPECT_NE(error_of(dir / "index.bin").find((dir / "index.bin").string() + " is a file; pass the directory"),
+            std::string::npos) << error_of(dir / "index.bin");
+}
+
+// The EOS id the join sampler puts between documents is checked against the vocabulary when the store
+// opens (index.bin: magic 8, version 4, width 4, vocabulary 8, then the EOS id as int64).
+TEST(TokenStore, AnEosIdOutsideTheVocabularyIsRefusedWhenTheStoreOpens) {
+  std::mt19937_64 rng(uio::test::test_seed());
+  const auto dir = uio::test::scratch_dir() / "store";
+  write_store(dir, 500, random_docs(rng, 500, 4));
+  auto index = uio::test::read_file(dir / "index.bin");
+  for (const int64_t eos : {int64_t{500}, int64_t{-7}, int64_t{1} << 40}) {
+    std::memcpy(&index[24], &eos, 8);
+    uio::test::write_file(dir / "index.bin", index);
+    EXPECT_NE(error_of(dir).find("EOS id is " + std::to_string(eos) + ", outside the vocabulary [0, 500)"),
+              std::string::npos) << error_of(dir);
+  }
+}
+
+// check_ids scans the whole store against a model's vocabulary: the first id past it is named with
+// its document and position.
+TEST(TokenStore, CheckIdsNamesTheFirstIdPastTheModelsVocabulary) {
+  const auto dir = uio::test::scratch_dir() / "store";
+  TokenStoreWriter w(dir.string(), {1000, 999, "t"});
+  w.add("a.txt", Split::train, {1, 2, 3});
+  w.add("b.txt", Split::heldout, {4, 700, 5});
+  w.finish();
+  TokenStore store(dir.string());
+  EXPECT_NO_THROW(store.check_ids(701, "model.gguf"));
+  try {
+    store.check_ids(700, "model.gguf");
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("id 700 at token 1 of document 'b.txt', outside the vocabulary of 700 ids "
+                                         "of model.gguf"), std::string::npos) << e.what();
+  }
 }

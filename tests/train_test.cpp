@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 
@@ -21,6 +22,7 @@
 #include "tests/cli_util.h"
 #include "tests/test_util.h"
 #include "trainer/train.h"
+#include "trainer/train_job.h"
 
 using namespace uio;
 
@@ -295,4 +297,190 @@ TEST(Train, RetrievalAndAutoencodingSharesTrainResumeAndAreChecked) {
   const auto bad = uio::test::run_uio(too_much);
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.err.find("sum to more than 1"), std::string::npos) << bad.err;
+}
+
+namespace {
+
+// The arguments of a small `uio train` run on the tiny Qwen2 (vocabulary 128) reading `store`.
+std::vector<std::string> tiny_train_args(const std::filesystem::path& store, const std::filesystem::path& out,
+                                         int64_t steps) {
+  return {"train", "--model", uio::test::testdata("hf_models/qwen2_bias").string(), "--data", store.string(),
+          "--segment_len", "16", "--num_memory_tokens", "4", "--encoder_lora_rank", "4", "--transfer_lora_rank", "4",
+          "--seq_len", "64", "--log_every", "1", "--steps", std::to_string(steps), "--out_dir", out.string()};
+}
+
+}  // namespace
+
+// Every training setting is checked before any work starts (here: before the base model, which does not
+// exist, is opened), and the error names the setting: no SIGFPE from segment_len or log_every 0, no
+// keep_checkpoints 0 found only at the first save after the whole run, no eps 0 that turns weights NaN.
+TEST(Train, EverySettingOutOfRangeIsRefusedNamingItBeforeAnyWork) {
+  trainer::TrainJob good;
+  good.model = "/nonexistent/model.gguf", good.data = "/nonexistent/store";
+  good.memory.segment_len = 16, good.memory.num_memory_tokens = 4, good.seq_len = 64;
+  ASSERT_NO_THROW(trainer::check_train_job(good));
+  const std::vector<std::pair<std::string, std::function<void(trainer::TrainJob&)>>> cases = {
+      {"segment_len", [](auto& j) { j.memory.segment_len = 0; }},
+      {"num_memory_tokens", [](auto& j) { j.memory.num_memory_tokens = 0; }},
+      {"seq_len", [](auto& j) { j.seq_len = 24; }},
+      {"log_every", [](auto& j) { j.train.log_every = 0; }},
+      {"keep_checkpoints", [](auto& j) { j.train.checkpoints.keep_last = 0; }},
+      {"keep_checkpoint_every", [](auto& j) { j.train.checkpoints.keep_every = -1; }},
+      {"eps", [](auto& j) { j.train.optimizer.eps = 0; }},
+      {"lr", [](auto& j) { j.train.optimizer.lr = -1e-4; }},
+      {"beta1", [](auto& j) { j.train.optimizer.beta1 = 1.0; }},
+      {"beta2", [](auto& j) { j.train.optimizer.beta2 = -0.5; }},
+      {"weight_decay", [](auto& j) { j.train.optimizer.weight_decay = -1; }},
+      {"steps", [](auto& j) { j.train.steps = 0; }},
+      {"accumulation", [](auto& j) { j.train.accumulation = 0; }},
+      {"val_every", [](auto& j) { j.train.val_every = -3; }},
+      {"val_chunk", [](auto& j) { j.train.val_chunk = 0; }},
+      {"checkpoint_every", [](auto& j) { j.train.checkpoint_every = -1; }},
+      {"max_bad_steps", [](auto& j) { j.train.max_bad_steps = 0; }},
+      {"check_every", [](auto& j) { j.train.check_every = -1; }},
+      {"window", [](auto& j) { j.train.estimator.window = 0; }},
+      {"chunk", [](auto& j) { j.train.estimator.chunk = 0; }},
+      {"warmup_steps", [](auto& j) { j.train.schedule.warmup_steps = -1; }},
+      {"min_lr_ratio", [](auto& j) { j.train.schedule.min_lr_ratio = 1.5; }},
+      {"val_documents", [](auto& j) { j.val_documents = -1; }},
+      {"master_port", [](auto& j) { j.master_port = 70000; }},
+      {"sampler", [](auto& j) { j.sampler = "shuffled"; }},
+  };
+  for (const auto& [key, edit] : cases) {
+    auto job = good;
+    edit(job);
+    try {
+      trainer::check_train_job(job);
+      ADD_FAILURE() << key << ": accepted";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+    }
+  }
+
+  // The command line and INI files, through the binary (what the tester ran).
+  const auto dir = uio::test::scratch_dir();
+  uio::test::write_file(dir / "zero.ini", "[memory]\nsegment_len = 0\n");
+  uio::test::write_file(dir / "log.ini", "[train]\nlog_every = 0\n");
+  const std::vector<std::string> train = {"train", "--model", "/nonexistent/model.gguf", "--data", "/nonexistent/store",
+                                          "--num_memory_tokens", "4", "--seq_len", "64"};
+  const std::vector<std::pair<std::vector<std::string>, std::string>> runs = {
+      {{"--segment_len", "0"}, "segment_len"},
+      {{"--config", (dir / "zero.ini").string()}, "segment_len"},
+      {{"--segment_len", "16", "--log_every", "0"}, "log_every"},
+      {{"--segment_len", "16", "--config", (dir / "log.ini").string()}, "log_every"},
+      {{"--segment_len", "16", "--keep_checkpoints", "0"}, "keep_checkpoints"},
+      {{"--segment_len", "16", "--eps", "0"}, "eps"},
+      {{"--segment_len", "16", "--encoder_lora_dropout", "1"}, "encoder_lora_dropout"},
+  };
+  for (const auto& [extra, key] : runs) {
+    auto args = train;
+    args.insert(args.end(), extra.begin(), extra.end());
+    const auto r = uio::test::run_uio(args);
+    EXPECT_EQ(r.exit_code, 1) << key << ": " << r.err;
+    EXPECT_NE(r.err.find(key), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find("nonexistent"), std::string::npos) << "checked after opening the model: " << r.err;
+  }
+  for (const auto& args : {std::vector<std::string>{"bench", "train", "--shape", "smollm2-135m", "--device", "cpu",
+                                                    "--dtype", "float32", "--segment_len", "0"},
+                           std::vector<std::string>{"bench", "memory", "--model", "/nonexistent/model.gguf",
+                                                    "--segment_len", "0"},
+                           std::vector<std::string>{"bench", "memory", "--model", "/nonexistent/model.gguf",
+                                                    "--chunk", "0"}}) {
+    const auto r = uio::test::run_uio(args);
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_TRUE(r.err.find("segment_len") != std::string::npos || r.err.find("--chunk") != std::string::npos) << r.err;
+  }
+}
+
+// A step whose update leaves a parameter non-finite (as eps = 0 did; here a weight that no loss reads
+// turns NaN during the step) is undone, the state before it is saved as a checkpoint, and the run
+// stops naming the step and what to change: no NaN weights on disk, no exit 0, no compressor/ written
+// from a diverged run.
+TEST(Train, AStepThatMakesParametersNonFiniteIsUndoneKeptAsACheckpointAndStopsTheRun) {
+  const auto dir = uio::test::scratch_dir();
+  const auto seed = uio::test::test_seed();
+  auto c = quick_config(6);
+  c.out_dir = dir.string(), c.config_text = "[train]\nsteps = 6\n";
+  std::string saved;
+  {
+    auto t = make_tiny(seed);
+    HookedDocuments docs(48, 4 * 8, [](int64_t) {});
+    trainer::Trainer first(c, t.base, t.memory, {}, docs, {});
+    first.step(), first.step();
+    saved = first.save_checkpoint();
+  }
+  const auto weights = std::filesystem::path(saved) / "uio_memory.safetensors";
+  const auto weights_before = uio::test::read_file(weights);
+  const auto ranks_before = trainer::verify_checkpoint(saved)["ranks"];
+
+  auto t = make_tiny(seed);
+  // The last encoder layer's LoRA feeds no memory (so the loss stays finite): it goes NaN in step 3.
+  auto unread = t.memory->named_parameters()["encoder.layers.1.q_proj.lora_A"];
+  HookedDocuments docs(48, 4 * 8, [&](int64_t call) {
+    torch::NoGradGuard no_grad;
+    if (call == 0) unread.fill_(NAN);
+  });
+  trainer::Trainer doomed(c, t.base, t.memory, {}, docs, {});
+  doomed.restore(saved);
+  std::map<std::string, torch::Tensor> restored;
+  for (auto& p : t.memory->named_parameters()) restored[p.key()] = p.value().clone();
+  std::ostringstream log;
+  try {
+    doomed.run(log);
+    FAIL() << "expected the run to stop; log:\n" << log.str();
+  } catch (const std::runtime_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("step 3 made the compressor's parameters non-finite"), std::string::npos) << what;
+    EXPECT_NE(what.find("saved as checkpoint " + saved), std::string::npos) << what;
+    EXPECT_NE(what.find("Lower lr"), std::string::npos) << what;
+  }
+  // The state before step 3, in memory and on disk (the same step written again), bit for bit.
+  EXPECT_EQ(doomed.steps_done(), 2);
+  for (auto& p : t.memory->named_parameters()) EXPECT_TRUE(torch::equal(p.value(), restored[p.key()])) << p.key();
+  EXPECT_EQ(uio::test::read_file(weights), weights_before);
+  EXPECT_EQ(trainer::verify_checkpoint(saved)["ranks"], ranks_before);
+  EXPECT_FALSE(std::filesystem::exists(dir / "compressor"));
+  // And a compressor holding NaN is never saved.
+  unread.detach().fill_(NAN);
+  EXPECT_THROW(model::save_memory((dir / "nan").string(), t.memory, {}), std::runtime_error);
+  EXPECT_FALSE(std::filesystem::exists(dir / "nan" / "uio_memory.safetensors"));
+}
+
+// A resumed run did not score the untrained compressor: its summary says where that number is instead
+// of printing "before training nan"; a finished run relaunched takes no step and prints no made-up loss.
+TEST(Train, AResumedRunPrintsNoNanAndAFinishedOneNoLossItDidNotMeasure) {
+  const auto dir = uio::test::scratch_dir();
+  const auto store = uio::test::write_random_store(dir / "store", 4, 400, uio::test::test_seed());
+  auto args = tiny_train_args(store, dir / "run", 2);
+  args.insert(args.end(), {"--val_documents", "1"});
+  const auto first = uio::test::run_uio(args);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_NE(first.out.find("with memory, before training"), std::string::npos) << first.out;
+  args[args.size() - 5] = "3";  // --steps
+  ASSERT_EQ(args[args.size() - 6], "--steps");
+  args.insert(args.end(), {"--resume", "auto"});
+  for (const char* round : {"resumed", "finished, relaunched"}) {
+    const auto r = uio::test::run_uio(args);
+    ASSERT_EQ(r.exit_code, 0) << round << ": " << r.err;
+    EXPECT_EQ(r.out.find("nan"), std::string::npos) << round << ":\n" << r.out;
+    EXPECT_NE(r.out.find("measured by the run's first start"), std::string::npos) << round << ":\n" << r.out;
+    const bool stepped = std::string(round) == "resumed";
+    EXPECT_EQ(r.out.find("last loss none (no step was taken in this run)") == std::string::npos, stepped) << r.out;
+  }
+}
+
+// An id past the vocabulary in tokens.bin (a damaged store) stops `uio train` when it loads the store,
+// naming the file and the document, instead of at the step whose window first reaches it.
+TEST(Train, ADamagedTokenIdStopsTheRunAtLoadNotStepsLater) {
+  const auto dir = uio::test::scratch_dir();
+  const auto store = uio::test::write_random_store(dir / "store", 4, 400, uio::test::test_seed());
+  auto tokens = uio::test::read_file(store / "tokens.bin");
+  for (int d = 0; d < 3; ++d) tokens[2 * (d * 400 + 399)] = '\xff', tokens[2 * (d * 400 + 399) + 1] = '\xff';
+  uio::test::write_file(store / "tokens.bin", tokens);
+  auto args = tiny_train_args(store, dir / "run", 20);
+  args.insert(args.end(), {"--sampler", "join", "--val_documents", "0"});
+  const auto r = uio::test::run_uio(args);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("tokens.bin holds id 65535 at token 399 of document 'doc"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find("step 1/"), std::string::npos) << "training started before the check:\n" << r.out;
 }

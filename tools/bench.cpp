@@ -180,6 +180,7 @@ nlohmann::json run_hf_bench(const TokenizerBenchOptions& opt, const Sample& samp
     auto put_u32 = [&](uint32_t v) { out.write(reinterpret_cast<const char*>(&v), 4); };
     put_u32(static_cast<uint32_t>(sample.documents.size()));
     for (const auto& d : sample.documents) put_u32(static_cast<uint32_t>(d.size())), out << d;
+    out.close();  // a full /tmp shows at the flush: checked, never a truncated input for the script
     if (!out) throw std::runtime_error(std::string("bench tokenizer: cannot write ") + name);
   }
   const std::string command = data::shell_quote(python) + " " + data::shell_quote(script) + " --model " +

@@ -138,6 +138,12 @@ int bench_train_command(const std::vector<std::string>& args) {
   std::vector<bool> checkpointing;
   for (const auto& word : split_list("checkpointing", opt.checkpointing)) checkpointing.push_back(on_off(word));
   if (opt.steps < 1) throw OptionError("bench train: --steps must be >= 1");
+  if (opt.window < 1) throw OptionError("bench train: --window must be >= 1 (S), got " + std::to_string(opt.window));
+  if (!(opt.peak_tflops > 0)) throw OptionError("bench train: --peak_tflops must be > 0");
+  for (int64_t n : lengths)
+    if (n < l)
+      throw OptionError("bench train: --tokens " + std::to_string(n) + " is shorter than one segment (" +
+                        std::to_string(l) + ")");
 
   if (opt.shape.empty() == opt.base.model.empty())
     throw OptionError("bench train: give --model (weights from a file) or --shape (random weights), not both");

@@ -11,41 +11,38 @@
 namespace uio::cli {
 namespace {
 
-struct ExportOptions {
-  std::string checkpoint, out;
+struct ExportInput {
+  std::string checkpoint, out, model;
+  bool force = false;
 };
 
-// A checkpoint directory (verified), a run's out_dir (its newest complete checkpoint), or a compressor
-// directory (uio_config.json + uio_memory.safetensors, e.g. <out_dir>/compressor).
+// The compressor to export (trainer::resolve_compressor_dir): it must hold uio_memory.safetensors.
 std::string resolve_source(const std::string& path) {
-  namespace fs = std::filesystem;
-  if (fs::is_directory(fs::path(path) / "checkpoints")) {
-    auto found = trainer::CheckpointStore((fs::path(path) / "checkpoints").string(), {}).find_latest(std::cerr);
-    if (!found) throw OptionError(path + "/checkpoints holds no complete checkpoint");
-    return *found;
-  }
-  if (fs::exists(fs::path(path) / "trainer_state.json") || fs::path(path).filename().string().rfind("step-", 0) == 0)
-    trainer::verify_checkpoint(path);
-  if (!fs::exists(fs::path(path) / "uio_memory.safetensors"))
-    throw OptionError(path + ": no uio_memory.safetensors; --checkpoint takes a checkpoint directory "
+  const auto dir = trainer::resolve_compressor_dir(path, std::cerr);
+  if (!std::filesystem::exists(std::filesystem::path(dir) / "uio_memory.safetensors"))
+    throw OptionError(dir + ": no uio_memory.safetensors; --checkpoint takes a checkpoint directory "
                       "(<out_dir>/checkpoints/step-N), a run's out_dir, or a compressor directory");
-  return path;
+  return dir;
 }
 
 }  // namespace
 
 int export_command(const std::vector<std::string>& args) {
-  ExportOptions opt;
+  ExportInput opt;
   Schema schema("export", "Export the trained memory compressor: encoder and transfer LoRA as PEFT adapters, the "
                           "<mem> embedding, and uio_config.json");
   schema.add("checkpoint", &opt.checkpoint, "a checkpoint directory, a run's out_dir (newest checkpoint) or a "
                                             "compressor directory")
-      .add("out", &opt.out, "the export directory to write")
+      .add("out", &opt.out, "the export directory to write: a new or empty one (never a checkpoint or compressor)")
+      .add("force", &opt.force, "write into a non-empty --out (files of the export's names are replaced)")
+      .add("model", &opt.model, "the base model (checked against the compressor's fingerprint); a single-file "
+                                "model's checksum is then recorded in uio_config.json")
       .required("checkpoint")
       .required("out");
   if (!schema.parse(args, std::cout)) return 0;
+  model::check_export_target(opt.out, opt.force);  // before anything is read
   const auto source = resolve_source(opt.checkpoint);
-  model::export_memory(source, opt.out);
+  model::export_memory(source, opt.out, {opt.force, opt.model});
   std::cout << "export: " << source << " -> " << opt.out << "\n"
             << "  encoder_adapter/   PEFT LoRA (load with peft.PeftModel.from_pretrained(base, \"" << opt.out
             << "/encoder_adapter\"))\n"

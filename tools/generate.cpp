@@ -15,6 +15,7 @@
 #include "tools/commands.h"
 #include "tools/model_options.h"
 #include "tools/options.h"
+#include "trainer/checkpoint.h"
 
 namespace uio::cli {
 namespace {
@@ -79,6 +80,8 @@ int run_generate(const std::vector<std::string>& args) {
   if (opt.prompt.empty()) opt.prompt.assign(std::istreambuf_iterator<char>(std::cin), {});
   if (opt.prompt.empty()) throw OptionError("the prompt is empty: give --prompt TEXT or pipe text to standard input");
   if (opt.max_new_tokens <= 0) throw OptionError("--max_new_tokens must be > 0");
+  // A checkpoint is verified (its manifest's sizes and checksums) before anything is loaded from it.
+  const auto memory_dir = opt.memory.empty() ? std::string() : trainer::resolve_compressor_dir(opt.memory, std::cerr);
 
   auto tokenizer = data::load_tokenizer(opt.base.model);
   const std::string text = opt.chat ? data::chat_prompt(*tokenizer, opt.prompt) : opt.prompt;
@@ -112,7 +115,7 @@ int run_generate(const std::vector<std::string>& args) {
   if (opt.memory.empty()) {
     model::generate(loaded.model, prompt, sampling, emit);
   } else {
-    auto memory = model::load_memory(opt.memory, loaded.config, model::identify(opt.base.model, loaded.config), load.device);
+    auto memory = model::load_memory(memory_dir, loaded.config, model::identify(opt.base.model, loaded.config), load.device);
     memory.compressor->to(load.dtype);
     model::MemoryReader reader(loaded.model, memory.compressor);
     const int64_t segments = static_cast<int64_t>(prompt.size()) / memory.options.segment_len;

@@ -143,11 +143,15 @@ std::string ini_value(const std::string& rest, const std::string& where) {
 
 std::vector<IniEntry> read_ini(const std::string& path) {
   if (!std::filesystem::exists(path)) fail("config file '" + path + "' (from --config) does not exist");
+  if (!std::filesystem::is_regular_file(path))  // checked before opening: a FIFO would block open()
+    fail("config file '" + path + "' (from --config) is not a regular file (a directory?)");
   std::ifstream in(path);
-  if (!in || std::filesystem::is_directory(path)) fail("cannot read config file '" + path + "' (from --config)");
+  if (!in) fail("cannot read config file '" + path + "' (from --config)");
   std::vector<IniEntry> entries;
   std::string raw, section;
   for (int line = 1; std::getline(in, raw); ++line) {
+    // A UTF-8 byte-order mark (editors on Windows write one) is not part of the first key.
+    if (line == 1 && raw.rfind("\xEF\xBB\xBF", 0) == 0) raw.erase(0, 3);
     const std::string text = trim(raw);
     const std::string where = path + ":" + std::to_string(line);
     if (text.empty() || text[0] == '#' || text[0] == ';') continue;

@@ -48,7 +48,8 @@ int run_prepare(const std::vector<std::string>& args) {
   Schema schema("prepare",
                 "Tokenise text files into a token store (tokens.bin + index.bin) for training.\n"
                 "--inputs is a comma-separated list; each item is a file, a directory (read recursively,\n"
-                "names starting with '.' skipped) or a glob pattern (quote it so the shell leaves it alone),\n"
+                "names starting with '.' skipped) or a glob pattern (quote it so the shell leaves it alone; a\n"
+                "pattern that matches no file is an error),\n"
                 "e.g. --inputs 'corpus/austen,corpus/linux/*.txt,notes.txt'. File names with commas are not\n"
                 "supported. Binary files (a NUL byte, or >1% invalid UTF-8) are skipped with a warning.");
   schema.add("inputs", &opt.inputs, "comma-separated files, directories and glob patterns to read")
@@ -64,6 +65,8 @@ int run_prepare(const std::vector<std::string>& args) {
   if (!schema.parse(args, std::cout)) return 0;
   if (opt.seed < 0) throw OptionError("--seed must be >= 0, got " + std::to_string(opt.seed));
   if (opt.threads < 0) throw OptionError("--threads must be >= 0 (0 = all cores), got " + std::to_string(opt.threads));
+  if (!(opt.heldout_fraction >= 0 && opt.heldout_fraction <= 1))
+    throw OptionError("--heldout_fraction must lie in [0, 1], got " + std::to_string(opt.heldout_fraction));
 
   data::PrepareOptions prepare;
   prepare.inputs = split_inputs(opt.inputs);

@@ -90,15 +90,47 @@ void remove_tree_quietly(const fs::path& path) noexcept {
   }
 }
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw CheckpointError(path.string() + ": cannot open");
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
 std::string trim(const std::string& s) {
   const auto b = s.find_first_not_of(" \t\r\n"), e = s.find_last_not_of(" \t\r\n");
   return b == std::string::npos ? "" : s.substr(b, e - b + 1);
+}
+
+// What `latest` says, or "" when it is missing or not a small regular file; it is a hint, never a path
+// that is followed (trainer/checkpoint.h).
+std::string read_latest(const fs::path& root) {
+  std::error_code ec;
+  const auto path = root / kLatest;
+  if (!fs::is_regular_file(fs::symlink_status(path, ec)) || fs::file_size(path, ec) > 256 || ec) return "";
+  std::ifstream in(path, std::ios::binary);
+  return trim(std::string(std::istreambuf_iterator<char>(in), {}));
+}
+
+// A name read from a file, for a message: at most 80 bytes, control bytes as '?'.
+std::string shown(const std::string& name) {
+  std::string out = name.substr(0, 80);
+  for (auto& c : out)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return name.size() > 80 ? out + "..." : out;
+}
+
+// A manifest entry names a file directly inside its checkpoint directory: no separator, no "." or "..".
+bool plain_file_name(const std::string& name) {
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
+         name.find('\0') == std::string::npos;
+}
+
+// step-<digits> directories under `root` (symbolic links excluded: a checkpoint of this run lives here),
+// newest first.
+std::vector<std::pair<int64_t, fs::path>> step_directories(const fs::path& root) {
+  std::vector<std::pair<int64_t, fs::path>> dirs;
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) return dirs;
+  for (const auto& entry : fs::directory_iterator(root, ec)) {
+    const int64_t step = step_of(entry.path().filename().string());
+    if (step >= 0 && fs::is_directory(entry.symlink_status(ec))) dirs.emplace_back(step, entry.path());
+  }
+  std::sort(dirs.rbegin(), dirs.rend());
+  return dirs;
 }
 
 std::map<std::string, std::string> parse_ini(const std::string& text) {
@@ -123,25 +155,59 @@ void checkpoint_fault_point(const std::string& file) {
       throw std::runtime_error(file + ": write failed (" + std::strerror(ENOSPC) + ", injected by UIO_CHECKPOINT_FAULT)");
 }
 
-CheckpointStore::CheckpointStore(std::string root, CheckpointOptions options)
+CheckpointStore::CheckpointStore(std::string root, CheckpointOptions options, std::ostream* log)
     : root_(std::move(root)), options_(options) {
-  if (options_.keep_last < 1)
-    throw std::invalid_argument("checkpoints: keep_last must be >= 1, got " + std::to_string(options_.keep_last));
-  if (options_.keep_every < 0)
-    throw std::invalid_argument("checkpoints: keep_every must be >= 0, got " + std::to_string(options_.keep_every));
+  check_checkpoint_options(options_);
   fs::create_directories(root_);
-  for (const auto& entry : fs::directory_iterator(root_)) {  // a crashed writer's leftovers
+  recover(log);
+}
+
+void CheckpointStore::recover(std::ostream* log) const {
+  // A writer stopped between save()'s renames leaves ".tmp-step-N-<pid>" (the new copy, complete once its
+  // manifest is written) and, when step N was being written again, ".old-step-N-<pid>" (the previous
+  // copy) with no step-N: the newest complete copy becomes step-N again; every other leftover goes.
+  std::map<std::string, std::vector<fs::path>> leftovers;  // step name -> .tmp copies first, then .old ones
+  std::vector<fs::path> all;
+  for (const auto& entry : fs::directory_iterator(root_)) {
     const auto name = entry.path().filename().string();
-    if (name.rfind(".tmp-", 0) == 0 || name.rfind(".old-", 0) == 0) remove_tree_quietly(entry.path());
+    const bool tmp = name.rfind(".tmp-", 0) == 0, old = name.rfind(".old-", 0) == 0;
+    if (!tmp && !old) continue;
+    all.push_back(entry.path());
+    const auto dash = name.rfind('-');
+    const auto step = dash > 5 ? name.substr(5, dash - 5) : std::string();
+    if (step_of(step) < 0 || !fs::is_directory(entry.symlink_status())) continue;
+    auto& copies = leftovers[step];
+    copies.insert(tmp ? copies.begin() : copies.end(), entry.path());
   }
+  for (const auto& [step, copies] : leftovers) {
+    const fs::path final_dir = fs::path(root_) / step;
+    if (fs::exists(fs::symlink_status(final_dir))) continue;
+    for (const auto& copy : copies) {
+      try {
+        verify_checkpoint(copy.string());
+      } catch (const CheckpointError&) {
+        continue;
+      }
+      std::error_code ec;  // another rank of the same job may have recovered it first
+      fs::rename(copy, final_dir, ec);
+      if (ec) break;
+      fsync_path(root_, true);
+      if (log)
+        *log << "checkpoints: recovered " << final_dir.string() << " from " << copy.filename().string()
+             << " (a save of it was interrupted between its renames)\n";
+      break;
+    }
+  }
+  for (const auto& path : all)
+    if (fs::exists(fs::symlink_status(path))) remove_tree_quietly(path);
 }
 
 std::string CheckpointStore::save(int64_t step, Json state, const CheckpointWriter& write) {
   const auto name = step_name(step);
   const fs::path root(root_), final_dir = root / name;
   const fs::path tmp = root / (".tmp-" + name + "-" + std::to_string(::getpid()));
-  std::string previous = "none";
-  if (fs::exists(root / kLatest)) previous = trim(read_text(root / kLatest));
+  std::string previous = shown(read_latest(root));
+  if (previous.empty()) previous = "none";
   try {
     remove_tree(tmp);
     fs::create_directories(tmp);
@@ -202,75 +268,120 @@ void CheckpointStore::prune(const std::string& newest) const {
   }
 }
 
-Json verify_checkpoint(const std::string& dir) {
-  const fs::path d(dir);
-  if (!fs::is_directory(d))
-    throw CheckpointError(dir + ": no such checkpoint directory; pass a step-* directory under <out_dir>/checkpoints, "
-                                "or --resume auto");
+void check_checkpoint_options(const CheckpointOptions& options) {
+  if (options.keep_last < 1)
+    throw std::invalid_argument("keep_checkpoints must be >= 1 (the newest complete checkpoints kept), got " +
+                                std::to_string(options.keep_last));
+  if (options.keep_every < 0)
+    throw std::invalid_argument("keep_checkpoint_every must be >= 0 (0: none), got " +
+                                std::to_string(options.keep_every));
+}
+
+namespace {
+
+Json verify_manifest(const fs::path& d) {
   const auto manifest = d / kManifest;
-  if (!fs::exists(manifest))
+  const std::string fix = "; the checkpoint is damaged, use an earlier one or --resume auto";
+  if (!fs::exists(fs::symlink_status(manifest)))
     throw CheckpointError(manifest.string() + ": missing, so the checkpoint is incomplete (its writer was stopped "
                                               "before the end); use an earlier checkpoint or --resume auto");
   Json state;
   try {
     state = format::read_json_file(manifest.string());
   } catch (const format::FormatError& e) {
-    throw CheckpointError(std::string(e.what()) + "; the checkpoint is damaged, use an earlier one or --resume auto");
+    throw CheckpointError(std::string(e.what()) + fix);
   }
-  if (!state.contains("files") || !state["files"].is_object() || !state.contains("step"))
-    throw CheckpointError(manifest.string() + ": lacks 'files' or 'step'; not a checkpoint written by uio train");
+  if (!state.is_object() || !state.contains("files") || !state["files"].is_object() || !state.contains("step") ||
+      !state["step"].is_number_integer() || state["step"].get<int64_t>() < 0)
+    throw CheckpointError(manifest.string() + ": lacks an object 'files' or a step number 'step'; not a checkpoint "
+                                              "written by uio train" + fix);
+  const int64_t named = step_of(d.filename().string());
+  if (named >= 0 && state["step"].get<int64_t>() != named)
+    throw CheckpointError(manifest.string() + ": says step " + std::to_string(state["step"].get<int64_t>()) +
+                          ", but its directory is " + d.filename().string() + fix);
   for (const auto& [file, info] : state["files"].items()) {
+    const std::string entry = manifest.string() + ": entry '" + shown(file) + "'";
+    if (!plain_file_name(file))
+      throw CheckpointError(entry + " is not a file name inside the checkpoint directory (a manifest names its "
+                                    "own files only)" + fix);
+    if (!info.is_object() || !info.contains("bytes") || !info["bytes"].is_number_unsigned() ||
+        !info.contains("checksum") || !info["checksum"].is_number_unsigned())
+      throw CheckpointError(entry + " lacks unsigned integers 'bytes' and 'checksum'" + fix);
     const auto path = d / file;
-    if (!fs::exists(path))
-      throw CheckpointError(path.string() + ": missing (listed in " + std::string(kManifest) +
-                            "); the checkpoint is damaged, use an earlier one or --resume auto");
+    const auto status = fs::symlink_status(path);
+    if (!fs::exists(status))
+      throw CheckpointError(path.string() + ": missing (listed in " + std::string(kManifest) + ")" + fix);
+    if (!fs::is_regular_file(status))
+      throw CheckpointError(path.string() + ": not a regular file (listed in " + std::string(kManifest) + ")" + fix);
     const auto bytes = fs::file_size(path);
-    if (bytes != info.at("bytes").get<uint64_t>())
+    const auto want = info["bytes"].get<uint64_t>();
+    if (bytes != want)
       throw CheckpointError(path.string() + ": " + std::to_string(bytes) + " bytes, the manifest says " +
-                            std::to_string(info.at("bytes").get<uint64_t>()) +
-                            " (truncated?); use an earlier checkpoint or --resume auto");
-    if (format::file_checksum(path.string()) != info.at("checksum").get<uint64_t>())
+                            std::to_string(want) + " (truncated?); use an earlier checkpoint or --resume auto");
+    if (format::file_checksum(path.string()) != info["checksum"].get<uint64_t>())
       throw CheckpointError(path.string() + ": checksum differs from the manifest's (the file is damaged); use an "
                                             "earlier checkpoint or --resume auto");
   }
   return state;
 }
 
-std::optional<std::string> CheckpointStore::find_latest(std::ostream& log) const {
-  const fs::path root(root_);
-  std::string named;
-  if (fs::exists(root / kLatest)) {
-    named = trim(read_text(root / kLatest));
-    try {
-      verify_checkpoint((root / named).string());
-      return (root / named).string();
-    } catch (const CheckpointError& e) {
-      log << "resume: warning: " << root_ << "/latest names '" << named << "', which is not usable: " << e.what()
-          << "; looking for the newest complete checkpoint instead\n";
-    }
-  } else if (fs::exists(root)) {
-    bool any = false;
-    for (const auto& entry : fs::directory_iterator(root)) any = any || step_of(entry.path().filename().string()) >= 0;
-    if (any) log << "resume: warning: " << root_ << "/latest is missing; looking for the newest complete checkpoint\n";
+}  // namespace
+
+Json verify_checkpoint(const std::string& dir) {
+  const fs::path d(dir);
+  try {
+    if (!fs::is_directory(d))
+      throw CheckpointError(dir + ": no such checkpoint directory; pass a step-* directory under "
+                                  "<out_dir>/checkpoints, or --resume auto");
+    return verify_manifest(d);
+  } catch (const fs::filesystem_error& e) {  // unreadable entries, permissions
+    throw CheckpointError(dir + ": cannot be read (" + e.what() + "); use an earlier checkpoint or --resume auto");
   }
-  std::vector<std::pair<int64_t, fs::path>> dirs;
-  if (fs::exists(root))
-    for (const auto& entry : fs::directory_iterator(root)) {
-      const int64_t step = step_of(entry.path().filename().string());
-      if (step >= 0 && entry.is_directory() && entry.path().filename() != named) dirs.emplace_back(step, entry.path());
-    }
-  std::sort(dirs.rbegin(), dirs.rend());
+}
+
+std::optional<std::string> newest_checkpoint(const std::string& root_dir, std::ostream& log) {
+  const fs::path root(root_dir);
+  const auto named = read_latest(root);
+  std::error_code ec;
+  if (!named.empty() && (step_of(named) < 0 || !plain_file_name(named)))
+    log << "resume: warning: " << root_dir << "/latest names '" << shown(named)
+        << "', which is not a checkpoint directory of this run; ignored\n";
+  const auto dirs = step_directories(root);
+  if (named.empty() && !dirs.empty())
+    log << "resume: warning: " << root_dir << "/latest is missing; looking for the newest complete checkpoint\n";
   for (const auto& [step, dir] : dirs) {
     try {
       verify_checkpoint(dir.string());
-      log << "resume: warning: using " << dir.string() << "\n";
-      return dir.string();
     } catch (const CheckpointError& e) {
       log << "resume: warning: skipping " << dir.string() << ": " << e.what() << "\n";
+      continue;
     }
+    if (!named.empty() && named != dir.filename().string() && step_of(named) >= 0)
+      log << "resume: warning: " << root_dir << "/latest names " << named << ", but " << dir.filename().string()
+          << " is the newest complete checkpoint (a run stopped before it moved latest, or an older one is "
+             "damaged); using " << dir.string() << "\n";
+    return dir.string();
   }
   return std::nullopt;
 }
+
+std::string resolve_compressor_dir(const std::string& path, std::ostream& log) {
+  const fs::path p(path);
+  std::error_code ec;
+  if (fs::is_directory(p / "checkpoints", ec)) {
+    const auto found = newest_checkpoint((p / "checkpoints").string(), log);
+    if (!found)
+      throw CheckpointError(path + "/checkpoints holds no complete checkpoint; pass a checkpoint, compressor or "
+                                   "export directory");
+    log << "using " << *found << ", the newest complete checkpoint of " << path << "\n";
+    return *found;
+  }
+  if (fs::exists(fs::symlink_status(p / kManifest, ec)) || step_of(p.filename().string()) >= 0)
+    verify_checkpoint(path);
+  return path;
+}
+
+std::optional<std::string> CheckpointStore::find_latest(std::ostream& log) const { return newest_checkpoint(root_, log); }
 
 std::vector<std::string> compare_configs(const std::string& saved_ini, const std::string& current_ini,
                                          const std::vector<std::string>& must_match, std::vector<std::string>* changed) {

@@ -2,7 +2,9 @@
 // written into a temporary directory (every file fsync'ed), renamed into place, then the `latest`
 // pointer replaced atomically; the last N kept plus any marked to keep. A checkpoint is complete when
 // its manifest (trainer_state.json) names every file with its size and checksum and they all match;
-// nothing else is ever loaded. What goes into a checkpoint is the trainer's (trainer/train.h).
+// nothing else is ever loaded. A manifest names only files directly inside its own directory, and
+// `latest` is a hint for people and scripts: resuming takes the newest complete step-* directory of the
+// run, whatever `latest` says (a writer stopped after its rename but before `latest` moved). What goes into a checkpoint is the trainer's (trainer/train.h).
 //
 //   checkpoints/step-00000100/
 //     uio_config.json, uio_memory.safetensors   the compressor (model/memory_io.h; `uio generate --memory` reads it)
@@ -45,8 +47,9 @@ using CheckpointWriter = std::function<void(const std::string& dir)>;
 
 class CheckpointStore {
  public:
-  // `root`: <out_dir>/checkpoints (created). Leftover temporary directories of a crashed writer are removed.
-  CheckpointStore(std::string root, CheckpointOptions options);
+  // `root`: <out_dir>/checkpoints (created); options checked (check_checkpoint_options). A crashed
+  // writer's leftovers are cleaned up by recover(), said on `log` when given.
+  CheckpointStore(std::string root, CheckpointOptions options, std::ostream* log = nullptr);
 
   // Writes checkpoint `step`: `write` fills a fresh temporary directory, then save() adds the manifest
   // (`state`, with "files" filled in, as trainer_state.json, written last), fsyncs every file and the
@@ -55,21 +58,39 @@ class CheckpointStore {
   // says what failed. Returns the checkpoint's directory.
   std::string save(int64_t step, nlohmann::json state, const CheckpointWriter& write);
 
-  // The newest complete checkpoint: the one `latest` names when it verifies, else (with a warning on
-  // `log` naming what was wrong) the newest step-* directory that does. None: std::nullopt.
+  // newest_checkpoint() of this store.
   std::optional<std::string> find_latest(std::ostream& log) const;
   const std::string& root() const { return root_; }
 
  private:
   void prune(const std::string& newest) const;
+  // A save stopped between its renames (of step N written again) leaves .tmp-step-N-* and .old-step-N-*
+  // without step-N: the newest complete copy (the .tmp one, else the .old one) becomes step-N again, said
+  // on `log`. Every other leftover .tmp-* / .old-* directory is removed.
+  void recover(std::ostream* log) const;
 
   std::string root_;
   CheckpointOptions options_;
 };
 
+// Throws std::invalid_argument naming the option (keep_checkpoints, keep_checkpoint_every) when out of range.
+void check_checkpoint_options(const CheckpointOptions& options);
+
+// The newest complete checkpoint under `root` (<out_dir>/checkpoints): the newest step-* directory that
+// verifies. Skipped ones, a `latest` that names another or is not a step-* name of this run, are said
+// on `log` as warnings. None: std::nullopt. Reads only; changes nothing.
+std::optional<std::string> newest_checkpoint(const std::string& root, std::ostream& log);
+
 // Checks that `dir` is a complete checkpoint (its manifest's files exist with the recorded sizes and
-// checksums) and returns trainer_state.json; throws CheckpointError naming the file and the fix.
+// checksums; each entry a plain file name, a regular file there) and returns trainer_state.json; throws
+// CheckpointError naming the file or entry and the fix, never another exception.
 nlohmann::json verify_checkpoint(const std::string& dir);
+// The compressor directory that `uio generate --memory`, `uio eval --memory` and `uio export --checkpoint`
+// read, from what the user gave: a run's out_dir (its newest complete checkpoint, said on `log`), a
+// checkpoint directory (verified first: damaged files are refused as when resuming), or a compressor or
+// export directory (returned as it is). Throws CheckpointError naming the path and the fix.
+std::string resolve_compressor_dir(const std::string& path, std::ostream& log);
+
 // verify_checkpoint, then its trainer_state.json as a TrainState (trainer/train_state.h).
 TrainState read_train_state(const std::string& dir);
 

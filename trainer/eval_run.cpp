@@ -20,6 +20,7 @@
 #include "data/tokenizer.h"
 #include "model/device_stats.h"
 #include "model/memory_io.h"
+#include "trainer/checkpoint.h"
 
 namespace uio::trainer {
 
@@ -68,6 +69,12 @@ void check(const EvalConfig& c) {
   if (c.documents < 1) throw std::invalid_argument("eval: documents must be >= 1");
   if (c.passkey_trials < 1) throw std::invalid_argument("eval: passkey_trials must be >= 1");
   if (c.digits < 1 || c.digits > 18) throw std::invalid_argument("eval: digits must lie in [1, 18]");
+  if (c.truncate_window < 0) throw std::invalid_argument("eval: truncate_window must be >= 0 (0: the model's window)");
+  for (auto L : c.passkey_lengths)
+    if (L < 1) throw std::invalid_argument("eval: passkey_lengths: " + std::to_string(L) + " must be >= 1");
+  for (auto L : c.needle_lengths)
+    if (L < 1) throw std::invalid_argument("eval: needle_lengths: " + std::to_string(L) + " must be >= 1");
+  data::parse_sampler_mode(c.sampler);
   for (auto L : c.lengths)
     if (L <= c.score_tokens)
       throw std::invalid_argument("eval: lengths: " + std::to_string(L) + " must exceed score_tokens (" +
@@ -85,15 +92,17 @@ bool answer_matches(const std::string& text, const std::string& expected) {
 
 Json run_eval(const EvalConfig& c, std::ostream& progress) {
   check(c);
+  const bool with_memory = std::find(c.methods.begin(), c.methods.end(), EvalMethod::uio) != c.methods.end();
+  if (with_memory && c.memory.empty())
+    throw std::invalid_argument("eval: method uio needs --memory (a checkpoint, export or compressor directory)");
+  const auto memory_dir = with_memory ? resolve_compressor_dir(c.memory, progress) : std::string();
   auto loaded = model::load_model(c.model, c.load);
   Evaluator ev;
   ev.base = loaded.model;
   ev.truncate_window = c.truncate_window;
   ev.chunk = c.chunk;
-  if (std::find(c.methods.begin(), c.methods.end(), EvalMethod::uio) != c.methods.end()) {
-    if (c.memory.empty())
-      throw std::invalid_argument("eval: method uio needs --memory (a checkpoint, export or compressor directory)");
-    auto memory = model::load_memory(c.memory, loaded.config, model::identify(c.model, loaded.config), c.load.device);
+  if (with_memory) {
+    auto memory = model::load_memory(memory_dir, loaded.config, model::identify(c.model, loaded.config), c.load.device);
     memory.compressor->to(c.load.dtype);
     memory.compressor->eval();
     ev.compressor = memory.compressor;

@@ -20,6 +20,7 @@ struct StepResult {
   int64_t predictions = 0, input_tokens = 0;
   bool finite = true;        // false: non-finite loss or gradient, the update was skipped
   bool stop = false;         // some rank was asked to stop (SIGINT/SIGTERM) during this step
+  bool diverged = false;     // the update left a parameter non-finite; the step was undone (not counted)
   double seconds = 0;        // wall time of the step (synchronised with the device)
   std::vector<double> segment_loss;  // summed per segment position
   std::vector<int64_t> segment_tokens;

@@ -57,7 +57,12 @@ void restore_generators(const nlohmann::json& state, const std::string& where) {
       continue;  // a checkpoint from a machine with fewer GPUs: their draws start fresh
     }
     if (!state[name].is_string()) throw CheckpointError(where + ": generator state '" + name + "' is not a string");
-    gen.set_state(bytes_of(state[name].get<std::string>(), where));
+    try {
+      gen.set_state(bytes_of(state[name].get<std::string>(), where));
+    } catch (const c10::Error& e) {
+      throw CheckpointError(where + ": generator state '" + name + "' is not one this libtorch accepts (" +
+                            e.what_without_backtrace() + ")");
+    }
   }
 }
 

@@ -29,7 +29,47 @@ optim::EstimatorOptions for_rank(optim::EstimatorOptions options, const Communic
   return options;
 }
 
+void at_least(const char* key, int64_t value, int64_t least, const char* meaning) {
+  if (value < least)
+    throw std::invalid_argument(std::string(key) + " must be >= " + std::to_string(least) + " (" + meaning + "), got " +
+                                std::to_string(value));
+}
+
+void in_unit_interval(const char* key, double value) {
+  if (!(value >= 0 && value < 1))
+    throw std::invalid_argument(std::string(key) + " must lie in [0, 1), got " + std::to_string(value));
+}
+
 }  // namespace
+
+void check_train_config(const TrainConfig& c) {
+  at_least("steps", c.steps, 1, "optimiser steps");
+  at_least("accumulation", c.accumulation, 1, "documents per optimiser step");
+  at_least("log_every", c.log_every, 1, "steps between log lines");
+  at_least("val_every", c.val_every, 0, "0: before and after training only");
+  at_least("val_chunk", c.val_chunk, 1, "segments per batched call");
+  at_least("max_bad_steps", c.max_bad_steps, 1, "non-finite steps in a row that stop the run");
+  at_least("checkpoint_every", c.checkpoint_every, 0, "0: at the end and on a signal only");
+  at_least("check_every", c.check_every, 0, "0: never");
+  at_least("window", c.estimator.window, 1, "S, memories whose encoder keeps its graph");
+  at_least("chunk", c.estimator.chunk, 1, "segments per batched call");
+  check_checkpoint_options(c.checkpoints);
+  const auto& o = c.optimizer;
+  if (!(o.lr > 0 && o.lr <= 1))  // AdamW moves each weight by about lr per step: above 1 it only diverges
+    throw std::invalid_argument("lr must lie in (0, 1] (1e-4 to 1e-3 is usual), got " + std::to_string(o.lr));
+  in_unit_interval("beta1", o.beta1);
+  in_unit_interval("beta2", o.beta2);
+  // eps = 0 divides 0 by 0 for a parameter whose gradient is still zero (a LoRA A before its B moves).
+  if (!(o.eps > 0) || !std::isfinite(o.eps))
+    throw std::invalid_argument("eps must be a finite number > 0 (AdamW divides by sqrt(v) + eps; 1e-8 is usual), "
+                                "got " + std::to_string(o.eps));
+  if (!(o.weight_decay >= 0) || !std::isfinite(o.weight_decay))
+    throw std::invalid_argument("weight_decay must be >= 0, got " + std::to_string(o.weight_decay));
+  if (!std::isfinite(o.grad_clip)) throw std::invalid_argument("grad_clip must be finite (<= 0: no clipping)");
+  at_least("warmup_steps", c.schedule.warmup_steps, 0, "linear warmup");
+  if (!(c.schedule.min_lr_ratio >= 0 && c.schedule.min_lr_ratio <= 1))
+    throw std::invalid_argument("min_lr_ratio must lie in [0, 1], got " + std::to_string(c.schedule.min_lr_ratio));
+}
 
 Trainer::Trainer(TrainConfig config, model::CausalLM base, model::MemoryCompressor compressor,
                  model::BaseIdentity identity, data::DocumentSource& documents, std::vector<torch::Tensor> validation,
@@ -43,9 +83,7 @@ Trainer::Trainer(TrainConfig config, model::CausalLM base, model::MemoryCompress
       estimator_(for_rank(config_.estimator, comm)),
       device_(base_->output_weight().device()),
       comm_(comm && comm->active() ? comm : nullptr) {
-  TORCH_CHECK(config_.steps >= 1, "train: steps must be >= 1, got ", config_.steps);
-  TORCH_CHECK(config_.accumulation >= 1, "train: accumulation must be >= 1, got ", config_.accumulation);
-  TORCH_CHECK(config_.max_bad_steps >= 1, "train: max_bad_steps must be >= 1, got ", config_.max_bad_steps);
+  check_train_config(config_);
   config_.schedule.total_steps = config_.steps;
   optim::check_schedule(config_.schedule);
   // The base model is frozen: no gradients are computed for it, its weights never change.
@@ -70,8 +108,34 @@ Trainer::Trainer(TrainConfig config, model::CausalLM base, model::MemoryCompress
   }
 }
 
+Trainer::UndoPoint Trainer::undo_point() const {
+  UndoPoint point;
+  for (const auto& p : compressor_->parameters()) point.parameters.push_back(p.detach().clone());
+  point.optimizer = optimizer_->state();
+  point.optimizer_steps = optimizer_->steps();
+  point.rank = rank_state();
+  return point;
+}
+
+void Trainer::undo(const UndoPoint& point) {
+  {
+    torch::NoGradGuard no_grad;
+    auto params = compressor_->parameters();
+    for (size_t i = 0; i < params.size(); ++i) params[i].copy_(point.parameters[i]);
+  }
+  optimizer_->load_state(point.optimizer, point.optimizer_steps);
+  apply_rank_state(point.rank, "the state before the step");
+}
+
+bool Trainer::parameters_finite() const {
+  std::vector<torch::Tensor> finite;
+  for (const auto& p : compressor_->parameters()) finite.push_back(torch::isfinite(p.detach()).all());
+  return torch::stack(finite).all().item<bool>();
+}
+
 StepResult Trainer::step() {
   const auto t0 = std::chrono::steady_clock::now();
+  const auto before = undo_point();
   StepResult r;
   r.step = step_ + 1;
   r.lr = optim::learning_rate(config_.schedule, config_.optimizer.lr, step_);
@@ -121,9 +185,20 @@ StepResult Trainer::step() {
     data::Phase phase("uio::optimizer");
     r.grad_norm = optimizer_->grad_norm();
     r.finite = std::isfinite(r.loss) && std::isfinite(r.grad_norm);
-    if (r.finite) optimizer_->step(r.lr, r.grad_norm);
-    else ++skipped_;
+    try {
+      if (r.finite) optimizer_->step(r.lr, r.grad_norm);
+      else ++skipped_;
+    } catch (...) {  // an update that fails half-way leaves nothing behind
+      undo(before);
+      throw;
+    }
     optimizer_->zero_grad();  // a skipped step leaves nothing behind either
+  }
+  if (r.finite && !parameters_finite()) {  // every rank holds the same weights, so all of them see it
+    undo(before);
+    r.diverged = true;
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return r;
   }
   ++step_;
   input_tokens_ += r.input_tokens;
@@ -175,8 +250,16 @@ RankState Trainer::rank_state() const {
   return {nlohmann::json::parse(documents_.state_json()), estimator_.rng_state(), capture_generators()};
 }
 
+void Trainer::restore_data_position(const nlohmann::json& data, const std::string& where) {
+  try {
+    documents_.restore(data.dump());
+  } catch (const std::exception& e) {
+    throw CheckpointError(where + ": the data position does not fit this run's data (" + e.what() + ")");
+  }
+}
+
 void Trainer::apply_rank_state(const RankState& state, const std::string& where) {
-  documents_.restore(state.data.dump());
+  restore_data_position(state.data, where);
   estimator_.set_rng_state(state.reservoir_rng);
   restore_generators(state.generators, where);
 }
@@ -241,14 +324,19 @@ void Trainer::restore(const std::string& dir, std::ostream& log) {
   format::SafetensorsFile opt((fs::path(dir) / "optimizer.safetensors").string());
   std::map<std::string, torch::Tensor> optimizer_state;
   for (const auto& info : opt.tensors()) optimizer_state[info.name] = opt.tensor(info.name);
-  optimizer_->load_state(optimizer_state, state.optimizer_steps);
+  try {
+    optimizer_->load_state(optimizer_state, state.optimizer_steps);
+  } catch (const std::exception& e) {
+    throw CheckpointError(opt.path() + ": " + e.what() + " (optimizer_steps " + std::to_string(state.optimizer_steps) +
+                          " from " + where + ")");
+  }
   const int rank = comm_ ? comm_->rank() : 0;
   if (state.world_size == world_size()) {
     apply_rank_state(state.ranks.at(static_cast<size_t>(rank)), where);
   } else {
     // The data position is global (every rank's sampler stands at the same place), so rank 0's serves;
     // the generators of other world sizes do not map onto this one's: they keep their fresh seeds.
-    documents_.restore(state.ranks.at(0).data.dump());
+    restore_data_position(state.ranks.at(0).data, where);
     if (is_root())
       log << "resume: warning: the checkpoint was written by " << state.world_size << " processes, this job has "
           << world_size() << "; training continues, but the data order and random draws differ from an "
@@ -272,6 +360,17 @@ TrainResult Trainer::run(std::ostream& root_log) {
   model::reset_peak_memory(device_);
   while (step_ < config_.steps) {
     const auto r = step();
+    if (r.diverged) {
+      if (interactive) bar.finish();
+      std::ostringstream settings;
+      settings << "AdamW with lr " << r.lr << ", eps " << config_.optimizer.eps;
+      const std::string kept = checkpoints ? "the state before it is saved as checkpoint " + save_checkpoint() +
+                                                 " (continue with --resume auto once lr or eps is changed)"
+                                           : "nothing was saved (no out_dir)";
+      throw std::runtime_error("train: step " + std::to_string(r.step) + " made the compressor's parameters "
+                               "non-finite (" + settings.str() + "); the step was undone and the run stopped; " +
+                               kept + ". Lower lr, raise eps, or set grad_clip");
+    }
     if (r.finite) {
       bad_in_row = 0;
       result.last_loss = r.loss;

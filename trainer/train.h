@@ -4,7 +4,9 @@
 // frozen; only the compressor's parameters (encoder LoRA, transfer LoRA, <mem>) change.
 #pragma once
 
+#include <cmath>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -42,9 +44,14 @@ struct TrainConfig {
   int64_t check_every = 50;      // data parallel: steps between checks that every rank holds the same weights
 };
 
+// Throws std::invalid_argument naming the option (its INI / command-line key) for any value out of range:
+// counts below 1, negative intervals, AdamW betas outside [0, 1), eps <= 0, a bad schedule or
+// checkpoint setting. Called before any work starts (trainer/train_job.h) and by Trainer's constructor.
+void check_train_config(const TrainConfig& config);
+
 struct TrainResult {
   int64_t steps = 0, skipped = 0;  // steps done in all (a resumed run counts the earlier ones)
-  double last_loss = 0;            // mean loss per token of the last step
+  double last_loss = NAN;          // mean loss per token of the last finite step of this run (none: NaN)
   bool stopped = false;            // by SIGINT/SIGTERM, after a checkpoint
   std::string last_checkpoint;
   Perplexity before, after;
@@ -62,8 +69,9 @@ class Trainer {
   // trained compressor written to out_dir.
   TrainResult run(std::ostream& log);
   // One optimiser step (accumulation documents through the estimator on every rank, gradients summed
-  // over ranks, then AdamW, or a skip when the loss or gradient is not finite). `uio bench train`
-  // times these.
+  // over ranks, then AdamW, or a skip when the loss or gradient is not finite). An update that leaves a
+  // parameter non-finite is undone whole (weights, AdamW state, data position, generators: the state
+  // before the step) and reported as `diverged`; run() then stops. `uio bench train` times these.
   StepResult step();
   int64_t steps_done() const { return step_; }
 
@@ -84,7 +92,18 @@ class Trainer {
   int world_size() const { return comm_ ? comm_->world_size() : 1; }
   RankState rank_state() const;  // this rank's generators and data position
   void apply_rank_state(const RankState& state, const std::string& where);
+  void restore_data_position(const nlohmann::json& data, const std::string& where);  // errors name `where`
   void check_replicas_agree();                 // every rank holds the same weights
+  // What a step changes, taken before it so that an update gone non-finite can be undone.
+  struct UndoPoint {
+    std::vector<torch::Tensor> parameters;
+    std::map<std::string, torch::Tensor> optimizer;
+    int64_t optimizer_steps = 0;
+    RankState rank;
+  };
+  UndoPoint undo_point() const;
+  void undo(const UndoPoint& point);
+  bool parameters_finite() const;  // one host sync
 
   TrainConfig config_;
   model::CausalLM base_;

@@ -2,6 +2,7 @@
 #include "trainer/train_job.h"
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -35,7 +36,7 @@ std::optional<std::string> resume_checkpoint(const std::string& resume, const st
   std::optional<std::string> dir;
   if (resume == "auto") {
     if (out_dir.empty()) throw std::invalid_argument("--resume auto needs out_dir (where the run's checkpoints/ are)");
-    CheckpointStore store((std::filesystem::path(out_dir) / "checkpoints").string(), {});
+    CheckpointStore store((std::filesystem::path(out_dir) / "checkpoints").string(), {}, &log);
     dir = store.find_latest(log);
     if (!dir) {
       log << "resume: no complete checkpoint in " << store.root() << "; starting fresh\n";
@@ -86,14 +87,22 @@ void start_fresh(const std::string& out_dir, bool overwrite, std::ostream& log) 
 }  // namespace
 
 void check_train_job(const TrainJob& job) {
-  const int64_t l = job.memory.segment_len;
+  const int64_t l = job.memory.segment_len, M = job.memory.num_memory_tokens;
   if (l < 1) throw std::invalid_argument("segment_len must be >= 1, got " + std::to_string(l));
+  if (M < 1 || l % M != 0)
+    throw std::invalid_argument("num_memory_tokens " + std::to_string(M) + " must be >= 1 and divide segment_len " +
+                                std::to_string(l));
   if (job.seq_len < l || job.seq_len % l != 0)
     throw std::invalid_argument("seq_len " + std::to_string(job.seq_len) + " must be a positive multiple of segment_len " +
                                 std::to_string(l));
-  if (job.val_documents < 0) throw std::invalid_argument("val_documents must be >= 0");
-  if (job.dist_timeout_s <= 0) throw std::invalid_argument("dist_timeout_s must be > 0");
-  if (job.train.val_chunk < 1) throw std::invalid_argument("val_chunk must be >= 1");
+  if (job.val_documents < 0) throw std::invalid_argument("val_documents must be >= 0, got " + std::to_string(job.val_documents));
+  if (!(job.dist_timeout_s > 0)) throw std::invalid_argument("dist_timeout_s must be > 0");
+  if (job.master_port < 0 || job.master_port > 65535)
+    throw std::invalid_argument("master_port must lie in [0, 65535] (0: MASTER_PORT, else 29500), got " +
+                                std::to_string(job.master_port));
+  data::parse_sampler_mode(job.sampler);  // throws naming the valid ones
+  if (job.data.empty()) throw std::invalid_argument("data: no token store given (uio prepare writes one)");
+  check_train_config(job.train);
   if (!(job.retrieval_share >= 0 && job.retrieval_share <= 1))
     throw std::invalid_argument("retrieval_share must be in [0, 1], got " + std::to_string(job.retrieval_share));
   if (!(job.autoencode_share >= 0 && job.autoencode_share <= 1))
@@ -172,6 +181,12 @@ TrainResult run_train_job(TrainJob job, std::ostream& out_all) {
                                 " ids) is larger than the model's (" + std::to_string(loaded.config.vocab_size) +
                                 "); prepare the store with this model's tokenizer (uio prepare --tokenizer " +
                                 job.model + ")");
+  store->check_ids(loaded.config.vocab_size, job.model);
+  for (const auto& [key, rank] : {std::pair{"encoder_lora_rank", job.memory.encoder_lora.rank},
+                                  std::pair{"transfer_lora_rank", job.memory.transfer_lora.rank}})
+    if (rank > loaded.config.hidden_size)  // beyond it a LoRA adds nothing but memory (and absurd ones fail to allocate)
+      throw std::invalid_argument(std::string(key) + " " + std::to_string(rank) + " exceeds the model's hidden_size " +
+                                  std::to_string(loaded.config.hidden_size) + "; choose a rank up to it (8 to 64 is usual)");
   data::SamplerOptions so;
   so.seq_len = job.seq_len, so.mode = data::parse_sampler_mode(job.sampler), so.seed = c.seed;
   so.rank = process.rank, so.world_size = process.world_size;  // each rank its own share of the documents
@@ -210,12 +225,17 @@ TrainResult run_train_job(TrainJob job, std::ostream& out_all) {
   install_stop_handlers();
   auto result = trainer.run(out_all);
   if (result.stopped) return result;
-  out << "train: " << result.steps << " steps (" << result.skipped << " skipped), last loss " << result.last_loss << "\n";
+  out << "train: " << result.steps << " steps (" << result.skipped << " skipped), last loss ";
+  if (std::isfinite(result.last_loss)) out << result.last_loss << "\n";
+  else out << "none (no step was taken in this run)\n";
   if (!validation.empty()) {
     out << "held-out perplexity after the first segment (context longer than one segment):\n"
-        << "  base model truncated to one segment  " << result.after.truncated.perplexity(1) << "\n"
-        << "  with memory, before training         " << result.before.memory.perplexity(1) << "\n"
-        << "  with memory, after training          " << result.after.memory.perplexity(1) << "\n";
+        << "  base model truncated to one segment  " << result.after.truncated.perplexity(1) << "\n";
+    // A resumed run did not score the untrained compressor; its first run did (metrics.jsonl, step 0).
+    if (!std::isfinite(result.before.memory.perplexity(1))) out << "  with memory, before training         (measured by the run's first start: step 0 in "
+                        << c.out_dir << "/metrics.jsonl)\n";
+    else out << "  with memory, before training         " << result.before.memory.perplexity(1) << "\n";
+    out << "  with memory, after training          " << result.after.memory.perplexity(1) << "\n";
   }
   return result;
 }

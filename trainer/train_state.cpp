@@ -1,6 +1,8 @@
 // trainer/train_state.cpp — trainer_state.json, format uio-checkpoint version 2.
 #include "trainer/train_state.h"
 
+#include <cstdint>
+
 #include "trainer/checkpoint.h"
 
 namespace uio::trainer {
@@ -8,6 +10,16 @@ namespace uio::trainer {
 namespace {
 constexpr const char* kFormat = "uio-checkpoint";
 constexpr int kVersion = 2;
+
+// j[key] as a non-negative integer (a float or a negative number is refused: converting 1e308 to an
+// integer is undefined).
+int64_t counter(const nlohmann::json& j, const char* key, const std::string& where) {
+  const auto& v = j.at(key);
+  if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) ||
+      v.get<int64_t>() < 0)
+    throw CheckpointError(where + ": '" + key + "' is not a non-negative integer");
+  return v.get<int64_t>();
+}
 }  // namespace
 
 nlohmann::json rank_state_json(const RankState& r) {
@@ -18,6 +30,8 @@ RankState rank_state_from_json(const nlohmann::json& j, const std::string& where
   try {
     RankState r;
     r.data = j.at("data");
+    if (!j.at("reservoir_rng").is_number_unsigned())
+      throw CheckpointError(where + ": a rank's 'reservoir_rng' is not an unsigned integer");
     r.reservoir_rng = j.at("reservoir_rng").get<uint64_t>();
     r.generators = j.at("rng");
     if (!r.generators.is_object()) throw CheckpointError(where + ": a rank's 'rng' is not an object");
@@ -48,11 +62,13 @@ TrainState TrainState::from_json(const nlohmann::json& j, const std::string& whe
                             j.value("version", nlohmann::json(0)).dump() + ", this uio reads " + kFormat + " version " +
                             std::to_string(kVersion));
     TrainState s;
-    s.step = j.at("step").get<int64_t>();
-    s.skipped = j.at("skipped").get<int64_t>();
-    s.input_tokens = j.at("input_tokens").get<int64_t>();
-    s.optimizer_steps = j.at("optimizer_steps").get<int64_t>();
-    s.world_size = j.at("world_size").get<int>();
+    s.step = counter(j, "step", where);
+    s.skipped = counter(j, "skipped", where);
+    s.input_tokens = counter(j, "input_tokens", where);
+    s.optimizer_steps = counter(j, "optimizer_steps", where);
+    const auto world_size = counter(j, "world_size", where);
+    if (world_size < 1 || world_size > 1 << 20) throw CheckpointError(where + ": world_size is out of range");
+    s.world_size = static_cast<int>(world_size);
     s.base_model = j.value("base_model", std::string());
     for (const auto& r : j.at("ranks")) s.ranks.push_back(rank_state_from_json(r, where));
     if (s.world_size < 1 || static_cast<int>(s.ranks.size()) != s.world_size)
