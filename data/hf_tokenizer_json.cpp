@@ -127,10 +127,22 @@ BpeSpec bpe_spec_from_tokenizer_json(const std::string& path) {
     spec.ignore_merges = model.value("ignore_merges", false);
 
     const json& vocab = model.at("vocab");
-    int32_t size = 0;
-    for (auto it = vocab.begin(); it != vocab.end(); ++it) size = std::max(size, it.value().get<int32_t>() + 1);
     const json& added = root.value("added_tokens", json::array());
-    for (const auto& a : added) size = std::max(size, a.at("id").get<int32_t>() + 1);
+    if (!vocab.is_object()) f.fail("model.vocab", "is not an object of token -> id");
+    if (!added.is_array()) f.fail("added_tokens", "is not a list");
+    // Ids are dense: each lies below the number of tokens (checked before the vocabulary is sized by them).
+    const int64_t count = static_cast<int64_t>(vocab.size() + added.size());
+    auto checked_id = [&](const json& id, const std::string& where) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= count)
+        f.fail(where, "has id " + format::brief_json(id) + ", expected an integer in [0, " + std::to_string(count) +
+                          ") (ids number the " + std::to_string(count) + " tokens densely)");
+      return static_cast<int32_t>(id.get<int64_t>());
+    };
+    int32_t size = 0;
+    for (auto it = vocab.begin(); it != vocab.end(); ++it)
+      size = std::max(size, checked_id(it.value(), "model.vocab['" + it.key() + "']") + 1);
+    for (size_t i = 0; i < added.size(); ++i)
+      size = std::max(size, checked_id(added[i].at("id"), "added_tokens[" + std::to_string(i) + "].id") + 1);
     spec.tokens.assign(size, "");
     spec.token_types.assign(size, kTokenNormal);
     for (auto it = vocab.begin(); it != vocab.end(); ++it) spec.tokens[it.value().get<int32_t>()] = it.key();

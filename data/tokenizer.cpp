@@ -41,7 +41,8 @@ std::unique_ptr<Tokenizer> load_sentencepiece(const fs::path& model, const fs::p
 // A tokenizer.json whose BPE has byte_fallback is the HF rendering of a SentencePiece model.
 bool is_sentencepiece_json(const fs::path& json_path) {
   auto j = read_json_or_empty(json_path);
-  return j.contains("model") && j["model"].is_object() && j["model"].value("byte_fallback", false);
+  return j.contains("model") && j["model"].is_object() && j["model"].contains("byte_fallback") &&
+         j["model"]["byte_fallback"].is_boolean() && j["model"]["byte_fallback"].get<bool>();
 }
 
 // llama.cpp's tokenizer.ggml.* metadata: byte-level BPE ("gpt2" model) is supported.
@@ -65,21 +66,35 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::string& path) {
       file.has("tokenizer.chat_template") ? file.get_string("tokenizer.chat_template") : ""));
 }
 
+// `make()`, with the file named in front of errors raised where it is not known (building the BPE
+// tables from a spec: "bpe tokenizer: merge 3 ('x') is not ...").
+template <class Make>
+std::unique_ptr<Tokenizer> naming(const fs::path& file, Make make) {
+  try {
+    return make();
+  } catch (const std::invalid_argument& e) {
+    const std::string msg = e.what();
+    if (msg.rfind(file.string(), 0) == 0) throw;
+    throw std::invalid_argument(file.string() + ": " + msg);
+  }
+}
+
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_path) {
   const fs::path path(model_path);
   if (!fs::exists(path)) throw std::invalid_argument(model_path + ": no such file or directory");
   if (fs::is_regular_file(path)) {
-    if (path.extension() == ".gguf") return load_gguf_tokenizer(model_path);
+    if (path.extension() == ".gguf") return naming(path, [&] { return load_gguf_tokenizer(model_path); });
     if (path.filename() == "tokenizer.model") return load_sentencepiece(path, path.parent_path());
-    if (path.extension() == ".json") return make_bpe_tokenizer(bpe_spec_from_tokenizer_json(model_path));
+    if (path.extension() == ".json")
+      return naming(path, [&] { return make_bpe_tokenizer(bpe_spec_from_tokenizer_json(model_path)); });
     throw std::invalid_argument(model_path + ": not a tokenizer file; expected tokenizer.json, tokenizer.model "
                                 "or a .gguf model");
   }
   const fs::path json = path / "tokenizer.json", sp = path / "tokenizer.model";
   if (fs::exists(sp) && (!fs::exists(json) || is_sentencepiece_json(json))) return load_sentencepiece(sp, path);
-  if (fs::exists(json)) return make_bpe_tokenizer(bpe_spec_from_tokenizer_json(json.string()));
+  if (fs::exists(json)) return naming(json, [&] { return make_bpe_tokenizer(bpe_spec_from_tokenizer_json(json.string())); });
   throw std::invalid_argument(model_path + ": the directory has neither tokenizer.json nor tokenizer.model");
 }
 

@@ -13,7 +13,7 @@ AttentionImpl::AttentionImpl(const ModelConfig& c, const torch::TensorOptions& o
   q_proj = register_module("q_proj", linear(c.hidden_size, c.num_heads * c.head_dim, c.attention_bias));
   k_proj = register_module("k_proj", linear(c.hidden_size, c.num_kv_heads * c.head_dim, c.attention_bias));
   v_proj = register_module("v_proj", linear(c.hidden_size, c.num_kv_heads * c.head_dim, c.attention_bias));
-  o_proj = register_module("o_proj", linear(c.num_heads * c.head_dim, c.hidden_size, false));
+  o_proj = register_module("o_proj", linear(c.num_heads * c.head_dim, c.hidden_size, c.attention_output_bias));
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {

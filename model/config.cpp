@@ -87,12 +87,15 @@ RopeScaling parse_rope(const Json& r, const std::string& path, const std::string
   return s;
 }
 
+ModelConfig load_hf_config_json(const std::string& path);
+
 }  // namespace
 
 int64_t ModelConfig::num_parameters() const {
   const int64_t q = hidden_size * num_heads * head_dim, kv = 2 * hidden_size * num_kv_heads * head_dim;
   const int64_t o = num_heads * head_dim * hidden_size;
-  const int64_t bias = attention_bias ? (num_heads + 2 * num_kv_heads) * head_dim : 0;
+  const int64_t bias = (attention_bias ? (num_heads + 2 * num_kv_heads) * head_dim : 0) +
+                       (attention_output_bias ? hidden_size : 0);
   const int64_t mlp = 3 * hidden_size * intermediate_size;
   const int64_t per_layer = q + kv + o + bias + mlp + 2 * hidden_size;
   const int64_t embed = vocab_size * hidden_size * (tie_word_embeddings ? 1 : 2);
@@ -100,8 +103,12 @@ int64_t ModelConfig::num_parameters() const {
 }
 
 void ModelConfig::validate(const std::string& source) const {
+  // Sizes above 2^31 are no real model's; bounding them keeps every product of two (a weight's element
+  // count, heads x head_dim) inside int64 before the weights are checked against them.
+  constexpr int64_t kMaxSize = (int64_t{1} << 31) - 1;
   auto positive = [&](int64_t v, const char* key) {
-    if (v <= 0) fail(source, std::string("'") + key + "' is " + std::to_string(v) + ", expected > 0");
+    if (v <= 0 || v > kMaxSize)
+      fail(source, std::string("'") + key + "' is " + std::to_string(v) + ", expected 1 .. " + std::to_string(kMaxSize));
   };
   positive(vocab_size, "vocab_size");
   positive(hidden_size, "hidden_size");
@@ -110,7 +117,8 @@ void ModelConfig::validate(const std::string& source) const {
   positive(num_heads, "num_attention_heads");
   positive(num_kv_heads, "num_key_value_heads");
   positive(head_dim, "head_dim");
-  positive(max_position, "max_position_embeddings");
+  if (max_position <= 0)
+    fail(source, "'max_position_embeddings' is " + std::to_string(max_position) + ", expected > 0");
   if (num_heads % num_kv_heads != 0)
     fail(source, "num_attention_heads (" + std::to_string(num_heads) +
                      ") is not a multiple of num_key_value_heads (" + std::to_string(num_kv_heads) + ")");
@@ -121,6 +129,16 @@ void ModelConfig::validate(const std::string& source) const {
 }
 
 ModelConfig load_hf_config(const std::string& path) {
+  try {
+    return load_hf_config_json(path);
+  } catch (const Json::exception& e) {  // a value of an unexpected type the checks above did not foresee
+    fail(path, std::string("unexpected value: ") + e.what());
+  }
+}
+
+namespace {
+
+ModelConfig load_hf_config_json(const std::string& path) {
   Json j;
   try {
     j = format::read_json_file(path);
@@ -146,7 +164,11 @@ ModelConfig load_hf_config(const std::string& path) {
   c.rms_norm_eps = get_double_or(j, path, "rms_norm_eps", 1e-6);
   c.max_position = get_int(j, path, "max_position_embeddings");
   c.tie_word_embeddings = get_bool_or(j, path, "tie_word_embeddings", false);
-  c.attention_bias = model_type == "qwen2" ? true : get_bool_or(j, path, "attention_bias", false);
+  // transformers: Qwen2 has q/k/v biases always and no o_proj bias; Llama's attention_bias gives all four
+  // projections one; Mistral has none, whatever the key says.
+  const bool llama_bias = model_type == "llama" && get_bool_or(j, path, "attention_bias", false);
+  c.attention_bias = model_type == "qwen2" || llama_bias;
+  c.attention_output_bias = llama_bias;
   if (get_bool_or(j, path, "mlp_bias", false))
     fail(path, "mlp_bias = true is not supported (no Llama-family model in scope uses it)");
   c.bos_token_id = get_token_id(j, path, "bos_token_id");
@@ -178,6 +200,8 @@ ModelConfig load_hf_config(const std::string& path) {
   c.validate(path);
   return c;
 }
+
+}  // namespace
 
 RopeKind parse_rope_kind(const std::string& name) {
   for (auto kind : {RopeKind::none, RopeKind::linear, RopeKind::ntk, RopeKind::dynamic, RopeKind::yarn, RopeKind::llama3})

@@ -44,7 +44,8 @@ struct ModelConfig {
   RopeScaling rope_scaling;
   int64_t max_position = 2048;    // the base model's trained window (max_position_embeddings)
   bool tie_word_embeddings = false;
-  bool attention_bias = false;    // q/k/v biases (Qwen2)
+  bool attention_bias = false;    // q/k/v biases (Qwen2, Llama with attention_bias)
+  bool attention_output_bias = false;  // an o_proj bias too (Llama with attention_bias; not Qwen2)
   std::optional<int64_t> sliding_window;  // Mistral: a token sees the last `sliding_window` tokens
   int64_t bos_token_id = -1;
   int64_t eos_token_id = -1;

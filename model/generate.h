@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <stdexcept>
 #include <vector>
 
 #include "model/llama.h"
@@ -23,8 +24,20 @@ struct SamplingOptions {
   int64_t eos_id = -1;       // stop after emitting this id (-1 = never)
 };
 
+// Logits that are NaN or infinite: the weights are broken (or overflow in the dtype); no text is made from them.
+class NonFiniteLogitsError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Throws std::invalid_argument naming the option ("top_p is 0, expected ...") when one is out of range:
+// temperature finite and >= 0, top_p in (0, 1], top_k >= 0, max_new_tokens > 0.
+void validate(const SamplingOptions& options);
+
 // Draws the next token from logits [V]: argmax when temperature is 0, else softmax(logits / T)
-// restricted to the top-k ids and the smallest set whose probability reaches top_p.
+// restricted to the top-k ids and the smallest set whose probability reaches top_p (computed in float64,
+// so tiny temperatures and tiny top_p pick the most likely token). Throws NonFiniteLogitsError when the
+// logits are not finite (a broken weight file must not produce text).
 int64_t sample_token(const torch::Tensor& logits, const SamplingOptions& options, at::Generator& generator);
 
 // Feeds `prompt`, then generates until max_new_tokens, EOS, or `on_token` returning false.

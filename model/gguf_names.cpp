@@ -25,6 +25,7 @@ const std::vector<GgufTensorName> kTensorNames = {
     {"blk.{bid}.attn_k.bias", "model.layers.{bid}.self_attn.k_proj.bias"},
     {"blk.{bid}.attn_v.bias", "model.layers.{bid}.self_attn.v_proj.bias"},
     {"blk.{bid}.attn_output.weight", "model.layers.{bid}.self_attn.o_proj.weight"},
+    {"blk.{bid}.attn_output.bias", "model.layers.{bid}.self_attn.o_proj.bias"},
     {"blk.{bid}.ffn_norm.weight", "model.layers.{bid}.post_attention_layernorm.weight"},
     {"blk.{bid}.ffn_gate.weight", "model.layers.{bid}.mlp.gate_proj.weight"},
     {"blk.{bid}.ffn_up.weight", "model.layers.{bid}.mlp.up_proj.weight"},
@@ -185,6 +186,7 @@ ModelConfig config_from_gguf(const format::GgufFile& f) {
 
   c.tie_word_embeddings = !f.has_tensor("output.weight");
   c.attention_bias = arch == "qwen2" || f.has_tensor("blk.0.attn_q.bias");
+  c.attention_output_bias = arch == "llama" && f.has_tensor("blk.0.attn_output.bias");
   const uint32_t embed_type = f.tensor_info("token_embd.weight").type;
   c.torch_dtype = embed_type == 1 ? "float16" : embed_type == 30 ? "bfloat16" : "float32";  // quantised -> fp32
   c.validate(f.path());
@@ -201,12 +203,30 @@ std::vector<std::string> hf_tensor_names(const ModelConfig& c) {
       if (c.attention_bias) out.push_back(p + "self_attn." + proj + ".bias");
     }
     out.push_back(p + "self_attn.o_proj.weight");
+    if (c.attention_output_bias) out.push_back(p + "self_attn.o_proj.bias");
     out.push_back(p + "post_attention_layernorm.weight");
     for (const char* proj : {"gate_proj", "up_proj", "down_proj"}) out.push_back(p + "mlp." + proj + ".weight");
   }
   out.push_back("model.norm.weight");
   if (!c.tie_word_embeddings) out.push_back("lm_head.weight");
   return out;
+}
+
+std::vector<int64_t> hf_tensor_shape(const ModelConfig& c, const std::string& hf_name) {
+  const int64_t C = c.hidden_size, D = c.head_dim;
+  auto ends_with = [&](const std::string& suffix) {
+    return hf_name.size() >= suffix.size() && hf_name.compare(hf_name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  if (ends_with("q_proj.weight")) return {c.num_heads * D, C};
+  if (ends_with("k_proj.weight") || ends_with("v_proj.weight")) return {c.num_kv_heads * D, C};
+  if (ends_with("q_proj.bias")) return {c.num_heads * D};
+  if (ends_with("k_proj.bias") || ends_with("v_proj.bias")) return {c.num_kv_heads * D};
+  if (ends_with("o_proj.weight")) return {C, c.num_heads * D};
+  if (ends_with("o_proj.bias")) return {C};
+  if (ends_with("gate_proj.weight") || ends_with("up_proj.weight")) return {c.intermediate_size, C};
+  if (ends_with("down_proj.weight")) return {C, c.intermediate_size};
+  if (ends_with("layernorm.weight") || hf_name == "model.norm.weight") return {C};
+  return {c.vocab_size, C};  // embed_tokens, lm_head
 }
 
 torch::Tensor permute_qk_rows(const torch::Tensor& w, int64_t n_heads) {
@@ -235,25 +255,13 @@ torch::Tensor load_gguf_tensor_as_hf(const format::GgufFile& f, const std::strin
     fail(f, "'lm_head.weight' is tied to 'model.embed_tokens.weight' (the file has no output.weight)");
   if (!f.has_tensor(*gguf_name)) fail(f, "no tensor '" + *gguf_name + "' (HF '" + hf_name + "')");
 
-  // Expected HF shape, from the config.
-  const int64_t C = c.hidden_size, D = c.head_dim;
-  std::vector<int64_t> expected;
+  const std::vector<int64_t> expected = hf_tensor_shape(c, hf_name);
   int64_t permute_heads = 0;
-  auto ends_with = [&](const char* s) {
-    const std::string suffix = s;
+  auto ends_with = [&](const std::string& suffix) {
     return hf_name.size() >= suffix.size() && hf_name.compare(hf_name.size() - suffix.size(), suffix.size(), suffix) == 0;
   };
-  if (ends_with("q_proj.weight")) expected = {c.num_heads * D, C}, permute_heads = c.num_heads;
-  else if (ends_with("k_proj.weight")) expected = {c.num_kv_heads * D, C}, permute_heads = c.num_kv_heads;
-  else if (ends_with("v_proj.weight")) expected = {c.num_kv_heads * D, C};
-  else if (ends_with("q_proj.bias")) expected = {c.num_heads * D}, permute_heads = c.num_heads;
-  else if (ends_with("k_proj.bias")) expected = {c.num_kv_heads * D}, permute_heads = c.num_kv_heads;
-  else if (ends_with("v_proj.bias")) expected = {c.num_kv_heads * D};
-  else if (ends_with("o_proj.weight")) expected = {C, c.num_heads * D};
-  else if (ends_with("gate_proj.weight") || ends_with("up_proj.weight")) expected = {c.intermediate_size, C};
-  else if (ends_with("down_proj.weight")) expected = {C, c.intermediate_size};
-  else if (ends_with("layernorm.weight") || hf_name == "model.norm.weight") expected = {C};
-  else expected = {c.vocab_size, C};  // embed_tokens, lm_head
+  if (ends_with("q_proj.weight") || ends_with("q_proj.bias")) permute_heads = c.num_heads;
+  if (ends_with("k_proj.weight") || ends_with("k_proj.bias")) permute_heads = c.num_kv_heads;
 
   const auto& info = f.tensor_info(*gguf_name);
   if (info.shape() != expected) {

@@ -32,6 +32,8 @@ ModelConfig config_from_gguf(const format::GgufFile& file);
 
 // The HF tensor names a model of this config has (lm_head.weight only when untied).
 std::vector<std::string> hf_tensor_names(const ModelConfig& config);
+// The shape the config gives the HF tensor `hf_name` (one of hf_tensor_names), without building anything.
+std::vector<int64_t> hf_tensor_shape(const ModelConfig& config, const std::string& hf_name);
 
 // The tensor HF calls `hf_name`, dequantised, cast to `dtype`, with llama's Q/K rows restored to HF
 // order (qwen2 files are not permuted). Shape checked against `config`.

@@ -1,4 +1,4 @@
-// model/kv_cache.cpp — preallocated per-layer key/value buffers.
+// model/kv_cache.cpp — preallocated per-layer key/value buffers, grown on request.
 #include "model/kv_cache.h"
 
 namespace uio::model {
@@ -26,6 +26,19 @@ std::pair<torch::Tensor, torch::Tensor> KVCache::append(int64_t layer, const tor
   keys_[layer].narrow(2, length_, t).copy_(k);
   values_[layer].narrow(2, length_, t).copy_(v);
   return {keys_[layer].narrow(2, 0, length_ + t), values_[layer].narrow(2, 0, length_ + t)};
+}
+
+void KVCache::reserve(int64_t capacity) {
+  if (capacity <= capacity_) return;
+  for (size_t i = 0; i < keys_.size(); ++i) {
+    auto sizes = keys_[i].sizes().vec();
+    sizes[2] = capacity;
+    auto keys = torch::empty(sizes, keys_[i].options()), values = torch::empty(sizes, values_[i].options());
+    keys.narrow(2, 0, length_).copy_(keys_[i].narrow(2, 0, length_));
+    values.narrow(2, 0, length_).copy_(values_[i].narrow(2, 0, length_));
+    keys_[i] = keys, values_[i] = values;
+  }
+  capacity_ = capacity;
 }
 
 void KVCache::advance(int64_t tokens) {

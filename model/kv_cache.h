@@ -21,6 +21,8 @@ class KVCache {
   // the filled part [B, G, length + T, D]. The length itself advances once per forward (advance()).
   std::pair<torch::Tensor, torch::Tensor> append(int64_t layer, const torch::Tensor& k, const torch::Tensor& v);
   void advance(int64_t tokens);
+  // Grows the buffers to hold `capacity` tokens (keeping what is cached); never shrinks them.
+  void reserve(int64_t capacity);
   // Forgets everything past `length` (e.g. after the tokens were compressed into memory).
   void truncate(int64_t length);
   // Drops the first `count` entries and moves the rest to the front.

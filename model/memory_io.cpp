@@ -52,6 +52,39 @@ LoraOptions lora_from_json(const Json& j, const std::string& file, const std::st
   }
 }
 
+// Sizes read from a file are checked before anything of their size is allocated (the encoder's mask
+// is [l + M, l + M], a LoRA's factors [r, C]): libtorch's allocator aborts on absurd ones.
+void check_sizes(const MemoryOptions& o, const std::string& file) {
+  auto fail = [&](const std::string& what) {
+    throw std::runtime_error(file + ": " + what + "; the file is damaged, or not a compressor uio wrote");
+  };
+  if (o.segment_len <= 0) fail("segment_len is " + std::to_string(o.segment_len) + ", expected > 0");
+  if (o.num_memory_tokens <= 0 || o.num_memory_tokens > o.segment_len || o.segment_len % o.num_memory_tokens != 0)
+    fail("num_memory_tokens is " + std::to_string(o.num_memory_tokens) + ", expected a divisor of segment_len " +
+         std::to_string(o.segment_len));
+  if (o.sink_tokens < 0 || o.sink_tokens > o.segment_len)
+    fail("sink_tokens is " + std::to_string(o.sink_tokens) + ", expected 0 .. segment_len (" +
+         std::to_string(o.segment_len) + ")");
+  for (const auto& [key, lora] : {std::pair{"encoder_lora", &o.encoder_lora}, std::pair{"transfer_lora", &o.transfer_lora}})
+    if (lora->rank <= 0 || !(lora->dropout >= 0 && lora->dropout < 1) || !std::isfinite(lora->alpha))
+      fail(std::string(key) + " has rank " + std::to_string(lora->rank) + ", alpha " + std::to_string(lora->alpha) +
+           ", dropout " + std::to_string(lora->dropout) + "; expected rank > 0, a finite alpha, dropout in [0, 1)");
+}
+
+// The same against the base model: a segment fits the positions the model was trained on, and a LoRA's
+// rank is below the model's width (a higher one would not be low-rank).
+void check_sizes_fit(const MemoryOptions& o, const ModelConfig& config, const std::string& file) {
+  if (o.segment_len > config.max_position)
+    throw std::runtime_error(file + ": segment_len is " + std::to_string(o.segment_len) + ", but the base model holds " +
+                             std::to_string(config.max_position) + " positions (max_position_embeddings); the encoder "
+                             "reads a whole segment at once");
+  for (const auto& [key, lora] : {std::pair{"encoder_lora", &o.encoder_lora}, std::pair{"transfer_lora", &o.transfer_lora}})
+    if (lora->rank > config.hidden_size)
+      throw std::runtime_error(file + ": " + key + " has rank " + std::to_string(lora->rank) +
+                               ", more than the base model's hidden_size " + std::to_string(config.hidden_size) +
+                               "; the file is damaged, or not a compressor uio wrote");
+}
+
 }  // namespace
 
 BaseIdentity identify(const std::string& path, const ModelConfig& c) {
@@ -215,6 +248,7 @@ LoadedMemory read_memory_config(const std::string& dir) {
   } catch (const std::invalid_argument& e) {
     throw std::runtime_error(config_path + ": memory_rope: " + e.what());
   }
+  check_sizes(out.options, config_path);
   return out;
 }
 
@@ -222,6 +256,7 @@ LoadedMemory load_memory(const std::string& dir, const ModelConfig& config, cons
                          const torch::Device& device) {
   auto out = read_memory_config(dir);
   check_same_base(out.base, base, (fs::path(dir) / "uio_config.json").string());
+  check_sizes_fit(out.options, config, (fs::path(dir) / "uio_config.json").string());
   out.compressor = MemoryCompressor(config, out.options, torch::zeros({config.hidden_size}, device));
   load_memory_weights(dir, out.compressor);
   return out;

@@ -235,3 +235,29 @@ TEST(Cli, CudaOnABuildOrMachineWithoutOneSaysWhichAndHow) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(r.err.find("CPU build") != std::string::npos || r.err.find("sees no GPU") != std::string::npos) << r.err;
 }
+
+// Sampling options out of range, a token limit past what the model can hold and a directory as the prompt
+// file fail before any work with exit 1 and a message naming the option (and the path).
+TEST(Cli, GenerateRefusesBadOptionsNamingTheOption) {
+  const fs::path meta_path = uio::test::testdata("smollm2") / "reference.json";
+  if (!fs::exists(meta_path)) GTEST_SKIP() << "no SmolLM2 GGUF under models/ (run scripts/get-model.sh)";
+  const std::string gguf = nlohmann::json::parse(std::ifstream(meta_path))["gguf"];
+  const auto dir = uio::test::scratch_dir();
+  const std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> cases = {
+      {{"--top_p", "0"}, {"--top_p", "(0, 1]"}},
+      {{"--top_p", "1.5"}, {"--top_p"}},
+      {{"--temperature", "-1"}, {"--temperature", ">= 0"}},
+      {{"--temperature", "nan"}, {"--temperature"}},
+      {{"--top_k", "-1"}, {"--top_k"}},
+      {{"--max_new_tokens", "1000000000"}, {"--max_new_tokens", "1000000000", "8192"}},
+      {{"--prompt_file", dir.string()}, {"--prompt_file", dir.string(), "directory"}},
+  };
+  for (const auto& [extra, needles] : cases) {
+    std::vector<std::string> args = {"generate", "--model", gguf};
+    if (extra[0] != "--prompt_file") args.insert(args.end(), {"--prompt", "Hello"});
+    args.insert(args.end(), extra.begin(), extra.end());
+    const auto r = run_uio(args);
+    EXPECT_EQ(r.exit_code, 1) << extra[1] << ": " << r.err;
+    for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "missing '" << n << "' in: " << r.err;
+  }
+}

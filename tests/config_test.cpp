@@ -86,3 +86,19 @@ TEST(Config, InconsistentHeadsAreRejected) {
     EXPECT_NE(std::string(e.what()).find("not a multiple of num_key_value_heads (3)"), std::string::npos) << e.what();
   }
 }
+
+// A value nested 60,000 levels deep is refused while parsing, naming the file, without overflowing the
+// stack (neither in the parser, nor in an error message printing the value, nor when freeing it).
+TEST(Config, DeeplyNestedValueIsRefusedNamingTheFile) {
+  const std::string deep = std::string(60000, '[') + "1" + std::string(60000, ']');
+  for (const std::string key : {"num_hidden_layers", "rope_scaling", "hidden_act", "comment"}) {
+    const auto path = write_config(with(",\"" + key + "\":" + deep));
+    try {
+      load_hf_config(path);
+      FAIL() << key << ": expected an error";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_EQ(std::string(e.what()).rfind(path + ": ", 0), 0u) << e.what();
+      EXPECT_NE(std::string(e.what()).find("nested deeper than"), std::string::npos) << e.what();
+    }
+  }
+}

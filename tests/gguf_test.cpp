@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -421,4 +422,70 @@ TEST(GgufErrors, UnsupportedVersionsAreNamed) {
     const auto path = g.write();
     expect_error([&] { uio::format::GgufFile f(path); }, {path, needle});
   }
+}
+
+namespace {
+
+// Where tensor `name`'s info lies in `bytes` of a GGUF file: the offset of its ggml type field (the
+// data offset follows it).
+size_t type_field_of(const std::string& bytes, const std::string& name) {
+  std::string needle(8, '\0');
+  const uint64_t len = name.size();
+  std::memcpy(needle.data(), &len, 8);
+  needle += name;
+  const size_t at = bytes.find(needle);
+  EXPECT_NE(at, std::string::npos) << name;
+  uint32_t n_dims = 0;
+  std::memcpy(&n_dims, bytes.data() + at + needle.size(), 4);
+  return at + needle.size() + 4 + 8 * n_dims;
+}
+
+template <class T>
+void poke(std::string& bytes, size_t at, T value) {
+  std::memcpy(bytes.data() + at, &value, sizeof(T));
+}
+template <class T>
+T peek(const std::string& bytes, size_t at) {
+  T value;
+  std::memcpy(&value, bytes.data() + at, sizeof(T));
+  return value;
+}
+
+}  // namespace
+
+// The tensors of a GGUF file tile its data section: each starts where the one before it ends (rounded up
+// to the alignment), none overlap, and the file ends with the last. A tensor whose type was changed to one
+// of another block size, a flipped offset bit or two tensors at the same bytes are errors naming the tensor.
+TEST(GgufErrors, TensorsThatDoNotTileTheDataSectionAreNamed) {
+  const std::string good = uio::test::read_file(ref_path("llama.gguf"));
+  const auto path = (uio::test::scratch_dir() / "edited.gguf").string();
+  auto expect_edit_error = [&](const std::function<void(std::string&)>& edit, const std::vector<std::string>& needles) {
+    std::string bytes = good;
+    edit(bytes);
+    uio::test::write_file(path, bytes);
+    std::vector<std::string> all = {path};
+    all.insert(all.end(), needles.begin(), needles.end());
+    expect_error([&] { uio::format::GgufFile f(path); }, all);
+  };
+  const size_t down = type_field_of(good, "blk.0.ffn_down.weight");  // Q4_1
+  ASSERT_EQ(peek<uint32_t>(good, down), 3u);
+  // Q4_0 blocks are 18 bytes, Q4_1's 20: the tensor now ends early and leaves a hole.
+  expect_edit_error([&](std::string& b) { poke<uint32_t>(b, down, 2); }, {"'blk.0.ffn_down.weight'", "Q4_0"});
+  // Q5_1 blocks are 24 bytes: it runs into the next tensor.
+  expect_edit_error([&](std::string& b) { poke<uint32_t>(b, down, 7); }, {"'blk.0.ffn_down.weight'", "Q5_1", "overlap"});
+  // Offset bits: a low one breaks the alignment; a middle one moves it onto other tensors; a high one past the end.
+  for (int bit : {0, 5, 9, 12, 40}) {
+    SCOPED_TRACE("offset bit " + std::to_string(bit));
+    expect_edit_error([&](std::string& b) { poke<uint64_t>(b, down + 4, peek<uint64_t>(b, down + 4) ^ (uint64_t(1) << bit)); },
+                      {"'blk.0.ffn_down.weight'"});
+  }
+  // Two tensors at the same bytes.
+  const size_t up = type_field_of(good, "blk.0.ffn_up.weight");
+  expect_edit_error([&](std::string& b) { poke<uint64_t>(b, down + 4, peek<uint64_t>(b, up + 4)); },
+                    {"blk.0.ffn_down.weight", "blk.0.ffn_up.weight", "overlap"});
+  // Extra bytes after the last tensor.
+  expect_edit_error([&](std::string& b) { b += std::string(64, '\0'); }, {"belong to no tensor"});
+  EXPECT_NO_THROW(uio::format::GgufFile f(ref_path("llama.gguf")));
+  EXPECT_NO_THROW(uio::format::GgufFile f(ref_path("types.gguf")));
+  EXPECT_NO_THROW(uio::format::GgufFile f(ref_path("v2.gguf")));
 }

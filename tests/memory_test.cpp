@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 
 #include <cmath>
+#include <functional>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -370,4 +371,42 @@ TEST(Memory, AppendingWithAndWithoutAutogradKeepsEveryEntryInOrder) {
   EXPECT_EQ(memory.entries(), 15);
   EXPECT_TRUE(torch::equal(memory.k[0].detach(), torch::cat(keys, 1)));
   EXPECT_TRUE(memory.k[0].requires_grad());
+}
+
+// A compressor directory whose uio_config.json claims absurd sizes (l, M, LoRA ranks) is refused, naming
+// the file and key, before anything of that size is allocated (libtorch's allocator would abort).
+TEST(Memory, AbsurdSizesInASavedCompressorAreRefusedNamingFileAndKey) {
+  auto t = make_tiny();
+  t.memory->to(torch::kFloat);
+  const auto dir = uio::test::scratch_dir() / "compressor";
+  save_memory(dir.string(), t.memory, identify("tiny", t.config));
+  const auto config_path = dir / "uio_config.json";
+  const std::string saved = uio::test::read_file(config_path);
+  struct Edit {
+    std::string key;
+    std::function<void(nlohmann::json&)> apply;
+  };
+  const std::vector<Edit> edits = {
+      {"segment_len", [](nlohmann::json& j) { j["segment_len"] = 1000000000; }},
+      {"segment_len", [](nlohmann::json& j) { j["segment_len"] = 0; }},
+      {"num_memory_tokens", [](nlohmann::json& j) { j["num_memory_tokens"] = 1000000000; }},
+      {"num_memory_tokens", [](nlohmann::json& j) { j["num_memory_tokens"] = 3; }},  // does not divide l = 8
+      {"num_memory_tokens", [](nlohmann::json& j) { j["num_memory_tokens"] = -2; }},
+      {"sink_tokens", [](nlohmann::json& j) { j["sink_tokens"] = 1000000000; }},
+      {"encoder_lora", [](nlohmann::json& j) { j["encoder_lora"]["rank"] = 1000000000; }},
+      {"transfer_lora", [](nlohmann::json& j) { j["transfer_lora"]["rank"] = 0; }},
+  };
+  for (const auto& edit : edits) {
+    auto j = nlohmann::json::parse(saved);
+    edit.apply(j);
+    SCOPED_TRACE(j.dump());
+    uio::test::write_file(config_path, j.dump(2));
+    try {
+      load_memory(dir.string(), t.config, identify("tiny", t.config), torch::kCPU);
+      ADD_FAILURE() << "expected an error naming " << edit.key;
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find(config_path.string()), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(edit.key), std::string::npos) << e.what();
+    }
+  }
 }

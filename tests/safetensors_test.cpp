@@ -3,10 +3,17 @@
 // directories, and every kind of corrupt file rejected with a message naming file, tensor and problem.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <functional>
 #include <random>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -517,4 +524,76 @@ TEST(SafetensorsFuzz, RandomCorruptionsOnlyEverThrowSafetensorsError) {
   }
   EXPECT_GT(rejected, 500);
   EXPECT_GT(opened, 50);  // flips in the data section leave a valid file
+}
+
+// ---- hostile nesting and files that are not files ----
+
+namespace {
+
+// `depth` nested JSON arrays around `inner`: [[[...inner...]]].
+std::string nested(size_t depth, const std::string& inner = "1") {
+  return std::string(depth, '[') + inner + std::string(depth, ']');
+}
+
+}  // namespace
+
+// A header nested tens of thousands of levels deep (in a tensor entry, in a shape, in __metadata__) is
+// refused while parsing, naming the file: printing or freeing such a value recursively overflows the stack.
+TEST(SafetensorsValidation, DeeplyNestedHeaderIsRefusedWithoutOverflowingTheStack) {
+  const std::string deep = nested(60000);
+  for (const std::string& header :
+       {R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":)" + deep + "}}",
+        R"({"a":{"dtype":)" + deep + R"(,"shape":[1],"data_offsets":[0,4]}})",
+        R"({"a":{"dtype":"F32","shape":)" + deep + R"(,"data_offsets":[0,4]}})",
+        R"({"__metadata__":{"k":)" + deep + R"(},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
+        R"({"a":)" + deep + "}"})
+    expect_error(assemble(header, std::string(4, '\0')), {"nested deeper than"});
+}
+
+TEST(SafetensorsDirectory, DeeplyNestedIndexIsRefusedNamingTheIndex) {
+  const auto root = uio::test::scratch_dir();
+  fs::copy_file(ref_file("basic.safetensors"), root / "shard-1.safetensors");
+  const auto index = (root / "model.safetensors.index.json").string();
+  uio::test::write_file(index, R"({"weight_map":{"half":)" + nested(60000, "\"shard-1.safetensors\"") + "}}");
+  try {
+    uio::format::SafetensorsDirectory dir(root.string());
+    FAIL() << "expected an error";
+  } catch (const uio::format::SafetensorsError& e) {
+    EXPECT_NE(std::string(e.what()).find(index + ": "), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("nested deeper than"), std::string::npos) << e.what();
+  }
+}
+
+// A FIFO (or a directory) where a weight file or the index should be: refused by its path before any
+// open() could block on it. A watchdog opens the FIFO's writing end after a while, so a reader that did
+// block is released and the test fails instead of hanging.
+TEST(SafetensorsDirectory, FifoOrDirectoryInPlaceOfAFileIsRefusedWithoutBlocking) {
+  for (const std::string name : {"model.safetensors", "model.safetensors.index.json"}) {
+    for (const bool fifo : {true, false}) {
+      const auto root = uio::test::scratch_dir();
+      const auto path = root / name;
+      if (fifo) ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+      else fs::create_directories(path);
+      std::atomic<bool> done{false};
+      std::thread watchdog([&] {
+        for (int i = 0; i < 40 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        if (!done && fifo) {
+          const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK);
+          if (fd >= 0) ::close(fd);
+        }
+      });
+      const auto t0 = std::chrono::steady_clock::now();
+      try {
+        uio::format::SafetensorsDirectory dir(root.string());
+        ADD_FAILURE() << name << (fifo ? " (FIFO)" : " (directory)") << ": expected an error";
+      } catch (const uio::format::SafetensorsError& e) {
+        EXPECT_NE(std::string(e.what()).find(path.string()), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("not a regular file"), std::string::npos) << e.what();
+      }
+      done = true;
+      watchdog.join();
+      EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 1.5)
+          << name << ": opening blocked";
+    }
+  }
 }

@@ -1,6 +1,7 @@
 // tools/generate.cpp — `uio generate`: text in (--prompt or stdin), tokens streamed out as they are
 // decoded, tokens/s at the end. Greedy by default; --temperature/--top_k/--top_p sample.
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -66,20 +67,45 @@ int run_generate(const std::vector<std::string>& args) {
       .add("prompt", &opt.prompt, "the prompt text (empty: --prompt_file, else standard input)")
       .add("prompt_file", &opt.prompt_file, "read the prompt from this file (e.g. a 100K-token document)")
       .add("chat", &opt.chat, "wrap the prompt in the model's chat format (one user turn)")
-      .add("max_new_tokens", &opt.max_new_tokens, "how many tokens to generate at most")
+      .add("max_new_tokens", &opt.max_new_tokens, "how many tokens to generate at most (without --memory: at most the model's max_position_embeddings)")
       .add("temperature", &opt.temperature, "sampling temperature; 0 = greedy")
       .add("top_k", &opt.top_k, "sample among the k most likely tokens (0 = all)")
       .add("top_p", &opt.top_p, "nucleus sampling: smallest set with this much probability (1 = all)")
       .add("seed", &opt.seed, "seed of the sampler");
   if (!schema.parse(args, std::cout)) return 0;
+  model::SamplingOptions sampling;
+  sampling.max_new_tokens = opt.max_new_tokens;
+  sampling.temperature = opt.temperature;
+  sampling.top_k = opt.top_k;
+  sampling.top_p = opt.top_p;
+  sampling.seed = static_cast<uint64_t>(opt.seed);
+  try {
+    model::validate(sampling);
+  } catch (const std::invalid_argument& e) {
+    throw OptionError(std::string("--") + e.what());  // the library names the option
+  }
+  // Without memory, a limit past the positions the model holds would only ever produce text it was not
+  // trained for. With memory, generated text is compressed segment by segment like the prompt, so no window
+  // bounds it (and the cache grows with the tokens generated, not with the limit).
+  const auto config = model::load_model_config(opt.base.model);
+  if (opt.memory.empty() && opt.max_new_tokens > config.max_position)
+    throw OptionError("--max_new_tokens is " + std::to_string(opt.max_new_tokens) + ", more than the " +
+                      std::to_string(config.max_position) + " positions " + opt.base.model +
+                      " was trained on (max_position_embeddings); ask for at most that many");
   if (opt.prompt.empty() && !opt.prompt_file.empty()) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(opt.prompt_file, ec))
+      throw OptionError("--prompt_file: '" + opt.prompt_file + "' is a directory; expected a text file");
+    if (std::filesystem::exists(opt.prompt_file, ec) && !std::filesystem::is_regular_file(opt.prompt_file, ec))
+      throw OptionError("--prompt_file: '" + opt.prompt_file + "' is not a regular file (a FIFO or device); "
+                        "pipe it to standard input instead");
     std::ifstream in(opt.prompt_file, std::ios::binary);
     if (!in) throw OptionError("--prompt_file: cannot open '" + opt.prompt_file + "'");
     opt.prompt.assign(std::istreambuf_iterator<char>(in), {});
+    if (in.bad()) throw OptionError("--prompt_file: cannot read '" + opt.prompt_file + "'");
   }
   if (opt.prompt.empty()) opt.prompt.assign(std::istreambuf_iterator<char>(std::cin), {});
   if (opt.prompt.empty()) throw OptionError("the prompt is empty: give --prompt TEXT or pipe text to standard input");
-  if (opt.max_new_tokens <= 0) throw OptionError("--max_new_tokens must be > 0");
   // A checkpoint is verified (its manifest's sizes and checksums) before anything is loaded from it.
   const auto memory_dir = opt.memory.empty() ? std::string() : trainer::resolve_compressor_dir(opt.memory, std::cerr);
 
@@ -93,12 +119,6 @@ int run_generate(const std::vector<std::string>& args) {
   const auto load = load_options(opt.base);
   auto loaded = model::load_model(opt.base.model, load);
 
-  model::SamplingOptions sampling;
-  sampling.max_new_tokens = opt.max_new_tokens;
-  sampling.temperature = opt.temperature;
-  sampling.top_k = opt.top_k;
-  sampling.top_p = opt.top_p;
-  sampling.seed = static_cast<uint64_t>(opt.seed);
   sampling.eos_id = tokenizer->eos_id();
   if (opt.chat && tokenizer->token_id("<|im_end|>") >= 0) sampling.eos_id = tokenizer->token_id("<|im_end|>");
 
@@ -112,18 +132,24 @@ int run_generate(const std::vector<std::string>& args) {
     if (!tokenizer->is_special(static_cast<int32_t>(id))) stream.write(tokenizer->token_bytes(static_cast<int32_t>(id)));
     return true;
   };
-  if (opt.memory.empty()) {
-    model::generate(loaded.model, prompt, sampling, emit);
-  } else {
-    auto memory = model::load_memory(memory_dir, loaded.config, model::identify(opt.base.model, loaded.config), load.device);
-    memory.compressor->to(load.dtype);
-    model::MemoryReader reader(loaded.model, memory.compressor);
-    const int64_t segments = static_cast<int64_t>(prompt.size()) / memory.options.segment_len;
-    data::ProgressBar bar(std::cerr, "reading prompt", segments, "segments", data::ProgressBar::is_terminal(std::cerr));
-    model::generate(reader, prompt, sampling, emit, [&](int64_t done, int64_t) {
-      bar.update(done);
-      if (done == segments) bar.finish();
-    });
+  try {
+    if (opt.memory.empty()) {
+      model::generate(loaded.model, prompt, sampling, emit);
+    } else {
+      auto memory = model::load_memory(memory_dir, loaded.config, model::identify(opt.base.model, loaded.config), load.device);
+      memory.compressor->to(load.dtype);
+      model::MemoryReader reader(loaded.model, memory.compressor);
+      const int64_t segments = static_cast<int64_t>(prompt.size()) / memory.options.segment_len;
+      data::ProgressBar bar(std::cerr, "reading prompt", segments, "segments", data::ProgressBar::is_terminal(std::cerr));
+      model::generate(reader, prompt, sampling, emit, [&](int64_t done, int64_t) {
+        bar.update(done);
+        if (done == segments) bar.finish();
+      });
+    }
+  } catch (const model::NonFiniteLogitsError& e) {
+    stream.finish();
+    std::cout << "\n" << std::flush;
+    throw std::runtime_error(opt.base.model + (opt.memory.empty() ? "" : " with the memory " + opt.memory) + ": " + e.what());
   }
   stream.finish();
   std::cout << "\n" << std::flush;  // the text ends its line; the statistics go to stderr

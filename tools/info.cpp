@@ -79,7 +79,7 @@ int run_info(const std::vector<std::string>& args) {
       << "architecture   " << c.architecture << " (" << c.num_layers << " layers, hidden " << c.hidden_size
       << ", MLP " << c.intermediate_size << ", vocab " << c.vocab_size << ")\n"
       << "attention      " << c.num_heads << " heads, " << c.num_kv_heads << " KV heads, head dim " << c.head_dim
-      << (c.attention_bias ? ", q/k/v bias" : "")
+      << (c.attention_output_bias ? ", q/k/v/o bias" : c.attention_bias ? ", q/k/v bias" : "")
       << (c.sliding_window ? ", sliding window " + std::to_string(*c.sliding_window) : std::string()) << "\n"
       << "parameters     " << with_commas(c.num_parameters())
       << (c.tie_word_embeddings ? " (tied input/output embeddings)" : " (untied embeddings)") << "\n"

@@ -5,12 +5,14 @@
 // counts and is not read; version 2 and 3 differ only in v3 allowing big-endian files.
 #include "data/format/gguf.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
+#include <tuple>
 
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
@@ -309,6 +311,40 @@ void GgufFile::parse() {
            " bytes): the file is truncated or corrupt; download it again");
     t.offset = data_offset_ + rel;
   }
+  check_tiling();
+}
+
+// The writers (llama.cpp, gguf-py) lay the tensors out back to back, each padded to the alignment. A
+// tensor whose type or dims were changed, or whose offset was, breaks that tiling: without this check it
+// would read its neighbour's bytes (or padding) as weights and run with garbage.
+void GgufFile::check_tiling() const {
+  if (tensors_.empty()) return;
+  std::vector<const GgufTensorInfo*> order;
+  for (const auto& t : tensors_) order.push_back(&t);
+  std::sort(order.begin(), order.end(), [](const GgufTensorInfo* a, const GgufTensorInfo* b) {
+    return std::tie(a->offset, a->nbytes, a->name) < std::tie(b->offset, b->nbytes, b->name);
+  });
+  auto align_up = [&](uint64_t at) { return (at + alignment_ - 1) / alignment_ * alignment_; };
+  auto describe = [&](const GgufTensorInfo& t) {
+    return "'" + t.name + "' (" + t.type_name() + ", dims " + dims_string(t.dims) + ", bytes [" + str(t.offset) + ", " +
+           str(t.offset + t.nbytes) + "))";
+  };
+  const char* fix = "; its type, dims or data offset disagree with the file's layout (the file is corrupt; download it again)";
+  uint64_t covered = data_offset_;
+  const GgufTensorInfo* previous = nullptr;
+  for (const GgufTensorInfo* t : order) {
+    if (t->offset < covered)
+      fail("tensors " + describe(*previous) + " and " + describe(*t) + " overlap in the data section" + fix);
+    if (t->offset > align_up(covered))
+      fail("bytes [" + str(covered) + ", " + str(t->offset) + ") of the data section belong to no tensor (" +
+           (previous ? "after tensor " + describe(*previous) + ", " : std::string()) + "before tensor " + describe(*t) +
+           ")" + fix);
+    covered = t->offset + t->nbytes;
+    previous = t;
+  }
+  if (size_ > align_up(covered))
+    fail("bytes [" + str(covered) + ", " + str(size_) + ") at the end of the file belong to no tensor (the last one is " +
+         describe(*previous) + ")" + fix);
 }
 
 const GgufValue& GgufFile::value(const std::string& key) const {

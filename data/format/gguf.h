@@ -95,6 +95,7 @@ class GgufFile {
  private:
   [[noreturn]] void fail(const std::string& what) const;
   void parse();
+  void check_tiling() const;  // tensors back to back, aligned, none overlapping, the file ending with the last
 
   std::string path_;
   std::shared_ptr<MappedFile> file_;

@@ -3,13 +3,13 @@
 #include "data/format/safetensors.h"
 
 #include "data/format/atomic_file.h"
+#include "data/format/json_file.h"
 #include "data/format/mapped_file.h"
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <set>
 
@@ -175,6 +175,11 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   try {
     const char* first = reinterpret_cast<const char*>(bytes + 8);
     header = Json::parse(first, first + header_len, [&](int depth, Json::parse_event_t ev, Json& parsed) {
+      // A real header is three levels deep; a hostile one nested thousands deep would overflow the stack
+      // wherever the value is later printed or freed, so it is refused here, while still shallow.
+      if (depth > kMaxJsonDepth)
+        fail(path, "header is JSON nested deeper than " + std::to_string(kMaxJsonDepth) +
+                       " levels (a safetensors header is 3 deep); the file is corrupt or not safetensors");
       if (depth == 1 && ev == Json::parse_event_t::key && parsed.is_string() &&
           !seen.insert(parsed.get<std::string>()).second && duplicate.empty())
         duplicate = parsed.get<std::string>();
@@ -360,13 +365,11 @@ SafetensorsDirectory::SafetensorsDirectory(const std::string& dir) : dir_(dir) {
     files_.push_back(std::make_shared<SafetensorsFile>(source_));
   } else if (fs::exists(root / "model.safetensors.index.json", ec)) {
     source_ = (root / "model.safetensors.index.json").string();
-    std::ifstream in(source_);
-    if (!in) fail(source_, "cannot open");
     Json index;
     try {
-      in >> index;
-    } catch (const Json::exception& e) {
-      fail(source_, std::string("not valid JSON: ") + e.what());
+      index = read_json_file(source_);  // a regular file (a FIFO would block), nested at most kMaxJsonDepth
+    } catch (const FormatError& e) {
+      throw SafetensorsError(e.what());
     }
     if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
       fail(source_, "expected a JSON object with a 'weight_map' object (tensor name -> shard file)");

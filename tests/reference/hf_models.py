@@ -1,5 +1,6 @@
 """Tiny random Hugging Face models (Llama with GQA + llama3 RoPE, untied Llama + linear, Llama + YaRN,
-Llama + dynamic NTK, Mistral with a binding sliding window, Qwen2 with q/k/v bias), saved with
+Llama + dynamic NTK, Mistral with a binding sliding window, Llama with attention_bias (q/k/v/o biases),
+Qwen2 with q/k/v bias), saved with
 save_pretrained, and their float32 logits on random token ids, for the C++ parity tests.
 Every parameter is drawn fresh (norm weights and biases too), each model from its own seed."""
 import json
@@ -32,6 +33,10 @@ MODELS = {
     "mistral_window": (MistralConfig, MistralForCausalLM, dict(
         tie_word_embeddings=False, max_position_embeddings=128, sliding_window=12, head_dim=16,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0}), 505, 40, {}),
+    # attention_bias: Llama gives q/k/v and o_proj a bias (Qwen2, below, q/k/v only).
+    "llama_attention_bias": (LlamaConfig, LlamaForCausalLM, dict(
+        tie_word_embeddings=False, max_position_embeddings=64, attention_bias=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}), 707, 40, {}),
     "qwen2_bias": (Qwen2Config, Qwen2ForCausalLM, dict(
         tie_word_embeddings=True, max_position_embeddings=128,
         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}), 606, 40, {}),
