@@ -162,15 +162,9 @@ FileResult process_file(const InputFile& file, const std::string& separator, con
   if (!in) throw std::runtime_error("prepare: cannot read " + file.path.string());
   const std::string text(std::istreambuf_iterator<char>(in), {});
   r.bytes = static_cast<int64_t>(text.size());
-  if (const auto nul = text.find('\0'); nul != std::string::npos) {
+  r.why_binary = why_binary(text);
+  if (!r.why_binary.empty()) {
     r.binary = true;
-    r.why_binary = "a NUL byte at offset " + std::to_string(nul);
-    return r;
-  }
-  const int64_t bad = invalid_utf8_bytes(text);
-  if (bad * 100 > r.bytes) {
-    r.binary = true;
-    r.why_binary = std::to_string(bad) + " of " + std::to_string(r.bytes) + " bytes are not valid UTF-8";
     return r;
   }
   if (separator.empty()) {
@@ -190,6 +184,20 @@ std::string join_inputs(const std::vector<std::string>& inputs) {
 }
 
 }  // namespace
+
+std::vector<std::string> find_input_files(const std::vector<std::string>& inputs) {
+  std::vector<std::string> paths;
+  for (const auto& f : find_files(inputs)) paths.push_back(f.path.string());
+  return paths;
+}
+
+std::string why_binary(const std::string& text) {
+  if (const auto nul = text.find('\0'); nul != std::string::npos) return "a NUL byte at offset " + std::to_string(nul);
+  const int64_t bad = invalid_utf8_bytes(text);
+  if (bad * 100 > static_cast<int64_t>(text.size()))
+    return std::to_string(bad) + " of " + std::to_string(text.size()) + " bytes are not valid UTF-8";
+  return "";
+}
 
 Split heldout_split(const std::string& source, double heldout_fraction, uint64_t seed) {
   const uint64_t h = splitmix64(fnv1a64(source) ^ seed);

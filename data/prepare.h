@@ -65,4 +65,13 @@ std::string tokenizer_identity(const Tokenizer& tokenizer);
 // called from several threads at once.
 PrepareSummary prepare_corpus(const PrepareOptions& options, const Tokenizer& tokenizer, std::ostream& log);
 
+// The files `inputs` name, found exactly as prepare_corpus finds them (files, directories read recursively
+// without names starting with '.', glob patterns; each input's files sorted by path, each file once).
+// Throws naming an input that exists in no form or a pattern that matches no file.
+std::vector<std::string> find_input_files(const std::vector<std::string>& inputs);
+
+// Why prepare_corpus skips `text` as binary ("a NUL byte at offset N", "B of N bytes are not valid UTF-8"),
+// or "" when it is text it reads.
+std::string why_binary(const std::string& text);
+
 }  // namespace uio::data

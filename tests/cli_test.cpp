@@ -189,6 +189,31 @@ TEST(Cli, BenchDispatchesOnItsFirstWord) {
   EXPECT_NE(none.err.find("needs a first word"), std::string::npos) << none.err;
 }
 
+// `uio prepare` and `uio bench tokenizer` read the same files of a folder: a hidden file, a file with a NUL
+// byte and one that is mostly invalid UTF-8 (text by the NUL rule alone) are left out by both.
+TEST(Cli, PrepareAndBenchTokenizerCountTheSameFiles) {
+  const auto dir = uio::test::scratch_dir();
+  std::mt19937_64 rng(uio::test::test_seed());
+  fs::create_directories(dir / "in" / "sub");
+  uio::test::write_file(dir / "in" / "a.txt", random_prose(rng, 2000));
+  uio::test::write_file(dir / "in" / "sub" / "b.txt", random_prose(rng, 1500));
+  uio::test::write_file(dir / "in" / ".hidden.txt", random_prose(rng, 500));
+  uio::test::write_file(dir / "in" / "nul.bin", random_prose(rng, 300) + std::string(1, '\0') + "tail");
+  std::string latin1 = random_prose(rng, 50);
+  for (int i = 0; i < 200; ++i) latin1 += static_cast<char>(0xE9);  // Latin-1 bytes: invalid UTF-8
+  uio::test::write_file(dir / "in" / "latin1.txt", latin1);
+  const auto tokenizer = uio::test::testdata("tokenizer_ref/smollm").string();
+  const auto prepared = run_uio({"prepare", "--inputs", (dir / "in").string(), "--out", (dir / "store").string(),
+                                 "--tokenizer", tokenizer});
+  ASSERT_EQ(prepared.exit_code, 0) << prepared.err << prepared.out;
+  EXPECT_NE(prepared.out.find("from 2 files; 2 binary files skipped"), std::string::npos) << prepared.out;
+  const auto bench = run_uio({"bench", "tokenizer", "--model", tokenizer, "--text", (dir / "in").string(), "--hf=false",
+                              "--runs", "1"});
+  ASSERT_EQ(bench.exit_code, 0) << bench.err << bench.out;
+  EXPECT_NE(bench.out.find(": 2 files, "), std::string::npos) << bench.out;
+  EXPECT_NE(bench.out.find("2 binary files skipped"), std::string::npos) << bench.out;
+}
+
 // `uio generate --memory DIR` on SmolLM2 with a saved (random) compressor and l = 16: the prompt spans
 // several segments, so it is read with memory; the text equals the library's greedy memory decoding.
 TEST(Cli, GenerateWithMemoryMatchesTheLibrarysMemoryDecoding) {

@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "data/prepare.h"
 #include "data/tokenizer.h"
 #include "tools/commands.h"
 #include "tools/options.h"
@@ -73,24 +74,17 @@ std::string read_prefix(const fs::path& path, size_t limit) {
   return text;
 }
 
-// A deterministic sample of at most `max_bytes`: a file is read from its start; a directory's text
-// files (recursive, names starting with '.' skipped, files with a NUL byte skipped) each give a
-// prefix, the budget shared evenly (small files first, what they leave goes to the rest), cut at a
-// line end. Documents over kPieceBytes are cut into pieces at line ends.
+// A deterministic sample of at most `max_bytes` of the files `uio prepare` would read from `path` (a file,
+// a directory or a glob pattern: the same discovery, data::find_input_files, and the same binary rule,
+// data::why_binary, on each whole file, so both count the same files): each file gives a prefix, the budget
+// shared evenly (small files first, what they leave goes to the rest), cut at a line end. Files over
+// kPieceBytes are cut into pieces at line ends (the documents encoded in parallel).
 Sample sample_text(const std::string& path, size_t max_bytes) {
   std::vector<fs::path> files;
-  if (fs::is_directory(path)) {
-    for (auto it = fs::recursive_directory_iterator(path); it != fs::recursive_directory_iterator(); ++it) {
-      if (it->path().filename().string().rfind('.', 0) == 0) {
-        if (it->is_directory()) it.disable_recursion_pending();
-        continue;
-      }
-      if (it->is_regular_file()) files.push_back(it->path());
-    }
-  } else if (fs::is_regular_file(path)) {
-    files.push_back(path);
-  } else {
-    throw OptionError("--text '" + path + "' is neither a file nor a directory");
+  try {
+    for (const auto& f : data::find_input_files({path})) files.emplace_back(f);
+  } catch (const std::exception& e) {
+    throw OptionError("--text: " + std::string(e.what()));
   }
   std::sort(files.begin(), files.end());
   std::stable_sort(files.begin(), files.end(),
@@ -99,8 +93,8 @@ Sample sample_text(const std::string& path, size_t max_bytes) {
   size_t budget = max_bytes;
   for (size_t i = 0; i < files.size() && budget > 0; ++i) {
     const size_t share = budget / (files.size() - i);
-    std::string text = read_prefix(files[i], share + 1);  // one byte more: is the file longer than its share?
-    if (text.find('\0') != std::string::npos) {
+    std::string text = read_prefix(files[i], fs::file_size(files[i]));  // whole: prepare's binary rule reads it all
+    if (!data::why_binary(text).empty()) {
       ++sample.skipped_binary;
       continue;
     }
@@ -239,8 +233,8 @@ int bench_tokenizer_command(const std::vector<std::string>& args) {
   const auto tokenizer = data::load_tokenizer(opt.model);
   const double bytes = static_cast<double>(sample.bytes);
   std::cout << "text           " << opt.text << ": " << sample.files << " files, " << std::fixed
-            << std::setprecision(2) << bytes / 1e6 << " MB in " << sample.documents.size() << " documents"
-            << (sample.skipped_binary ? ", " + std::to_string(sample.skipped_binary) + " binary files skipped" : "")
+            << std::setprecision(2) << bytes / 1e6 << " MB sampled in " << sample.documents.size() << " pieces"
+            << ", " << sample.skipped_binary << " binary files skipped (the files and the rule of uio prepare)"
             << "\n" << std::flush;
 
   int64_t tokens_1 = 0, tokens_n = 0;
