@@ -20,7 +20,7 @@ namespace {
 // the code points 256.. in byte order, so every byte has a visible, non-space character.
 struct ByteAlphabet {
   std::array<std::string, 256> spelling;  // byte -> UTF-8 of its character
-  std::array<int, 324> byte_of{};         // code point -> byte, -1 outside the alphabet
+  std::array<int, 324> byte_of{};  // code point -> byte, -1 outside the alphabet
   ByteAlphabet() {
     byte_of.fill(-1);
     int extra = 0;
@@ -138,8 +138,8 @@ BpeTokenizer::BpeTokenizer(BpeSpec spec) : spec_(std::move(spec)) {
   const size_t n = spec_.tokens.size();
   if (n == 0) throw std::invalid_argument("bpe tokenizer: the vocabulary is empty");
   if (!spec_.token_types.empty() && spec_.token_types.size() != n)
-    throw std::invalid_argument("bpe tokenizer: " + std::to_string(spec_.token_types.size()) +
-                                " token types for " + std::to_string(n) + " tokens; expected one per token");
+    throw std::invalid_argument("bpe tokenizer: " + std::to_string(spec_.token_types.size()) + " token types for " +
+                                std::to_string(n) + " tokens; expected one per token");
   for (int32_t id : {spec_.bos, spec_.eos, spec_.unk})
     if (id < -1 || id >= static_cast<int32_t>(n))
       throw std::invalid_argument("bpe tokenizer: special " + describe_id(id, n) + " is out of range");
@@ -327,25 +327,24 @@ std::string byte_level_bytes(std::string_view spelled) {
   return out;
 }
 
-std::unique_ptr<Tokenizer> make_bpe_tokenizer(BpeSpec spec) {
-  return std::make_unique<BpeTokenizer>(std::move(spec));
-}
+std::unique_ptr<Tokenizer> make_bpe_tokenizer(BpeSpec spec) { return std::make_unique<BpeTokenizer>(std::move(spec)); }
 
 BpeSpec bpe_spec_from_gguf_metadata(std::vector<std::string> tokens, std::vector<std::string> merges,
-                                    std::vector<int32_t> token_types, const std::string& pre,
-                                    int32_t bos_token_id, int32_t eos_token_id, bool add_bos_token,
-                                    std::string chat_template) {
+                                    std::vector<int32_t> token_types, const std::string& pre, int32_t bos_token_id,
+                                    int32_t eos_token_id, bool add_bos_token, std::string chat_template) {
   if (tokens.empty()) throw std::invalid_argument("GGUF: tokenizer.ggml.tokens is missing or empty");
   if (merges.empty())
-    throw std::invalid_argument("GGUF: tokenizer.ggml.merges is missing or empty; a byte-level BPE vocabulary "
-                                "(tokenizer.ggml.model 'gpt2') needs its merges");
+    throw std::invalid_argument(
+        "GGUF: tokenizer.ggml.merges is missing or empty; a byte-level BPE vocabulary "
+        "(tokenizer.ggml.model 'gpt2') needs its merges");
   if (!token_types.empty() && token_types.size() != tokens.size())
     throw std::invalid_argument("GGUF: tokenizer.ggml.token_type has " + std::to_string(token_types.size()) +
                                 " entries, tokenizer.ggml.tokens " + std::to_string(tokens.size()) +
                                 "; expected one type per token");
   if (pre.empty())
-    throw std::invalid_argument("GGUF: tokenizer.ggml.pre is missing, so the split regex is unknown; "
-                                "re-convert the model with a recent llama.cpp convert_hf_to_gguf.py");
+    throw std::invalid_argument(
+        "GGUF: tokenizer.ggml.pre is missing, so the split regex is unknown; "
+        "re-convert the model with a recent llama.cpp convert_hf_to_gguf.py");
   BpeSpec spec;
   spec.tokens = std::move(tokens);
   spec.merges = std::move(merges);

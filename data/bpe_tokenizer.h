@@ -16,7 +16,7 @@ namespace uio::data {
 enum TokenType : int32_t {
   kTokenNormal = 1,
   kTokenUnknown = 2,
-  kTokenControl = 3,      // special: matched in text only when encode(parse_special=true)
+  kTokenControl = 3,  // special: matched in text only when encode(parse_special=true)
   kTokenUserDefined = 4,  // added but not special: always matched whole in text
   kTokenUnused = 5,
   kTokenByte = 6,
@@ -54,9 +54,8 @@ BpeSpec bpe_spec_from_tokenizer_json(const std::string& path);
 // token_type: empty). Resolves `pre` to its regexes (throws for an unknown name) and sets
 // ignore_merges as llama.cpp does for "llama-bpe".
 BpeSpec bpe_spec_from_gguf_metadata(std::vector<std::string> tokens, std::vector<std::string> merges,
-                                    std::vector<int32_t> token_types, const std::string& pre,
-                                    int32_t bos_token_id, int32_t eos_token_id, bool add_bos_token,
-                                    std::string chat_template);
+                                    std::vector<int32_t> token_types, const std::string& pre, int32_t bos_token_id,
+                                    int32_t eos_token_id, bool add_bos_token, std::string chat_template);
 
 // GPT-2's byte-to-unicode spelling of raw bytes, and back (throws on a character outside the alphabet).
 std::string byte_level_spelling(std::string_view bytes);

@@ -32,8 +32,9 @@ std::string chat_prompt(const Tokenizer& tokenizer, const std::string& user) {
     return "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n" + user +
            "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
   if (format == "llama2") return "<s>[INST] " + user + " [/INST]";
-  throw std::invalid_argument("--chat: the model has no chat template uio recognises (ChatML, Llama-2 [INST] or "
-                              "Llama-3 headers); run without --chat");
+  throw std::invalid_argument(
+      "--chat: the model has no chat template uio recognises (ChatML, Llama-2 [INST] or "
+      "Llama-3 headers); run without --chat");
 }
 
 }  // namespace uio::data

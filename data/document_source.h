@@ -15,7 +15,7 @@ namespace uio::data {
 
 // One training document: its tokens and, for synthetic tasks, which tokens' predictions count.
 struct TrainingDocument {
-  torch::Tensor ids;        // [seq_len] int64 on the CPU
+  torch::Tensor ids;  // [seq_len] int64 on the CPU
   torch::Tensor loss_mask;  // [seq_len] float 0/1 (1: predicting this token counts); undefined: every token
 };
 

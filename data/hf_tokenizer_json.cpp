@@ -46,11 +46,10 @@ std::string escape_regex(const std::string& s) {
 }
 
 // Appends the split regexes of one pre-tokenizer; sets byte_level when it is (or ends in) ByteLevel.
-void read_pre_tokenizer(const JsonFile& f, const json& node, const std::string& key,
-                        std::vector<std::string>& regexes, bool& byte_level) {
+void read_pre_tokenizer(const JsonFile& f, const json& node, const std::string& key, std::vector<std::string>& regexes,
+                        bool& byte_level) {
   const std::string type = node.value("type", "");
-  if (byte_level)
-    f.fail(key, "follows a ByteLevel pre-tokenizer; ByteLevel must come last in a byte-level BPE");
+  if (byte_level) f.fail(key, "follows a ByteLevel pre-tokenizer; ByteLevel must come last in a byte-level BPE");
   if (type == "Sequence") {
     const auto& list = node.at("pretokenizers");
     for (size_t i = 0; i < list.size(); ++i)
@@ -115,7 +114,8 @@ BpeSpec bpe_spec_from_tokenizer_json(const std::string& path) {
     const json& model = root["model"];
     if (model.value("type", "") != "BPE")
       f.fail("model.type", "is '" + model.value("type", "") + "'; only 'BPE' is a byte-level BPE model");
-    if (model.contains("dropout") && !model["dropout"].is_null()) f.fail("model.dropout", "is set; BPE dropout is for training");
+    if (model.contains("dropout") && !model["dropout"].is_null())
+      f.fail("model.dropout", "is set; BPE dropout is for training");
     if (model.value("byte_fallback", false))
       f.fail("model.byte_fallback", "is true: this is a SentencePiece-style BPE; load tokenizer.model instead");
     for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})

@@ -32,8 +32,9 @@ RetrievalPrompt assemble(const std::vector<int64_t>& preamble, const std::vector
   const int64_t fixed = static_cast<int64_t>(preamble.size() + needle.size() + question.size());
   const int64_t room = length - fixed;
   if (room < 0)
-    throw std::invalid_argument("retrieval prompt: " + std::to_string(length) + " tokens cannot hold the preamble, the " +
-                                "needle and the question (" + std::to_string(fixed) + " tokens)");
+    throw std::invalid_argument("retrieval prompt: " + std::to_string(length) +
+                                " tokens cannot hold the preamble, the " + "needle and the question (" +
+                                std::to_string(fixed) + " tokens)");
   const auto before = static_cast<int64_t>(std::llround(depth * static_cast<double>(room)));
   RetrievalPrompt p;
   p.answer = answer;
@@ -56,10 +57,12 @@ RetrievalPrompt assemble(const std::vector<int64_t>& preamble, const std::vector
 RetrievalPrompt make_passkey_prompt(const Tokenizer& tokenizer, int64_t length, double depth, int digits,
                                     uint64_t seed) {
   const auto key = random_number(digits, seed);
-  return assemble(encode(tokenizer, "There is an important info hidden inside a lot of irrelevant text. Find it and "
-                                    "memorize it. I will quiz you about the important information there."),
-                  encode(tokenizer, " The grass is green. The sky is blue. The sun is yellow. Here we go. There and "
-                                    "back again."),
+  return assemble(encode(tokenizer,
+                         "There is an important info hidden inside a lot of irrelevant text. Find it and "
+                         "memorize it. I will quiz you about the important information there."),
+                  encode(tokenizer,
+                         " The grass is green. The sky is blue. The sun is yellow. Here we go. There and "
+                         "back again."),
                   encode(tokenizer, " The pass key is " + key + ". Remember it. " + key + " is the pass key."),
                   encode(tokenizer, " What is the pass key? The pass key is"), length, depth, key);
 }
@@ -68,8 +71,9 @@ RetrievalPrompt make_needle_prompt(const Tokenizer& tokenizer, const std::vector
                                    double depth, int digits, uint64_t seed) {
   const auto number = random_number(digits, seed);
   return assemble({}, haystack, encode(tokenizer, " The special magic number is " + number + ". "),
-                  encode(tokenizer, " What is the special magic number mentioned in the text above? The special "
-                                    "magic number is"),
+                  encode(tokenizer,
+                         " What is the special magic number mentioned in the text above? The special "
+                         "magic number is"),
                   length, depth, number);
 }
 

@@ -14,10 +14,10 @@
 namespace uio::data {
 
 struct RetrievalPrompt {
-  std::vector<int64_t> ids;     // exactly the requested length
-  std::string answer;           // the number to retrieve, e.g. "40821"
-  int64_t needle_begin = 0;     // first token of the sentence that holds it
-  int64_t needle_end = 0;       // one past its last token
+  std::vector<int64_t> ids;  // exactly the requested length
+  std::string answer;  // the number to retrieve, e.g. "40821"
+  int64_t needle_begin = 0;  // first token of the sentence that holds it
+  int64_t needle_end = 0;  // one past its last token
 };
 
 // `length` tokens in all; the key sentence starts at round(depth * room), where room is what the filler

@@ -108,14 +108,14 @@ int64_t invalid_utf8_bytes(const std::string& s) {
     int len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
     bool ok = len > 0 && i + len <= n;
     for (int k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80;
-    if (ok && len == 2) ok = c >= 0xC2;                                                   // overlong
+    if (ok && len == 2) ok = c >= 0xC2;  // overlong
     if (ok && len == 3) {
       const auto c1 = static_cast<unsigned char>(s[i + 1]);
-      ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0);                     // overlong, surrogates
+      ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0);  // overlong, surrogates
     }
     if (ok && len == 4) {
       const auto c1 = static_cast<unsigned char>(s[i + 1]);
-      ok = c <= 0xF4 && !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90);         // overlong, > U+10FFFF
+      ok = c <= 0xF4 && !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90);  // overlong, > U+10FFFF
     }
     if (ok) {
       i += len;
@@ -223,8 +223,8 @@ std::string PrepareSummary::to_text() const {
     << " held out) from " << files << " files; " << skipped_files << " binary files skipped, " << empty_documents
     << " empty documents left out\n";
   s << "tokens: " << tokens << " (" << heldout_tokens << " held out) from " << bytes << " bytes\n";
-  s << "lengths: <1K " << length_histogram[0] << ", 1K-8K " << length_histogram[1] << ", 8K-32K "
-    << length_histogram[2] << ", 32K-100K " << length_histogram[3] << ", >=100K " << length_histogram[4] << "\n";
+  s << "lengths: <1K " << length_histogram[0] << ", 1K-8K " << length_histogram[1] << ", 8K-32K " << length_histogram[2]
+    << ", 32K-100K " << length_histogram[3] << ", >=100K " << length_histogram[4] << "\n";
   s << "long documents: " << documents_32k << " of >= 32K tokens, " << documents_100k << " of >= 100K tokens\n";
   char buf[96];
   std::snprintf(buf, sizeof buf, "time: %.1f s, %.0f tokens/s\n", seconds, tokens_per_second);
@@ -247,8 +247,7 @@ PrepareSummary prepare_corpus(const PrepareOptions& options, const Tokenizer& to
   threads = std::max(1, std::min<int>(threads, static_cast<int>(files.size())));
   log << "prepare: " << files.size() << " files, " << total_bytes << " bytes, " << threads << " threads\n";
 
-  TokenStoreWriter writer(options.out_dir,
-                          {tokenizer.vocab_size(), tokenizer.eos_id(), tokenizer_identity(tokenizer)});
+  TokenStoreWriter writer(options.out_dir, {tokenizer.vocab_size(), tokenizer.eos_id(), tokenizer_identity(tokenizer)});
   PrepareSummary summary;
 
   // Workers take files in order; the main thread writes results in that same order. A worker runs at

@@ -30,16 +30,16 @@ struct PrepareOptions {
 constexpr std::array<int64_t, 4> kLengthBucketEdges = {1024, 8192, 32768, 100000};
 
 struct PrepareSummary {
-  int64_t files = 0;           // text files read
-  int64_t skipped_files = 0;   // binary files left out (each named in the log)
-  int64_t empty_documents = 0; // documents with no tokens, left out
-  int64_t documents = 0;       // documents stored
+  int64_t files = 0;  // text files read
+  int64_t skipped_files = 0;  // binary files left out (each named in the log)
+  int64_t empty_documents = 0;  // documents with no tokens, left out
+  int64_t documents = 0;  // documents stored
   int64_t heldout_documents = 0;
   int64_t tokens = 0;
   int64_t heldout_tokens = 0;
-  int64_t bytes = 0;           // text bytes tokenised
+  int64_t bytes = 0;  // text bytes tokenised
   std::array<int64_t, 5> length_histogram{};  // documents per kLengthBucketEdges bucket
-  int64_t documents_32k = 0;   // documents of >= 32,768 tokens
+  int64_t documents_32k = 0;  // documents of >= 32,768 tokens
   int64_t documents_100k = 0;  // documents of >= 100,000 tokens
   double seconds = 0;
   double tokens_per_second = 0;

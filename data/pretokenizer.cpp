@@ -8,19 +8,16 @@
 
 namespace uio::data {
 
-const char* const kGpt2SplitRegex =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+const char* const kGpt2SplitRegex = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
 namespace {
 
 // Llama-3's split (its tokenizer.json Split pre-tokenizer; llama.cpp "llama-bpe").
-const char* const kLlama3SplitRegex =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3})"
-    R"(| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+const char* const kLlama3SplitRegex = R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3})"
+                                      R"(| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 // Qwen2's split: Llama-3's with single digits.
-const char* const kQwen2SplitRegex =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N})"
-    R"(| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+const char* const kQwen2SplitRegex = R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N})"
+                                     R"(| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 // HF's Digits(individual_digits=true) pre-tokenizer: every numeric character on its own.
 const char* const kSingleDigitRegex = R"(\p{N})";
 
@@ -133,8 +130,8 @@ PreTokenizer::PreTokenizer(const std::vector<std::string>& regexes) {
     re->pattern = pattern;
     int err = 0;
     PCRE2_SIZE err_offset = 0;
-    re->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP,
-                             &err, &err_offset, nullptr);
+    re->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP, &err,
+                             &err_offset, nullptr);
     if (!re->code) {
       PCRE2_UCHAR msg[256];
       pcre2_get_error_message(err, msg, sizeof msg);
@@ -145,8 +142,8 @@ PreTokenizer::PreTokenizer(const std::vector<std::string>& regexes) {
     if (rc != 0) {
       PCRE2_UCHAR msg[256];
       pcre2_get_error_message(rc, msg, sizeof msg);
-      throw std::runtime_error("pre-tokenizer regex '" + pattern + "': PCRE2 JIT compilation failed: " +
-                               reinterpret_cast<const char*>(msg));
+      throw std::runtime_error("pre-tokenizer regex '" + pattern +
+                               "': PCRE2 JIT compilation failed: " + reinterpret_cast<const char*>(msg));
     }
     regexes_.push_back(std::move(re));
   }
@@ -186,8 +183,7 @@ void PreTokenizer::split(std::string_view text, std::vector<std::string_view>& p
           pcre2_get_error_message(rc, msg, sizeof msg);
           cleanup();
           throw std::runtime_error("pre-tokenizer regex '" + re.pattern + "' failed on a " +
-                                   std::to_string(piece.size()) + "-byte piece: " +
-                                   reinterpret_cast<const char*>(msg));
+                                   std::to_string(piece.size()) + "-byte piece: " + reinterpret_cast<const char*>(msg));
         }
         const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
         size_t begin = ov[0], end = ov[1];

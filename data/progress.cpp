@@ -9,10 +9,16 @@
 
 namespace uio::data {
 
-ProgressBar::ProgressBar(std::ostream& out, std::string label, int64_t total, std::string unit,
-                         bool interactive, double interval_s)
-    : out_(out), label_(std::move(label)), unit_(std::move(unit)), total_(std::max<int64_t>(total, 0)),
-      interactive_(interactive), interval_s_(interval_s), start_(std::chrono::steady_clock::now()), last_(start_) {}
+ProgressBar::ProgressBar(std::ostream& out, std::string label, int64_t total, std::string unit, bool interactive,
+                         double interval_s)
+    : out_(out),
+      label_(std::move(label)),
+      unit_(std::move(unit)),
+      total_(std::max<int64_t>(total, 0)),
+      interactive_(interactive),
+      interval_s_(interval_s),
+      start_(std::chrono::steady_clock::now()),
+      last_(start_) {}
 
 bool ProgressBar::is_terminal(const std::ostream& out) {
   if (&out == &std::cout) return ::isatty(STDOUT_FILENO) == 1;

@@ -13,8 +13,8 @@ namespace {
 
 const std::vector<std::string>& key_words() {
   static const std::vector<std::string> words = {
-      "apple", "river", "stone", "cloud", "tiger", "piano", "lemon", "candle", "forest", "bridge",
-      "garden", "window", "rocket", "silver", "planet", "castle", "dragon", "pencil", "ocean", "mirror",
+      "apple",  "river",  "stone",  "cloud",  "tiger",  "piano",  "lemon",  "candle", "forest", "bridge",
+      "garden", "window", "rocket", "silver", "planet", "castle", "dragon", "pencil", "ocean",  "mirror",
       "orange", "jacket", "island", "violin", "basket", "winter", "desert", "button", "rabbit", "anchor"};
   return words;
 }
@@ -23,19 +23,24 @@ const std::vector<std::string>& key_words() {
 
 RecallTask::RecallTask(const Tokenizer& tokenizer, const RecallTaskOptions& o)
     : tokenizer_(tokenizer), options_(o), rng_(o.seed) {
-  if (o.segments < 2) throw std::invalid_argument("recall task: needs at least 2 segments, got " + std::to_string(o.segments));
+  if (o.segments < 2)
+    throw std::invalid_argument("recall task: needs at least 2 segments, got " + std::to_string(o.segments));
   if (o.pairs < 1 || o.pairs > static_cast<int64_t>(key_words().size()))
     throw std::invalid_argument("recall task: pairs must be in [1, " + std::to_string(key_words().size()) + "]");
   if (o.digits < 1 || o.digits > 9) throw std::invalid_argument("recall task: digits must be in [1, 9]");
-  for (const auto& t : tokenizer.encode(" The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."))
+  for (const auto& t :
+       tokenizer.encode(" The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."))
     filler_.push_back(t);
   // The longest possible pair list must fit one segment.
   int64_t worst = 0;
   for (int64_t i = 0; i < o.pairs; ++i)
-    worst += static_cast<int64_t>(tokenizer.encode(" " + key_words()[i] + " " + std::string(o.digits, '8') + ".").size()) + 2;
+    worst +=
+        static_cast<int64_t>(tokenizer.encode(" " + key_words()[i] + " " + std::string(o.digits, '8') + ".").size()) +
+        2;
   if (worst > o.segment_len)
-    throw std::invalid_argument("recall task: " + std::to_string(o.pairs) + " pairs take about " + std::to_string(worst) +
-                                " tokens, more than segment_len " + std::to_string(o.segment_len));
+    throw std::invalid_argument("recall task: " + std::to_string(o.pairs) + " pairs take about " +
+                                std::to_string(worst) + " tokens, more than segment_len " +
+                                std::to_string(o.segment_len));
 }
 
 int64_t RecallTask::uniform(int64_t n) { return static_cast<int64_t>(rng_.below(static_cast<uint64_t>(n))); }
@@ -62,7 +67,8 @@ RecallDocument RecallTask::make() {
     for (auto t : tokenizer_.encode(text)) ids.push_back(t);
   };
   auto pad_segment = [&] {  // filler text up to the next segment boundary
-    for (size_t f = 0; static_cast<int64_t>(ids.size()) % l != 0; f = (f + 1) % filler_.size()) ids.push_back(filler_[f]);
+    for (size_t f = 0; static_cast<int64_t>(ids.size()) % l != 0; f = (f + 1) % filler_.size())
+      ids.push_back(filler_[f]);
   };
   auto list_pairs = [&](bool record) {
     for (int64_t i : order) {

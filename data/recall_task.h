@@ -17,13 +17,13 @@ namespace uio::data {
 struct RecallTaskOptions {
   int64_t segment_len = 0;
   int64_t segments = 2;  // >= 2: pairs in the first, queries in the last
-  int64_t pairs = 4;     // must fit one segment
-  int64_t digits = 2;    // of each value
+  int64_t pairs = 4;  // must fit one segment
+  int64_t digits = 2;  // of each value
   uint64_t seed = 0;
 };
 
 struct RecallDocument {
-  torch::Tensor ids;                      // [segments * segment_len] int64
+  torch::Tensor ids;  // [segments * segment_len] int64
   std::vector<int64_t> answer_positions;  // the queried numbers' tokens (each predicted from the one before)
 };
 

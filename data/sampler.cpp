@@ -104,8 +104,8 @@ Sampler::Sampler(const TokenStore& store, SamplerOptions options) : store_(store
 
 void Sampler::restore(const SamplerState& state) {
   if (state.position > static_cast<int64_t>(num_sequences_))
-    throw std::invalid_argument("sampler: state position " + std::to_string(state.position) +
-                                " is past the epoch's " + std::to_string(num_sequences_) +
+    throw std::invalid_argument("sampler: state position " + std::to_string(state.position) + " is past the epoch's " +
+                                std::to_string(num_sequences_) +
                                 " sequences (was it saved for another store or seq_len?)");
   state_ = state;
 }

@@ -49,15 +49,13 @@ struct SamplerState {
   std::string to_json() const;
   // Throws std::invalid_argument naming the missing or mistyped key.
   static SamplerState from_json(const std::string& json);
-  bool operator==(const SamplerState& o) const {
-    return seed == o.seed && epoch == o.epoch && position == o.position;
-  }
+  bool operator==(const SamplerState& o) const { return seed == o.seed && epoch == o.epoch && position == o.position; }
 };
 
 struct Sequence {
   torch::Tensor tokens;  // [seq_len] int64, on the CPU
   int64_t epoch = 0;
-  int64_t index = 0;     // place in the epoch's global list
+  int64_t index = 0;  // place in the epoch's global list
 };
 
 class Sampler {
@@ -88,9 +86,9 @@ class Sampler {
   int64_t laid_out_epoch_ = -1;
   uint64_t laid_out_seed_ = 0;
   size_t num_sequences_ = 0;
-  std::vector<Window> windows_;     // long_only: the epoch's shuffled windows
-  std::vector<int64_t> order_;      // join: the epoch's document order
-  std::vector<int64_t> starts_;     // join: where each document of order_ starts in the joined stream
+  std::vector<Window> windows_;  // long_only: the epoch's shuffled windows
+  std::vector<int64_t> order_;  // join: the epoch's document order
+  std::vector<int64_t> starts_;  // join: where each document of order_ starts in the joined stream
 };
 
 }  // namespace uio::data

@@ -4,7 +4,6 @@
 #include "data/format/atomic_file.h"
 #include "data/format/mapped_file.h"
 
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -69,10 +68,9 @@ class IndexReader {
  private:
   void need(size_t n, const char* what) const {
     if (bytes_.size() - pos_ < n)
-      throw std::runtime_error("token store: " + path_ + " is truncated: " + what + " needs " +
-                               std::to_string(n) + " bytes at offset " + std::to_string(pos_) +
-                               " but the file has " + std::to_string(bytes_.size()) +
-                               " bytes; re-run uio prepare");
+      throw std::runtime_error("token store: " + path_ + " is truncated: " + what + " needs " + std::to_string(n) +
+                               " bytes at offset " + std::to_string(pos_) + " but the file has " +
+                               std::to_string(bytes_.size()) + " bytes; re-run uio prepare");
   }
   const std::string& bytes_;
   std::string path_;
@@ -106,13 +104,12 @@ TokenStoreWriter::TokenStoreWriter(const std::string& dir, TokenStoreMeta meta)
     : dir_(dir), meta_(std::move(meta)), bytes_per_token_(bytes_per_token_for(meta_.vocab_size)) {
   require_little_endian();
   if (meta_.vocab_size <= 0 || meta_.vocab_size > (int64_t{1} << 32))
-    throw std::invalid_argument("token store " + dir + ": vocabulary size " +
-                                std::to_string(meta_.vocab_size) + " is outside [1, 2^32]");
+    throw std::invalid_argument("token store " + dir + ": vocabulary size " + std::to_string(meta_.vocab_size) +
+                                " is outside [1, 2^32]");
   fs::create_directories(dir_);
   auto tmp = fs::path(dir_) / (std::string(kTokensFile) + ".tmp");
   tokens_ = std::fopen(tmp.c_str(), "wb");
-  if (!tokens_)
-    throw std::runtime_error("token store: cannot create " + tmp.string() + ": " + std::strerror(errno));
+  if (!tokens_) throw std::runtime_error("token store: cannot create " + tmp.string() + ": " + std::strerror(errno));
 }
 
 TokenStoreWriter::~TokenStoreWriter() {
@@ -141,8 +138,8 @@ void TokenStoreWriter::add(const std::string& source, Split split, const std::ve
     }
   }
   if (!buffer.empty() && std::fwrite(buffer.data(), 1, buffer.size(), tokens_) != buffer.size())
-    throw std::runtime_error("token store: writing " + dir_ + "/" + kTokensFile + ".tmp failed: " +
-                             std::strerror(errno));
+    throw std::runtime_error("token store: writing " + dir_ + "/" + kTokensFile +
+                             ".tmp failed: " + std::strerror(errno));
   documents_.push_back({source, split, num_tokens_, static_cast<int64_t>(tokens.size())});
   num_tokens_ += static_cast<int64_t>(tokens.size());
 }
@@ -154,8 +151,8 @@ void TokenStoreWriter::finish() {
   const bool synced = std::fflush(tokens_) == 0 && ::fsync(::fileno(tokens_)) == 0;
   if (std::fclose(tokens_) != 0 || !synced) {
     tokens_ = nullptr;
-    throw std::runtime_error("token store: closing " + dir_ + "/" + kTokensFile + ".tmp failed: " +
-                             std::strerror(errno));
+    throw std::runtime_error("token store: closing " + dir_ + "/" + kTokensFile +
+                             ".tmp failed: " + std::strerror(errno));
   }
   tokens_ = nullptr;
 
@@ -220,12 +217,12 @@ TokenStore::TokenStore(const std::string& dir) : dir_(dir) {
                              " bytes per token, expected 2 or 4");
   if (meta_.vocab_size <= 0 || meta_.vocab_size > (int64_t{1} << 32) ||
       bytes_per_token_ != bytes_per_token_for(meta_.vocab_size))
-    throw std::runtime_error(where + "index.bin says vocabulary size " + std::to_string(meta_.vocab_size) +
-                             " with " + std::to_string(bytes_per_token_) + "-byte tokens, which do not fit together");
+    throw std::runtime_error(where + "index.bin says vocabulary size " + std::to_string(meta_.vocab_size) + " with " +
+                             std::to_string(bytes_per_token_) + "-byte tokens, which do not fit together");
   // Each document entry takes at least 21 bytes: reject absurd counts before reserving memory.
   if (num_docs > (in.size() - in.pos()) / 21)
-    throw std::runtime_error(where + "index.bin says " + std::to_string(num_docs) +
-                             " documents but has room for " + std::to_string((in.size() - in.pos()) / 21) +
+    throw std::runtime_error(where + "index.bin says " + std::to_string(num_docs) + " documents but has room for " +
+                             std::to_string((in.size() - in.pos()) / 21) +
                              "; the file is truncated, re-run uio prepare");
   documents_.reserve(num_docs);
   uint64_t expected_offset = 0;
@@ -297,8 +294,8 @@ void TokenStore::read_as(int64_t doc, int64_t begin, int64_t count, T* out) cons
       std::memcpy(&id, p + 4 * i, 4);
     }
     if (id >= static_cast<uint64_t>(meta_.vocab_size))
-      throw std::runtime_error("token store " + dir_ + ": tokens.bin holds id " + std::to_string(id) +
-                               " at token " + std::to_string(d.offset + begin + i) + ", outside the vocabulary of " +
+      throw std::runtime_error("token store " + dir_ + ": tokens.bin holds id " + std::to_string(id) + " at token " +
+                               std::to_string(d.offset + begin + i) + ", outside the vocabulary of " +
                                std::to_string(meta_.vocab_size) + "; the file is damaged, re-run uio prepare");
     out[i] = static_cast<T>(id);
   }
@@ -322,7 +319,8 @@ void TokenStore::check_ids(int64_t vocab_size, const std::string& model) const {
   }
   if (bad < 0) return;
   const auto doc = std::upper_bound(documents_.begin(), documents_.end(), bad,
-                                    [](int64_t t, const DocumentInfo& d) { return t < d.offset; }) - 1;
+                                    [](int64_t t, const DocumentInfo& d) { return t < d.offset; }) -
+                   1;
   throw std::runtime_error("token store " + dir_ + ": tokens.bin holds id " + std::to_string(id) + " at token " +
                            std::to_string(bad - doc->offset) + " of document '" + doc->source + "', outside the " +
                            "vocabulary of " + std::to_string(vocab_size) + " ids of " + model +

@@ -89,12 +89,14 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_path) {
     if (path.filename() == "tokenizer.model") return load_sentencepiece(path, path.parent_path());
     if (path.extension() == ".json")
       return naming(path, [&] { return make_bpe_tokenizer(bpe_spec_from_tokenizer_json(model_path)); });
-    throw std::invalid_argument(model_path + ": not a tokenizer file; expected tokenizer.json, tokenizer.model "
+    throw std::invalid_argument(model_path +
+                                ": not a tokenizer file; expected tokenizer.json, tokenizer.model "
                                 "or a .gguf model");
   }
   const fs::path json = path / "tokenizer.json", sp = path / "tokenizer.model";
   if (fs::exists(sp) && (!fs::exists(json) || is_sentencepiece_json(json))) return load_sentencepiece(sp, path);
-  if (fs::exists(json)) return naming(json, [&] { return make_bpe_tokenizer(bpe_spec_from_tokenizer_json(json.string())); });
+  if (fs::exists(json))
+    return naming(json, [&] { return make_bpe_tokenizer(bpe_spec_from_tokenizer_json(json.string())); });
   throw std::invalid_argument(model_path + ": the directory has neither tokenizer.json nor tokenizer.model");
 }
 

@@ -27,7 +27,7 @@ class Tokenizer {
   virtual int64_t vocab_size() const = 0;
   virtual int32_t bos_id() const = 0;  // -1 when the model has none
   virtual int32_t eos_id() const = 0;
-  virtual bool add_bos() const = 0;    // whether the model expects BOS at the start of a text
+  virtual bool add_bos() const = 0;  // whether the model expects BOS at the start of a text
   virtual bool is_special(int32_t id) const = 0;
   // Id of a token given by its text (e.g. "<|im_end|>"), or -1.
   virtual int32_t token_id(std::string_view token) const = 0;

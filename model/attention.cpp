@@ -7,9 +7,7 @@ namespace uio::model {
 
 AttentionImpl::AttentionImpl(const ModelConfig& c, const torch::TensorOptions& options)
     : num_heads_(c.num_heads), num_kv_heads_(c.num_kv_heads), head_dim_(c.head_dim) {
-  auto linear = [&](int64_t in, int64_t out, bool bias) {
-    return Linear(in, out, bias, options);
-  };
+  auto linear = [&](int64_t in, int64_t out, bool bias) { return Linear(in, out, bias, options); };
   q_proj = register_module("q_proj", linear(c.hidden_size, c.num_heads * c.head_dim, c.attention_bias));
   k_proj = register_module("k_proj", linear(c.hidden_size, c.num_kv_heads * c.head_dim, c.attention_bias));
   v_proj = register_module("v_proj", linear(c.hidden_size, c.num_kv_heads * c.head_dim, c.attention_bias));
@@ -20,9 +18,12 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const AttentionCont
   TORCH_CHECK(ctx.cos && ctx.sin, "attention: cos/sin tables are required");
   const int64_t B = x.size(0), T = x.size(1);
   auto* lora = ctx.lora;
-  auto q = q_proj(x, lora ? lora->q_proj : nullptr).view({B, T, num_heads_, head_dim_}).transpose(1, 2);     // [B, H, T, D]
-  auto k = k_proj(x, lora ? lora->k_proj : nullptr).view({B, T, num_kv_heads_, head_dim_}).transpose(1, 2);  // [B, G, T, D]
-  auto v = v_proj(x, lora ? lora->v_proj : nullptr).view({B, T, num_kv_heads_, head_dim_}).transpose(1, 2);  // [B, G, T, D]
+  auto q =
+      q_proj(x, lora ? lora->q_proj : nullptr).view({B, T, num_heads_, head_dim_}).transpose(1, 2);  // [B, H, T, D]
+  auto k =
+      k_proj(x, lora ? lora->k_proj : nullptr).view({B, T, num_kv_heads_, head_dim_}).transpose(1, 2);  // [B, G, T, D]
+  auto v =
+      v_proj(x, lora ? lora->v_proj : nullptr).view({B, T, num_kv_heads_, head_dim_}).transpose(1, 2);  // [B, G, T, D]
   q = apply_rope(q, *ctx.cos, *ctx.sin);
   k = apply_rope(k, *ctx.cos, *ctx.sin);
 
@@ -42,10 +43,10 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const AttentionCont
   const bool causal = !ctx.mask.defined();
   TORCH_CHECK(!causal || k.size(2) == T, "attention: ", k.size(2), " keys for ", T,
               " queries need an explicit mask (see default_attention_mask)");
-  auto y = at::scaled_dot_product_attention(q, k, v, ctx.mask.defined() ? std::optional<at::Tensor>(ctx.mask)
-                                                                        : std::nullopt,
-                                            /*dropout_p=*/0.0, /*is_causal=*/causal, /*scale=*/std::nullopt,
-                                            /*enable_gqa=*/num_heads_ != num_kv_heads_);  // [B, H, T, D]
+  auto y =
+      at::scaled_dot_product_attention(q, k, v, ctx.mask.defined() ? std::optional<at::Tensor>(ctx.mask) : std::nullopt,
+                                       /*dropout_p=*/0.0, /*is_causal=*/causal, /*scale=*/std::nullopt,
+                                       /*enable_gqa=*/num_heads_ != num_kv_heads_);  // [B, H, T, D]
   return o_proj(y.transpose(1, 2).reshape({B, T, num_heads_ * head_dim_}), lora ? lora->o_proj : nullptr);
 }
 
@@ -56,8 +57,8 @@ torch::Tensor default_attention_mask(int64_t tokens, int64_t prefix, int64_t cac
   if (prefix == 0 && cached == 0 && !window_binds) return {};
   auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
   auto query_pos = torch::arange(cached, own, opts).unsqueeze(1);  // [T, 1] position within the sequence
-  auto key_pos = torch::arange(0, own, opts).unsqueeze(0);         // [1, L + T]
-  auto allowed = key_pos <= query_pos;                              // [T, L + T]
+  auto key_pos = torch::arange(0, own, opts).unsqueeze(0);  // [1, L + T]
+  auto allowed = key_pos <= query_pos;  // [T, L + T]
   if (sliding_window) allowed = allowed.logical_and(query_pos - key_pos < *sliding_window);
   if (prefix > 0) {
     auto memory = torch::ones({tokens, prefix}, opts.dtype(torch::kBool));

@@ -20,8 +20,8 @@ namespace uio::model {
 // Batch 1 is broadcast over the batch. When cos/sin are given the keys are rotated here (per batch
 // row: rows may use different positions or frequencies); otherwise they are taken as rotated.
 struct AttentionPrefix {
-  torch::Tensor k;         // [B or 1, G, P, D]
-  torch::Tensor v;         // [B or 1, G, P, D]
+  torch::Tensor k;  // [B or 1, G, P, D]
+  torch::Tensor v;  // [B or 1, G, P, D]
   torch::Tensor cos, sin;  // [B or 1, P, D] float32, or undefined
 };
 

@@ -24,8 +24,7 @@ int64_t get_int(const Json& j, const std::string& path, const std::string& key) 
   if (!j.contains(key) || j[key].is_null())
     fail(path, "missing key '" + key + "' (an integer); is this a Llama-family config.json?");
   if (!j[key].is_number_integer())
-    fail(path, "key '" + key + "' is a " + type_name(j[key]) + " (" + j[key].dump() +
-                   "), expected an integer");
+    fail(path, "key '" + key + "' is a " + type_name(j[key]) + " (" + j[key].dump() + "), expected an integer");
   return j[key].get<int64_t>();
 }
 
@@ -37,16 +36,14 @@ int64_t get_int_or(const Json& j, const std::string& path, const std::string& ke
 double get_double_or(const Json& j, const std::string& path, const std::string& key, double fallback) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
   if (!j[key].is_number())
-    fail(path, "key '" + key + "' is a " + type_name(j[key]) + " (" + j[key].dump() +
-                   "), expected a number");
+    fail(path, "key '" + key + "' is a " + type_name(j[key]) + " (" + j[key].dump() + "), expected a number");
   return j[key].get<double>();
 }
 
 bool get_bool_or(const Json& j, const std::string& path, const std::string& key, bool fallback) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
   if (!j[key].is_boolean())
-    fail(path, "key '" + key + "' is a " + type_name(j[key]) + " (" + j[key].dump() +
-                   "), expected true or false");
+    fail(path, "key '" + key + "' is a " + type_name(j[key]) + " (" + j[key].dump() + "), expected true or false");
   return j[key].get<bool>();
 }
 
@@ -62,16 +59,16 @@ int64_t get_token_id(const Json& j, const std::string& path, const std::string& 
 RopeScaling parse_rope(const Json& r, const std::string& path, const std::string& where) {
   RopeScaling s;
   std::string type = "default";
-  if (r.contains("rope_type") && r["rope_type"].is_string()) type = r["rope_type"];
-  else if (r.contains("type") && r["type"].is_string()) type = r["type"];
+  if (r.contains("rope_type") && r["rope_type"].is_string())
+    type = r["rope_type"];
+  else if (r.contains("type") && r["type"].is_string())
+    type = r["type"];
   if (type == "default") type = "none";
   if (type != "none" && type != "linear" && type != "dynamic" && type != "yarn" && type != "llama3")
-    fail(path, where + ".rope_type is '" + type +
-                   "', expected one of default, linear, dynamic, yarn, llama3");
+    fail(path, where + ".rope_type is '" + type + "', expected one of default, linear, dynamic, yarn, llama3");
   s.type = parse_rope_kind(type);
   s.factor = get_double_or(r, path, "factor", 1.0);
-  if (type != "none" && !(s.factor > 0))
-    fail(path, where + ".factor must be > 0 for rope_type '" + type + "'");
+  if (type != "none" && !(s.factor > 0)) fail(path, where + ".factor must be > 0 for rope_type '" + type + "'");
   s.original_max_position = get_int_or(r, path, "original_max_position_embeddings", 0);
   s.low_freq_factor = get_double_or(r, path, "low_freq_factor", 1.0);
   s.high_freq_factor = get_double_or(r, path, "high_freq_factor", 4.0);
@@ -94,8 +91,8 @@ ModelConfig load_hf_config_json(const std::string& path);
 int64_t ModelConfig::num_parameters() const {
   const int64_t q = hidden_size * num_heads * head_dim, kv = 2 * hidden_size * num_kv_heads * head_dim;
   const int64_t o = num_heads * head_dim * hidden_size;
-  const int64_t bias = (attention_bias ? (num_heads + 2 * num_kv_heads) * head_dim : 0) +
-                       (attention_output_bias ? hidden_size : 0);
+  const int64_t bias =
+      (attention_bias ? (num_heads + 2 * num_kv_heads) * head_dim : 0) + (attention_output_bias ? hidden_size : 0);
   const int64_t mlp = 3 * hidden_size * intermediate_size;
   const int64_t per_layer = q + kv + o + bias + mlp + 2 * hidden_size;
   const int64_t embed = vocab_size * hidden_size * (tie_word_embeddings ? 1 : 2);
@@ -108,7 +105,8 @@ void ModelConfig::validate(const std::string& source) const {
   constexpr int64_t kMaxSize = (int64_t{1} << 31) - 1;
   auto positive = [&](int64_t v, const char* key) {
     if (v <= 0 || v > kMaxSize)
-      fail(source, std::string("'") + key + "' is " + std::to_string(v) + ", expected 1 .. " + std::to_string(kMaxSize));
+      fail(source,
+           std::string("'") + key + "' is " + std::to_string(v) + ", expected 1 .. " + std::to_string(kMaxSize));
   };
   positive(vocab_size, "vocab_size");
   positive(hidden_size, "hidden_size");
@@ -120,8 +118,8 @@ void ModelConfig::validate(const std::string& source) const {
   if (max_position <= 0)
     fail(source, "'max_position_embeddings' is " + std::to_string(max_position) + ", expected > 0");
   if (num_heads % num_kv_heads != 0)
-    fail(source, "num_attention_heads (" + std::to_string(num_heads) +
-                     ") is not a multiple of num_key_value_heads (" + std::to_string(num_kv_heads) + ")");
+    fail(source, "num_attention_heads (" + std::to_string(num_heads) + ") is not a multiple of num_key_value_heads (" +
+                     std::to_string(num_kv_heads) + ")");
   if (head_dim % 2 != 0) fail(source, "head_dim " + std::to_string(head_dim) + " is odd; RoPE needs it even");
   if (!(rms_norm_eps > 0)) fail(source, "rms_norm_eps must be > 0");
   if (!(rope_theta > 0)) fail(source, "rope_theta must be > 0");
@@ -204,7 +202,8 @@ ModelConfig load_hf_config_json(const std::string& path) {
 }  // namespace
 
 RopeKind parse_rope_kind(const std::string& name) {
-  for (auto kind : {RopeKind::none, RopeKind::linear, RopeKind::ntk, RopeKind::dynamic, RopeKind::yarn, RopeKind::llama3})
+  for (auto kind :
+       {RopeKind::none, RopeKind::linear, RopeKind::ntk, RopeKind::dynamic, RopeKind::yarn, RopeKind::llama3})
     if (name == rope_kind_name(kind)) return kind;
   throw std::invalid_argument("RoPE scaling '" + name + "' is not one of none, linear, ntk, dynamic, yarn, llama3");
 }

@@ -21,8 +21,9 @@ int64_t sample_token(const torch::Tensor& logits, const SamplingOptions& o, at::
   validate(o);
   // One host sync per token either way (argmax or multinomial end in .item()).
   if (!torch::isfinite(logits).all().item<bool>())
-    throw NonFiniteLogitsError("generate: the model's logits are not finite (NaN or infinity): its weights hold NaN or "
-                             "infinite values, or overflow in this dtype; check the weight file, or run in float32");
+    throw NonFiniteLogitsError(
+        "generate: the model's logits are not finite (NaN or infinity): its weights hold NaN or "
+        "infinite values, or overflow in this dtype; check the weight file, or run in float32");
   if (o.temperature == 0) return logits.argmax().item<int64_t>();
   // In float64, shifted by the maximum before dividing: a temperature of 1e-30 makes huge but finite
   // log-probabilities (0 for the best token), never inf - inf.

@@ -18,10 +18,10 @@ namespace uio::model {
 struct SamplingOptions {
   int64_t max_new_tokens = 128;
   double temperature = 0.0;  // 0 = greedy
-  int64_t top_k = 0;         // 0 = no top-k cut
-  double top_p = 1.0;        // 1 = no nucleus cut
+  int64_t top_k = 0;  // 0 = no top-k cut
+  double top_p = 1.0;  // 1 = no nucleus cut
   uint64_t seed = 0;
-  int64_t eos_id = -1;       // stop after emitting this id (-1 = never)
+  int64_t eos_id = -1;  // stop after emitting this id (-1 = never)
 };
 
 // Logits that are NaN or infinite: the weights are broken (or overflow in the dtype); no text is made from them.

@@ -40,21 +40,42 @@ struct ArchKey {
 };
 
 const ArchKey kArchKeys[] = {
-    {"context_length", true, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.max_position = f.get_int(k); }},
-    {"embedding_length", true, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.hidden_size = f.get_int(k); }},
-    {"block_count", true, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.num_layers = f.get_int(k); }},
-    {"feed_forward_length", true, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.intermediate_size = f.get_int(k); }},
-    {"attention.head_count", true, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.num_heads = f.get_int(k); }},
-    {"attention.head_count_kv", false, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.num_kv_heads = f.get_int(k); }},
-    {"attention.key_length", false, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.head_dim = f.get_int(k); }},
-    {"attention.layer_norm_rms_epsilon", true, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.rms_norm_eps = f.get_float(k); }},
-    {"attention.sliding_window", false, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.sliding_window = f.get_int(k); }},
-    {"vocab_size", false, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.vocab_size = f.get_int(k); }},
-    {"rope.freq_base", false, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.rope_theta = f.get_float(k); }},
-    {"rope.scaling.factor", false, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.rope_scaling.factor = f.get_float(k); }},
-    {"rope.scaling.original_context_length", false, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.rope_scaling.original_max_position = f.get_int(k); }},
-    {"rope.scaling.yarn_beta_fast", false, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.rope_scaling.beta_fast = f.get_float(k); }},
-    {"rope.scaling.yarn_beta_slow", false, [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.rope_scaling.beta_slow = f.get_float(k); }},
+    {"context_length", true,
+     [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.max_position = f.get_int(k); }},
+    {"embedding_length", true,
+     [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.hidden_size = f.get_int(k); }},
+    {"block_count", true,
+     [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.num_layers = f.get_int(k); }},
+    {"feed_forward_length", true,
+     [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.intermediate_size = f.get_int(k); }},
+    {"attention.head_count", true,
+     [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.num_heads = f.get_int(k); }},
+    {"attention.head_count_kv", false,
+     [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.num_kv_heads = f.get_int(k); }},
+    {"attention.key_length", false,
+     [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.head_dim = f.get_int(k); }},
+    {"attention.layer_norm_rms_epsilon", true,
+     [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.rms_norm_eps = f.get_float(k); }},
+    {"attention.sliding_window", false,
+     [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.sliding_window = f.get_int(k); }},
+    {"vocab_size", false,
+     [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.vocab_size = f.get_int(k); }},
+    {"rope.freq_base", false,
+     [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.rope_theta = f.get_float(k); }},
+    {"rope.scaling.factor", false,
+     [](ModelConfig& c, const format::GgufFile& f, const std::string& k) { c.rope_scaling.factor = f.get_float(k); }},
+    {"rope.scaling.original_context_length", false,
+     [](ModelConfig& c, const format::GgufFile& f, const std::string& k) {
+       c.rope_scaling.original_max_position = f.get_int(k);
+     }},
+    {"rope.scaling.yarn_beta_fast", false,
+     [](ModelConfig& c, const format::GgufFile& f, const std::string& k) {
+       c.rope_scaling.beta_fast = f.get_float(k);
+     }},
+    {"rope.scaling.yarn_beta_slow", false,
+     [](ModelConfig& c, const format::GgufFile& f, const std::string& k) {
+       c.rope_scaling.beta_slow = f.get_float(k);
+     }},
 };
 
 const char* kBosKey = "tokenizer.ggml.bos_token_id";
@@ -101,8 +122,10 @@ std::vector<double> llama3_factors(const ModelConfig& c) {
   for (int64_t i = 0; i < c.head_dim; i += 2) {
     const double freq = 1.0 / std::pow(c.rope_theta, static_cast<double>(i) / static_cast<double>(c.head_dim));
     const double wavelen = 2 * M_PI / freq;
-    if (wavelen < high_wavelen) out.push_back(1.0);
-    else if (wavelen > low_wavelen) out.push_back(s.factor);
+    if (wavelen < high_wavelen)
+      out.push_back(1.0);
+    else if (wavelen > low_wavelen)
+      out.push_back(s.factor);
     else {
       const double smooth = (old_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
       out.push_back(1.0 / ((1 - smooth) / s.factor + smooth));
@@ -117,8 +140,8 @@ std::vector<double> llama3_factors(const ModelConfig& c) {
 void read_llama3_rope(const format::GgufFile& f, const std::string& arch, ModelConfig& c) {
   const torch::Tensor stored = f.tensor("rope_freqs.weight").to(torch::kDouble).flatten();
   if (stored.numel() != c.head_dim / 2)
-    fail(f, "tensor 'rope_freqs.weight' has " + std::to_string(stored.numel()) + " factors, expected head_dim / 2 = " +
-                std::to_string(c.head_dim / 2));
+    fail(f, "tensor 'rope_freqs.weight' has " + std::to_string(stored.numel()) +
+                " factors, expected head_dim / 2 = " + std::to_string(c.head_dim / 2));
   const double factor = stored.max().item<double>();
   if (factor == 1.0 && stored.min().item<double>() == 1.0) return;  // no scaling
   c.rope_scaling.type = RopeKind::llama3;
@@ -152,16 +175,20 @@ ModelConfig config_from_gguf(const format::GgufFile& f) {
   c.head_dim = -1;
   for (const auto& key : kArchKeys) {
     const std::string full = arch + "." + key.suffix;
-    if (f.has(full)) key.apply(c, f, full);
-    else if (key.required) fail(f, "missing metadata key '" + full + "'; is this a complete llama.cpp GGUF?");
+    if (f.has(full))
+      key.apply(c, f, full);
+    else if (key.required)
+      fail(f, "missing metadata key '" + full + "'; is this a complete llama.cpp GGUF?");
   }
-  if (c.num_heads <= 0) fail(f, "metadata key '" + arch + ".attention.head_count' is " + std::to_string(c.num_heads) + ", expected > 0");
+  if (c.num_heads <= 0)
+    fail(f, "metadata key '" + arch + ".attention.head_count' is " + std::to_string(c.num_heads) + ", expected > 0");
   if (c.num_kv_heads < 0) c.num_kv_heads = c.num_heads;
   if (c.head_dim < 0) c.head_dim = c.hidden_size / c.num_heads;
   const std::string rope_dim_key = arch + ".rope.dimension_count";
   if (f.has(rope_dim_key) && f.get_int(rope_dim_key) != c.head_dim)
     fail(f, "metadata key '" + rope_dim_key + "' is " + std::to_string(f.get_int(rope_dim_key)) +
-                ", but uio rotates whole heads (head_dim " + std::to_string(c.head_dim) + "); partial RoPE is not supported");
+                ", but uio rotates whole heads (head_dim " + std::to_string(c.head_dim) +
+                "); partial RoPE is not supported");
 
   // Vocabulary: the explicit key, else the token list, else the embedding's rows.
   if (c.vocab_size == 0 && f.has(kTokensKey)) c.vocab_size = static_cast<int64_t>(f.array_size(kTokensKey));
@@ -169,9 +196,11 @@ ModelConfig config_from_gguf(const format::GgufFile& f) {
   const auto embed_shape = f.tensor_info("token_embd.weight").shape();
   if (c.vocab_size == 0 && embed_shape.size() == 2) c.vocab_size = embed_shape[0];
   if (embed_shape != std::vector<int64_t>{c.vocab_size, c.hidden_size})
-    fail(f, "tensor 'token_embd.weight' has shape [" + (embed_shape.empty() ? std::string() : std::to_string(embed_shape[0])) +
-                (embed_shape.size() > 1 ? ", " + std::to_string(embed_shape[1]) : std::string()) + "], metadata expects [" +
-                std::to_string(c.vocab_size) + ", " + std::to_string(c.hidden_size) + "] (vocab_size, embedding_length)");
+    fail(f, "tensor 'token_embd.weight' has shape [" +
+                (embed_shape.empty() ? std::string() : std::to_string(embed_shape[0])) +
+                (embed_shape.size() > 1 ? ", " + std::to_string(embed_shape[1]) : std::string()) +
+                "], metadata expects [" + std::to_string(c.vocab_size) + ", " + std::to_string(c.hidden_size) +
+                "] (vocab_size, embedding_length)");
   if (f.has(kBosKey)) c.bos_token_id = f.get_int(kBosKey);
   if (f.has(kEosKey)) c.eos_token_id = f.get_int(kEosKey);
 
@@ -215,7 +244,8 @@ std::vector<std::string> hf_tensor_names(const ModelConfig& c) {
 std::vector<int64_t> hf_tensor_shape(const ModelConfig& c, const std::string& hf_name) {
   const int64_t C = c.hidden_size, D = c.head_dim;
   auto ends_with = [&](const std::string& suffix) {
-    return hf_name.size() >= suffix.size() && hf_name.compare(hf_name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    return hf_name.size() >= suffix.size() &&
+           hf_name.compare(hf_name.size() - suffix.size(), suffix.size(), suffix) == 0;
   };
   if (ends_with("q_proj.weight")) return {c.num_heads * D, C};
   if (ends_with("k_proj.weight") || ends_with("v_proj.weight")) return {c.num_kv_heads * D, C};
@@ -258,7 +288,8 @@ torch::Tensor load_gguf_tensor_as_hf(const format::GgufFile& f, const std::strin
   const std::vector<int64_t> expected = hf_tensor_shape(c, hf_name);
   int64_t permute_heads = 0;
   auto ends_with = [&](const std::string& suffix) {
-    return hf_name.size() >= suffix.size() && hf_name.compare(hf_name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    return hf_name.size() >= suffix.size() &&
+           hf_name.compare(hf_name.size() - suffix.size(), suffix.size(), suffix) == 0;
   };
   if (ends_with("q_proj.weight") || ends_with("q_proj.bias")) permute_heads = c.num_heads;
   if (ends_with("k_proj.weight") || ends_with("k_proj.bias")) permute_heads = c.num_kv_heads;

@@ -17,7 +17,7 @@ namespace uio::model {
 // One row of the tensor-name table; "{bid}" stands for the layer index.
 struct GgufTensorName {
   const char* gguf;  // "blk.{bid}.attn_q.weight"
-  const char* hf;    // "model.layers.{bid}.self_attn.q_proj.weight"
+  const char* hf;  // "model.layers.{bid}.self_attn.q_proj.weight"
 };
 const std::vector<GgufTensorName>& gguf_tensor_names();
 
@@ -37,8 +37,8 @@ std::vector<int64_t> hf_tensor_shape(const ModelConfig& config, const std::strin
 
 // The tensor HF calls `hf_name`, dequantised, cast to `dtype`, with llama's Q/K rows restored to HF
 // order (qwen2 files are not permuted). Shape checked against `config`.
-torch::Tensor load_gguf_tensor_as_hf(const format::GgufFile& file, const std::string& hf_name, const ModelConfig& config,
-                                     torch::ScalarType dtype = torch::kFloat);
+torch::Tensor load_gguf_tensor_as_hf(const format::GgufFile& file, const std::string& hf_name,
+                                     const ModelConfig& config, torch::ScalarType dtype = torch::kFloat);
 
 // llama.cpp's converter reorders each head's rows of q_proj/k_proj (weights or biases) from HF's
 // [first half | second half] rotary layout to interleaved pairs: row h*D + 2i + s <- row h*D + s*D/2 + i.

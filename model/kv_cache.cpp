@@ -13,8 +13,7 @@ KVCache::KVCache(int64_t num_layers, int64_t batch, int64_t num_kv_heads, int64_
   }
 }
 
-std::pair<torch::Tensor, torch::Tensor> KVCache::append(int64_t layer, const torch::Tensor& k,
-                                                        const torch::Tensor& v) {
+std::pair<torch::Tensor, torch::Tensor> KVCache::append(int64_t layer, const torch::Tensor& k, const torch::Tensor& v) {
   TORCH_CHECK(layer >= 0 && layer < static_cast<int64_t>(keys_.size()), "kv cache: no layer ", layer);
   const int64_t t = k.size(2);
   TORCH_CHECK(length_ + t <= capacity_, "kv cache: ", length_, " cached + ", t, " new tokens exceed capacity ",

@@ -20,8 +20,8 @@ class LinearImpl : public torch::nn::Module {
   LinearImpl(int64_t in_features, int64_t out_features, bool bias, const torch::TensorOptions& options);
   // [..., in] -> [..., out]; with `lora`, plus that adapter's low-rank update.
   torch::Tensor forward(const torch::Tensor& x, LoraLinearImpl* lora = nullptr);
-  torch::Tensor weight;                           // [out, in]
-  torch::Tensor bias;                             // [out] or undefined
+  torch::Tensor weight;  // [out, in]
+  torch::Tensor bias;  // [out] or undefined
 };
 TORCH_MODULE(Linear);
 
@@ -29,7 +29,7 @@ class EmbeddingImpl : public torch::nn::Module {
  public:
   EmbeddingImpl(int64_t num_embeddings, int64_t dim, const torch::TensorOptions& options);
   torch::Tensor forward(const torch::Tensor& ids);  // [B, T] -> [B, T, C]
-  torch::Tensor weight;                             // [V, C]
+  torch::Tensor weight;  // [V, C]
 };
 TORCH_MODULE(Embedding);
 

@@ -82,13 +82,14 @@ torch::Tensor LlamaModelImpl::forward_embeddings(const torch::Tensor& x, const F
   const int64_t prefix = ctx.prefix && !ctx.prefix->empty() ? ctx.prefix->front().k.size(2) : 0;
   TORCH_CHECK(!ctx.prefix || ctx.prefix->empty() || static_cast<int64_t>(ctx.prefix->size()) == config_.num_layers,
               "llama: prefix has ", ctx.prefix ? ctx.prefix->size() : 0, " layers, the model ", config_.num_layers);
-  auto positions = ctx.positions.defined()
-                       ? ctx.positions
-                       : torch::arange(cached, cached + T, torch::TensorOptions().dtype(torch::kInt64).device(x.device()));
+  auto positions =
+      ctx.positions.defined()
+          ? ctx.positions
+          : torch::arange(cached, cached + T, torch::TensorOptions().dtype(torch::kInt64).device(x.device()));
   auto [cos, sin] = ctx.cos.defined() ? std::make_pair(ctx.cos, ctx.sin)
                                       : (ctx.rope ? *ctx.rope : rope_).cos_sin(positions);  // [B or 1, T, D]
-  auto mask = ctx.mask.defined() ? ctx.mask
-                                 : default_attention_mask(T, prefix, cached, config_.sliding_window, x.device());
+  auto mask =
+      ctx.mask.defined() ? ctx.mask : default_attention_mask(T, prefix, cached, config_.sliding_window, x.device());
 
   AttentionContext actx;
   actx.cos = &cos;
@@ -136,9 +137,7 @@ torch::Tensor CausalLMImpl::forward(const torch::Tensor& ids, const ForwardConte
   return logits(hidden_states(ids, ctx));
 }
 
-torch::Tensor CausalLMImpl::output_weight() const {
-  return lm_head ? lm_head->weight : model->embed_tokens->weight;
-}
+torch::Tensor CausalLMImpl::output_weight() const { return lm_head ? lm_head->weight : model->embed_tokens->weight; }
 
 KVCache CausalLMImpl::make_cache(int64_t batch, int64_t capacity) const {
   const auto& w = model->embed_tokens->weight;

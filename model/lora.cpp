@@ -19,12 +19,12 @@ LoraLinearImpl::LoraLinearImpl(int64_t in_features, int64_t out_features, const 
 torch::Tensor LoraLinearImpl::delta(const torch::Tensor& x) {
   auto h = dropout_ > 0 && is_training() ? torch::dropout(x, dropout_, /*train=*/true) : x;
   const auto dt = x.scalar_type();
-  h = torch::nn::functional::linear(h, lora_A.to(dt));      // [..., r]
+  h = torch::nn::functional::linear(h, lora_A.to(dt));  // [..., r]
   return torch::nn::functional::linear(h, lora_B.to(dt)) * scale_;  // [..., out]
 }
 
 const std::vector<std::string>& lora_target_names() {
-  static const std::vector<std::string> names = {"q_proj", "k_proj", "v_proj", "o_proj",
+  static const std::vector<std::string> names = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                                  "gate_proj", "up_proj", "down_proj"};
   return names;
 }
@@ -50,13 +50,20 @@ LoraSetImpl::LoraSetImpl(const ModelConfig& config, const LoraOptions& options, 
       auto [in, out] = projection_shape(config, target);
       auto adapter = layer->register_module(target, LoraLinear(in, out, options));
       LoraLinearImpl* p = adapter.get();
-      if (target == "q_proj") slots.q_proj = p;
-      else if (target == "k_proj") slots.k_proj = p;
-      else if (target == "v_proj") slots.v_proj = p;
-      else if (target == "o_proj") slots.o_proj = p;
-      else if (target == "gate_proj") slots.gate_proj = p;
-      else if (target == "up_proj") slots.up_proj = p;
-      else slots.down_proj = p;
+      if (target == "q_proj")
+        slots.q_proj = p;
+      else if (target == "k_proj")
+        slots.k_proj = p;
+      else if (target == "v_proj")
+        slots.v_proj = p;
+      else if (target == "o_proj")
+        slots.o_proj = p;
+      else if (target == "gate_proj")
+        slots.gate_proj = p;
+      else if (target == "up_proj")
+        slots.up_proj = p;
+      else
+        slots.down_proj = p;
     }
     list->push_back(layer);
     layers_.push_back(slots);

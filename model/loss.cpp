@@ -11,9 +11,9 @@ torch::Tensor next_token_targets(const torch::Tensor& ids) {
 }
 
 torch::Tensor row_cross_entropy(CausalLM& base, const torch::Tensor& hidden, const torch::Tensor& targets) {
-  TORCH_CHECK(hidden.dim() == 3 && targets.dim() == 2 && hidden.size(0) == targets.size(0) &&
-                  hidden.size(1) == targets.size(1),
-              "loss: hidden [K, T, C] and targets [K, T] disagree: ", hidden.sizes(), " vs ", targets.sizes());
+  TORCH_CHECK(
+      hidden.dim() == 3 && targets.dim() == 2 && hidden.size(0) == targets.size(0) && hidden.size(1) == targets.size(1),
+      "loss: hidden [K, T, C] and targets [K, T] disagree: ", hidden.sizes(), " vs ", targets.sizes());
   const int64_t K = hidden.size(0), T = hidden.size(1);
   auto logits = base->logits(hidden);  // [K, T, V]
   auto flat = logits.reshape({K * T, -1});

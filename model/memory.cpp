@@ -9,8 +9,8 @@ namespace uio::model {
 void Memory::append(const Memory& more) {
   if (more.k.empty()) return;
   if (k.empty()) sink = more.sink;  // a sink comes first or not at all
-  const bool graph = torch::GradMode::is_enabled() && (more.k.front().requires_grad() ||
-                                                       (!k.empty() && k.front().requires_grad()));
+  const bool graph =
+      torch::GradMode::is_enabled() && (more.k.front().requires_grad() || (!k.empty() && k.front().requires_grad()));
   if (k.empty() && graph) {
     k = more.k, v = more.v;
     return;
@@ -32,8 +32,10 @@ void Memory::append(const Memory& more) {
       shape[1] = grown;
       auto kb = torch::empty(shape, more.k[i].options()), vb = torch::empty(shape, more.v[i].options());
       if (have > 0) kb.narrow(1, 0, have).copy_(k[i]), vb.narrow(1, 0, have).copy_(v[i]);
-      if (k_storage_.size() <= i) k_storage_.push_back(kb), v_storage_.push_back(vb);
-      else k_storage_[i] = kb, v_storage_[i] = vb;
+      if (k_storage_.size() <= i)
+        k_storage_.push_back(kb), v_storage_.push_back(vb);
+      else
+        k_storage_[i] = kb, v_storage_[i] = vb;
     }
   }
   k.resize(more.k.size()), v.resize(more.v.size());
@@ -57,7 +59,7 @@ torch::Tensor encoder_attention_mask(int64_t l, int64_t M) {
   mask.narrow(0, 0, l).narrow(1, 0, l).copy_(torch::ones({l, l}, torch::kBool).tril());  // ordinary: causal
   for (int64_t i = 0; i < M; ++i) {
     mask[l + i].narrow(0, 0, (i + 1) * (l / M)).fill_(true);  // memory i: ordinary [0, (i+1) l/M)
-    mask[l + i][l + i] = true;                                // and itself
+    mask[l + i][l + i] = true;  // and itself
   }
   return mask;
 }
@@ -87,9 +89,9 @@ MemoryCompressorImpl::MemoryCompressorImpl(const ModelConfig& config, const Memo
     decoder_rope_.emplace(config.head_dim, config.rope_theta, config.rope_scaling, config.max_position);
   } else {
     TORCH_CHECK(kind != RopeKind::llama3, "memory_rope 'llama3' is not one of none, linear, ntk, dynamic, yarn");
-    TORCH_CHECK(config.rope_scaling.type == RopeKind::none, "memory_rope '", rope_kind_name(kind), "' replaces the base ",
-                "model's RoPE, which already scales ('", rope_kind_name(config.rope_scaling.type),
-                "'); use memory_rope = none with this model");
+    TORCH_CHECK(config.rope_scaling.type == RopeKind::none, "memory_rope '", rope_kind_name(kind),
+                "' replaces the base ", "model's RoPE, which already scales ('",
+                rope_kind_name(config.rope_scaling.type), "'); use memory_rope = none with this model");
     TORCH_CHECK(options.memory_rope_factor > 0, "memory_rope_factor must be > 0");
     RopeScaling s;
     s.type = kind;
@@ -100,8 +102,8 @@ MemoryCompressorImpl::MemoryCompressorImpl(const ModelConfig& config, const Memo
 }
 
 std::vector<torch::Tensor> MemoryCompressorImpl::encode(CausalLM& base, const torch::Tensor& segments) {
-  TORCH_CHECK(segments.dim() == 2 && segments.size(1) == l_, "memory: encoder expects segments [S, ", l_,
-              "], got ", segments.sizes());
+  TORCH_CHECK(segments.dim() == 2 && segments.size(1) == l_, "memory: encoder expects segments [S, ", l_, "], got ",
+              segments.sizes());
   const int64_t S = segments.size(0);
   auto tokens = base->model->embed_tokens(segments);  // [S, l, C]
   auto memory = memory_embedding.to(tokens.scalar_type()).expand({S, M_, config_.hidden_size});
@@ -129,7 +131,7 @@ std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> MemoryCompress
     auto& attn = *base->model->layers[i]->as<DecoderLayer>()->self_attn;
     const auto& lora = transfer_head->layer(i);
     const int64_t S = h.size(0);
-    keys.push_back(attn.k_proj(h, lora.k_proj).view({S, M_, G, D}).permute({0, 2, 1, 3}));    // [S, G, M, D]
+    keys.push_back(attn.k_proj(h, lora.k_proj).view({S, M_, G, D}).permute({0, 2, 1, 3}));  // [S, G, M, D]
     values.push_back(attn.v_proj(h, lora.v_proj).view({S, M_, G, D}).permute({0, 2, 1, 3}));  // [S, G, M, D]
   }
   return {keys, values};
@@ -168,11 +170,11 @@ Memory MemoryCompressorImpl::sink(CausalLM& base, const torch::Tensor& first) {
 }
 
 std::pair<torch::Tensor, torch::Tensor> MemoryCompressorImpl::row_cos_sin(const torch::Tensor& positions,
-                                                                         int64_t segment) const {
+                                                                          int64_t segment) const {
   const int64_t span = decoder_position(segment, l_);  // the decoder's positions in this segment: [0, span)
   if (options_.memory_rope == RopeKind::none)
-    TORCH_CHECK(span <= config_.max_position, "memory_rope = none: segment ", segment, " needs positions up to ",
-                span, " but the base model was trained on ", config_.max_position, "; with l = ", l_, " and M = ", M_,
+    TORCH_CHECK(span <= config_.max_position, "memory_rope = none: segment ", segment, " needs positions up to ", span,
+                " but the base model was trained on ", config_.max_position, "; with l = ", l_, " and M = ", M_,
                 " a document may have at most ", (config_.max_position - l_ - options_.sink_tokens) / M_ + 1,
                 " segments. Use memory_rope = dynamic (or linear, ntk, yarn) for longer documents");
   return decoder_rope_->cos_sin(positions, span);
@@ -191,8 +193,9 @@ torch::Tensor MemoryCompressorImpl::decode(CausalLM& base, const torch::Tensor& 
               " sink entries, the compressor expects ", options_.sink_tokens);
   int64_t P = 0;  // memory entries any row sees
   for (auto t : segment_index) P = std::max(P, memory.visible(t, M_));
-  TORCH_CHECK(P <= memory.entries(), "memory: a row of segment ", *std::max_element(segment_index.begin(),
-              segment_index.end()), " needs ", P, " memory entries, only ", memory.entries(), " exist");
+  TORCH_CHECK(P <= memory.entries(), "memory: a row of segment ",
+              *std::max_element(segment_index.begin(), segment_index.end()), " needs ", P, " memory entries, only ",
+              memory.entries(), " exist");
   TORCH_CHECK(cached + T <= l_, "memory: ", cached + T, " tokens in one segment exceed segment_len ", l_);
 
   // RoPE per row: token j of segment t at t*M + j; memory entry p at p (dynamic NTK: per segment span).

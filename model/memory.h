@@ -20,8 +20,8 @@
 namespace uio::model {
 
 struct MemoryOptions {
-  int64_t segment_len = 1024;     // l
-  int64_t num_memory_tokens = 32; // M (compression ratio l / M)
+  int64_t segment_len = 1024;  // l
+  int64_t num_memory_tokens = 32;  // M (compression ratio l / M)
   LoraOptions encoder_lora{32, 64.0, 0.0, {"q_proj", "v_proj"}};
   LoraOptions transfer_lora{32, 64.0, 0.0, {"k_proj", "v_proj"}};
   // RoPE of the decoder's memory + segment sequence: none (plain positions; the document must fit the
@@ -68,7 +68,7 @@ class MemoryCompressorImpl : public torch::nn::Module {
   std::vector<torch::Tensor> encode(CausalLM& base, const torch::Tensor& segments);
   // Transfer head: memory keys and values L x [S, G, M, D] from encode()'s hidden states.
   std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> transfer(CausalLM& base,
-                                                                            const std::vector<torch::Tensor>& hidden);
+                                                                             const std::vector<torch::Tensor>& hidden);
   // encode + transfer, laid out as a Memory of S * M entries.
   Memory compress(CausalLM& base, const torch::Tensor& segments);
   // The attention sink of a document from its first tokens `first` [k] (k = options().sink_tokens): the
@@ -106,8 +106,8 @@ class MemoryCompressorImpl : public torch::nn::Module {
   MemoryOptions options_;
   int64_t l_, M_;
   std::optional<Rope> decoder_rope_;  // memory_rope none: a copy of the base model's own
-  torch::Tensor encoder_mask_;        // [l + M, l + M] bool
-  torch::Tensor encoder_positions_;   // [l + M] int64
+  torch::Tensor encoder_mask_;  // [l + M, l + M] bool
+  torch::Tensor encoder_positions_;  // [l + M] int64
 };
 TORCH_MODULE(MemoryCompressor);
 

@@ -65,7 +65,8 @@ void check_sizes(const MemoryOptions& o, const std::string& file) {
   if (o.sink_tokens < 0 || o.sink_tokens > o.segment_len)
     fail("sink_tokens is " + std::to_string(o.sink_tokens) + ", expected 0 .. segment_len (" +
          std::to_string(o.segment_len) + ")");
-  for (const auto& [key, lora] : {std::pair{"encoder_lora", &o.encoder_lora}, std::pair{"transfer_lora", &o.transfer_lora}})
+  for (const auto& [key, lora] :
+       {std::pair{"encoder_lora", &o.encoder_lora}, std::pair{"transfer_lora", &o.transfer_lora}})
     if (lora->rank <= 0 || !(lora->dropout >= 0 && lora->dropout < 1) || !std::isfinite(lora->alpha))
       fail(std::string(key) + " has rank " + std::to_string(lora->rank) + ", alpha " + std::to_string(lora->alpha) +
            ", dropout " + std::to_string(lora->dropout) + "; expected rank > 0, a finite alpha, dropout in [0, 1)");
@@ -75,10 +76,12 @@ void check_sizes(const MemoryOptions& o, const std::string& file) {
 // rank is below the model's width (a higher one would not be low-rank).
 void check_sizes_fit(const MemoryOptions& o, const ModelConfig& config, const std::string& file) {
   if (o.segment_len > config.max_position)
-    throw std::runtime_error(file + ": segment_len is " + std::to_string(o.segment_len) + ", but the base model holds " +
-                             std::to_string(config.max_position) + " positions (max_position_embeddings); the encoder "
+    throw std::runtime_error(file + ": segment_len is " + std::to_string(o.segment_len) +
+                             ", but the base model holds " + std::to_string(config.max_position) +
+                             " positions (max_position_embeddings); the encoder "
                              "reads a whole segment at once");
-  for (const auto& [key, lora] : {std::pair{"encoder_lora", &o.encoder_lora}, std::pair{"transfer_lora", &o.transfer_lora}})
+  for (const auto& [key, lora] :
+       {std::pair{"encoder_lora", &o.encoder_lora}, std::pair{"transfer_lora", &o.transfer_lora}})
     if (lora->rank > config.hidden_size)
       throw std::runtime_error(file + ": " + key + " has rank " + std::to_string(lora->rank) +
                                ", more than the base model's hidden_size " + std::to_string(config.hidden_size) +
@@ -88,16 +91,16 @@ void check_sizes_fit(const MemoryOptions& o, const ModelConfig& config, const st
 }  // namespace
 
 BaseIdentity identify(const std::string& path, const ModelConfig& c) {
-  return {path,           c.architecture, c.num_layers, c.hidden_size, c.vocab_size, c.num_kv_heads,
-          c.head_dim,     format::weights_fingerprint(path)};
+  return {path,         c.architecture, c.num_layers, c.hidden_size,
+          c.vocab_size, c.num_kv_heads, c.head_dim,   format::weights_fingerprint(path)};
 }
 
 void check_same_base(const BaseIdentity& saved, const BaseIdentity& now, const std::string& file) {
   auto mismatch = [&](const char* key, int64_t have, int64_t need) {
     if (have != need)
       throw std::runtime_error(file + ": the compressor was trained for a base model with " + key + " = " +
-                               std::to_string(have) + " (" + saved.path + "), this model has " +
-                               std::to_string(need) + " (" + now.path + "); pass the base model it was trained on");
+                               std::to_string(have) + " (" + saved.path + "), this model has " + std::to_string(need) +
+                               " (" + now.path + "); pass the base model it was trained on");
   };
   mismatch("num_layers", saved.num_layers, now.num_layers);
   mismatch("hidden_size", saved.hidden_size, now.hidden_size);
@@ -124,9 +127,14 @@ Json memory_config_json(const MemoryOptions& o, const BaseIdentity& base, const 
           {"encoder_lora", lora_json(o.encoder_lora)},
           {"transfer_lora", lora_json(o.transfer_lora)},
           {"base_model",
-           {{"path", base.path}, {"architecture", base.architecture}, {"num_layers", base.num_layers},
-            {"hidden_size", base.hidden_size}, {"vocab_size", base.vocab_size}, {"num_kv_heads", base.num_kv_heads},
-            {"head_dim", base.head_dim}, {"fingerprint", base.fingerprint}}}};
+           {{"path", base.path},
+            {"architecture", base.architecture},
+            {"num_layers", base.num_layers},
+            {"hidden_size", base.hidden_size},
+            {"vocab_size", base.vocab_size},
+            {"num_kv_heads", base.num_kv_heads},
+            {"head_dim", base.head_dim},
+            {"fingerprint", base.fingerprint}}}};
 }
 
 // Whole or not at all: a full disk is an error naming the file, never a 0-byte uio_config.json.
@@ -158,7 +166,8 @@ void check_export_target(const std::string& dir, bool force) {
   const auto parent = d.filename().empty() ? d.parent_path().parent_path() : d.parent_path();
   if (name.rfind("step-", 0) == 0 || name.rfind(".tmp-", 0) == 0 || parent.filename() == "checkpoints" ||
       fs::exists(fs::symlink_status(parent / "latest", ec)))
-    throw std::runtime_error(dir + ": lies among a run's checkpoints; choose a directory outside <out_dir>/checkpoints");
+    throw std::runtime_error(dir +
+                             ": lies among a run's checkpoints; choose a directory outside <out_dir>/checkpoints");
   const auto status = fs::status(d, ec);
   if (!fs::exists(status)) return;
   if (!fs::is_directory(status))
@@ -167,10 +176,12 @@ void check_export_target(const std::string& dir, bool force) {
   // overwrite or outdate: never written into, --force or not.
   for (const char* ours : {"uio_memory.safetensors", "trainer_state.json", "checkpoints", "metrics.jsonl"})
     if (fs::exists(fs::symlink_status(d / ours, ec)))
-      throw std::runtime_error(dir + ": holds " + ours + ", so it is a compressor, a checkpoint or a run's out_dir; "
+      throw std::runtime_error(dir + ": holds " + ours +
+                               ", so it is a compressor, a checkpoint or a run's out_dir; "
                                "an export never writes into one (even with --force); choose a new directory");
   if (!force && fs::directory_iterator(d, ec) != fs::directory_iterator())
-    throw std::runtime_error(dir + ": is not empty; choose a new directory, or pass --force to write the export "
+    throw std::runtime_error(dir +
+                             ": is not empty; choose a new directory, or pass --force to write the export "
                              "into it (its files of the export's names are replaced, others are left)");
 }
 
@@ -182,25 +193,34 @@ void export_memory(const std::string& from, const std::string& dir, const Export
     const auto fingerprint = format::weights_fingerprint(options.base_model);
     if (fingerprint.empty()) throw std::runtime_error(options.base_model + ": no such base model (--model)");
     if (loaded.base.fingerprint.empty() || fingerprint != loaded.base.fingerprint)
-      throw std::runtime_error(options.base_model + ": other weights than the base model the compressor was trained "
-                               "on (fingerprint " + fingerprint + ", " + from + "/uio_config.json records '" +
-                               loaded.base.fingerprint + "'); pass the base model it was trained on");
+      throw std::runtime_error(options.base_model +
+                               ": other weights than the base model the compressor was trained "
+                               "on (fingerprint " +
+                               fingerprint + ", " + from + "/uio_config.json records '" + loaded.base.fingerprint +
+                               "'); pass the base model it was trained on");
     if (fs::is_regular_file(options.base_model)) checksum = format::file_checksum(options.base_model);
   }
   format::SafetensorsFile weights((fs::path(from) / "uio_memory.safetensors").string());
   std::map<std::string, torch::Tensor> encoder, transfer;
   torch::Tensor embedding;
   for (const auto& info : weights.tensors()) {
-    if (info.name.rfind("encoder.", 0) == 0) encoder[info.name.substr(8)] = weights.tensor(info.name);
-    else if (info.name.rfind("transfer.", 0) == 0) transfer[info.name.substr(9)] = weights.tensor(info.name);
-    else if (info.name == "memory_embedding") embedding = weights.tensor(info.name);
-    else throw std::runtime_error(weights.path() + ": unexpected tensor '" + info.name + "' in a compressor");
+    if (info.name.rfind("encoder.", 0) == 0)
+      encoder[info.name.substr(8)] = weights.tensor(info.name);
+    else if (info.name.rfind("transfer.", 0) == 0)
+      transfer[info.name.substr(9)] = weights.tensor(info.name);
+    else if (info.name == "memory_embedding")
+      embedding = weights.tensor(info.name);
+    else
+      throw std::runtime_error(weights.path() + ": unexpected tensor '" + info.name + "' in a compressor");
   }
   if (!embedding.defined()) throw std::runtime_error(weights.path() + ": no tensor 'memory_embedding'");
   fs::create_directories(dir);
-  write_peft_adapter((fs::path(dir) / kEncoderAdapter).string(), encoder, loaded.options.encoder_lora, loaded.base.path);
-  write_peft_adapter((fs::path(dir) / kTransferAdapter).string(), transfer, loaded.options.transfer_lora, loaded.base.path);
-  format::write_safetensors((fs::path(dir) / kMemoryEmbedding).string(), {{"memory_embedding", embedding}}, {{"format", "pt"}});
+  write_peft_adapter((fs::path(dir) / kEncoderAdapter).string(), encoder, loaded.options.encoder_lora,
+                     loaded.base.path);
+  write_peft_adapter((fs::path(dir) / kTransferAdapter).string(), transfer, loaded.options.transfer_lora,
+                     loaded.base.path);
+  format::write_safetensors((fs::path(dir) / kMemoryEmbedding).string(), {{"memory_embedding", embedding}},
+                            {{"format", "pt"}});
   auto j = memory_config_json(loaded.options, loaded.base, "uio-export");
   if (checksum) j["base_model"]["checksum"] = *checksum;
   j["files"] = {{kEncoderAdapter, "PEFT LoRA adapter of the encoder (q_proj, v_proj by default): compression"},
@@ -215,7 +235,8 @@ LoadedMemory read_memory_config(const std::string& dir) {
   try {
     j = format::read_json_file(config_path);
   } catch (const format::FormatError& e) {
-    throw std::runtime_error(std::string(e.what()) + "; --memory expects a directory written by uio (a checkpoint "
+    throw std::runtime_error(std::string(e.what()) +
+                             "; --memory expects a directory written by uio (a checkpoint "
                              "or an export) holding uio_config.json and uio_memory.safetensors");
   }
   LoadedMemory out;
@@ -267,16 +288,20 @@ void load_memory_weights(const std::string& dir, MemoryCompressor& compressor) {
   auto params = compressor->named_parameters();
   auto set = [&](const std::string& name, const torch::Tensor& t, const std::string& file) {
     auto* p = params.find(name);
-    if (!p) throw std::runtime_error(file + ": tensor '" + name + "' has no place in this compressor (targets differ?)");
+    if (!p)
+      throw std::runtime_error(file + ": tensor '" + name + "' has no place in this compressor (targets differ?)");
     if (t.sizes() != p->sizes())
-      throw std::runtime_error(file + ": tensor '" + name + "' has shape " + c10::str(t.sizes()) + ", uio_config.json "
-                               "expects " + c10::str(p->sizes()));
+      throw std::runtime_error(file + ": tensor '" + name + "' has shape " + c10::str(t.sizes()) +
+                               ", uio_config.json "
+                               "expects " +
+                               c10::str(p->sizes()));
     p->copy_(t);
   };
   if (!fs::exists(fs::path(dir) / "uio_memory.safetensors") && fs::is_directory(fs::path(dir) / kEncoderAdapter)) {
     // An export: two PEFT adapters and the <mem> embedding.
     size_t count = 0;
-    for (const auto& [sub, prefix] : {std::pair{kEncoderAdapter, "encoder."}, std::pair{kTransferAdapter, "transfer."}}) {
+    for (const auto& [sub, prefix] :
+         {std::pair{kEncoderAdapter, "encoder."}, std::pair{kTransferAdapter, "transfer."}}) {
       const auto adapter = read_peft_adapter((fs::path(dir) / sub).string());
       for (const auto& [name, t] : adapter.tensors) set(prefix + name, t, (fs::path(dir) / sub).string());
       count += adapter.tensors.size();
@@ -284,12 +309,13 @@ void load_memory_weights(const std::string& dir, MemoryCompressor& compressor) {
     format::SafetensorsFile embedding((fs::path(dir) / kMemoryEmbedding).string());
     set("memory_embedding", embedding.tensor("memory_embedding"), embedding.path());
     if (count + 1 != params.size())
-      throw std::runtime_error(dir + ": the export holds " + std::to_string(count + 1) + " tensors, the compressor has " +
-                               std::to_string(params.size()));
+      throw std::runtime_error(dir + ": the export holds " + std::to_string(count + 1) +
+                               " tensors, the compressor has " + std::to_string(params.size()));
     return;
   }
   format::SafetensorsFile weights((fs::path(dir) / "uio_memory.safetensors").string());
-  for (auto& item : params) set(item.key(), weights.tensor(item.key(), item.value().sizes().vec(), "uio_config.json"), weights.path());
+  for (auto& item : params)
+    set(item.key(), weights.tensor(item.key(), item.value().sizes().vec(), "uio_config.json"), weights.path());
 }
 
 }  // namespace uio::model

@@ -13,10 +13,10 @@ namespace uio::model {
 
 // What identifies the base model a compressor was trained on.
 struct BaseIdentity {
-  std::string path;          // as given when training
+  std::string path;  // as given when training
   std::string architecture;  // llama | mistral | qwen2
   int64_t num_layers = 0, hidden_size = 0, vocab_size = 0, num_kv_heads = 0, head_dim = 0;
-  std::string fingerprint;   // model/fingerprint.h; empty when unknown
+  std::string fingerprint;  // model/fingerprint.h; empty when unknown
 };
 // The identity of the model at `path` (its fingerprint computed when the path exists).
 BaseIdentity identify(const std::string& path, const ModelConfig& config);
@@ -48,7 +48,6 @@ struct ExportOptions {
 void export_memory(const std::string& from, const std::string& dir, const ExportOptions& options = {});
 // The target rules of export_memory alone (throws std::runtime_error naming `dir` and the fix).
 void check_export_target(const std::string& dir, bool force);
-
 
 struct LoadedMemory {
   MemoryOptions options;

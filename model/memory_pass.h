@@ -29,8 +29,8 @@ struct DocumentLoss {
   std::vector<double> segment_loss;
   std::vector<int64_t> segment_tokens;
   int64_t peak_encoder_graphs = 0;  // training: segments whose encoder graph was alive at once
-  double loss() const;              // summed over the document
-  int64_t tokens() const;           // predictions
+  double loss() const;  // summed over the document
+  int64_t tokens() const;  // predictions
 };
 
 // A document of T full segments (ids [n], n a positive multiple of l) with its next-token targets

@@ -26,7 +26,8 @@ void MemoryReader::compress_pending() {
   cache_.truncate(0);
 }
 
-torch::Tensor MemoryReader::read(const std::vector<int64_t>& ids, const std::function<void(int64_t, int64_t)>& on_segment) {
+torch::Tensor MemoryReader::read(const std::vector<int64_t>& ids,
+                                 const std::function<void(int64_t, int64_t)>& on_segment) {
   TORCH_CHECK(!ids.empty(), "memory: nothing to read");
   torch::NoGradGuard no_grad;
   const int64_t l = pass_.compressor()->segment_len();

@@ -29,7 +29,7 @@ class MemoryReader {
 
  private:
   torch::Tensor decode_pending(const std::vector<int64_t>& ids);  // logits [T, V] of ids appended to the segment
-  void compress_segments(const int64_t* ids, int64_t count);      // count whole segments starting at ids
+  void compress_segments(const int64_t* ids, int64_t count);  // count whole segments starting at ids
   void compress_pending();
 
   MemoryPass pass_;

@@ -36,10 +36,12 @@ std::string peft_tensor_name(const std::string& uio_name) {
 }
 
 std::string uio_tensor_name(const std::string& peft_name) {
-  static const std::regex pattern(R"(base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])\.weight)");
+  static const std::regex pattern(
+      R"(base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])\.weight)");
   std::smatch m;
   if (!std::regex_match(peft_name, m, pattern) || parent_of(m[3].str()) != m[2].str())
-    throw std::invalid_argument("peft: tensor '" + peft_name + "' is not a LoRA weight of a Llama-family layer "
+    throw std::invalid_argument("peft: tensor '" + peft_name +
+                                "' is not a LoRA weight of a Llama-family layer "
                                 "(base_model.model.model.layers.I.self_attn|mlp.PROJ.lora_A|B.weight)");
   return "layers." + m[1].str() + "." + m[3].str() + ".lora_" + m[4].str();
 }

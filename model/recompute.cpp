@@ -13,8 +13,8 @@ struct Closure : torch::CustomClassHolder {
 };
 
 struct Recompute : public torch::autograd::Function<Recompute> {
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
-                                                at::TensorList inputs, c10::intrusive_ptr<Closure> closure) {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::TensorList inputs,
+                                                c10::intrusive_ptr<Closure> closure) {
     ctx->save_for_backward(inputs.vec());
     auto outputs = closure->fn(inputs.vec());  // autograd is off inside Function::forward
     ctx->saved_data["closure"] = c10::IValue::make_capsule(std::move(closure));

@@ -13,17 +13,17 @@ torch::Tensor base_inv_freq(int64_t dim, double base) {
   return 1.0 / torch::pow(base, exponent);
 }
 
-double yarn_mscale(double scale, double mscale) {
-  return scale <= 1 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0;
-}
+double yarn_mscale(double scale, double mscale) { return scale <= 1 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0; }
 
 // YaRN (arXiv 2309.00071): interpolate low frequencies, keep high ones, ramp in between.
 torch::Tensor yarn_inv_freq(int64_t dim, double base, const RopeScaling& s, double* attention_scaling) {
   const double factor = s.factor;
-  if (s.attention_factor) *attention_scaling = *s.attention_factor;
+  if (s.attention_factor)
+    *attention_scaling = *s.attention_factor;
   else if (s.mscale != 0 && s.mscale_all_dim != 0)
     *attention_scaling = yarn_mscale(factor, s.mscale) / yarn_mscale(factor, s.mscale_all_dim);
-  else *attention_scaling = yarn_mscale(factor, 1.0);
+  else
+    *attention_scaling = yarn_mscale(factor, 1.0);
 
   const double original = static_cast<double>(s.original_max_position);
   auto correction_dim = [&](double rotations) {
@@ -88,8 +88,7 @@ torch::Tensor Rope::inv_freq(int64_t seq_len) const {
   if (scaling_.type != RopeKind::dynamic || seq_len <= max_position_) return inv_freq_;
   // Dynamic NTK: grow the base with the sequence so the longest wavelength still spans it.
   const double d = static_cast<double>(head_dim_);
-  const double base =
-      theta_ * std::pow(scaling_.factor * seq_len / max_position_ - (scaling_.factor - 1), d / (d - 2));
+  const double base = theta_ * std::pow(scaling_.factor * seq_len / max_position_ - (scaling_.factor - 1), d / (d - 2));
   return base_inv_freq(head_dim_, base);
 }
 
@@ -101,7 +100,7 @@ std::pair<torch::Tensor, torch::Tensor> Rope::cos_sin(const torch::Tensor& posit
   const bool dynamic = scaling_.type == RopeKind::dynamic && pos.numel() > 0;
   auto freq = (dynamic ? inv_freq(seq_len > 0 ? seq_len : pos.max().item<int64_t>() + 1) : inv_freq_).to(pos.device());
   auto angles = pos.to(torch::kFloat).unsqueeze(-1) * freq;  // [B, T, D/2]
-  auto emb = torch::cat({angles, angles}, -1);                 // [B, T, D]
+  auto emb = torch::cat({angles, angles}, -1);  // [B, T, D]
   return {emb.cos() * attention_scaling_, emb.sin() * attention_scaling_};
 }
 

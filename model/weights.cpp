@@ -40,7 +40,8 @@ class HfDirectorySource : public WeightSource {
   // Checkpoints saved before transformers 4.31 hold RoPE buffers; transformers ignores them on load too.
   bool ignored(const std::string& file_name) const override {
     const std::string suffix = "rotary_emb.inv_freq";
-    return file_name.size() >= suffix.size() && file_name.compare(file_name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    return file_name.size() >= suffix.size() &&
+           file_name.compare(file_name.size() - suffix.size(), suffix.size(), suffix) == 0;
   }
   std::vector<int64_t> shape(const std::string& name) const override { return files_.info(name).shape; }
 
@@ -100,22 +101,25 @@ void check_weights_fit_config(const ModelConfig& config, const WeightSource& sou
     const auto hf = source.hf_name(file_name);
     if (!hf || hf->compare(0, prefix.size(), prefix) != 0) continue;
     const auto end = hf->find('.', prefix.size());
-    const std::string digits = hf->substr(prefix.size(), end == std::string::npos ? std::string::npos : end - prefix.size());
+    const std::string digits =
+        hf->substr(prefix.size(), end == std::string::npos ? std::string::npos : end - prefix.size());
     if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
     file_layers = std::max<int64_t>(file_layers, std::stoll(digits) + 1);
   }
   if (config.num_layers > file_layers)
-    throw std::runtime_error(source.config_file() + ": " + source.layer_count_key() + " is " +
-                             std::to_string(config.num_layers) + ", but " + source.file_of(prefix + "0.input_layernorm.weight") +
-                             " holds tensors of only " + std::to_string(file_layers) + " layers" +
-                             (file_layers > 0 ? " (model.layers.0 .. model.layers." + std::to_string(file_layers - 1) + ")" : "") +
-                             "; the config does not describe these weights");
+    throw std::runtime_error(
+        source.config_file() + ": " + source.layer_count_key() + " is " + std::to_string(config.num_layers) + ", but " +
+        source.file_of(prefix + "0.input_layernorm.weight") + " holds tensors of only " + std::to_string(file_layers) +
+        " layers" +
+        (file_layers > 0 ? " (model.layers.0 .. model.layers." + std::to_string(file_layers - 1) + ")" : "") +
+        "; the config does not describe these weights");
   // The count is now bounded by the file, so listing the config's tensors is cheap.
   for (const auto& name : hf_tensor_names(config)) {
     const auto expected = hf_tensor_shape(config, name);
     if (!source.contains(name))
       throw std::runtime_error(source.file_of(name) + ": missing tensor " + source.describe(name) + " (" +
-                               source.config_file() + " describes a model that needs it, shape " + shape_str(expected) + ")");
+                               source.config_file() + " describes a model that needs it, shape " + shape_str(expected) +
+                               ")");
     const auto found = source.shape(name);
     if (found != expected)
       throw std::runtime_error(source.file_of(name) + ": tensor " + source.describe(name) + " has shape " +
@@ -140,12 +144,13 @@ void check_every_tensor_used(const ModelConfig& config, const WeightSource& sour
   for (size_t i = 0; i < unused.size() && i < 4; ++i) listed += (i ? ", '" : "'") + unused[i] + "'";
   if (unused.size() > 4) listed += " and " + std::to_string(unused.size() - 4) + " more";
   const auto first = source.hf_name(unused.front());
-  throw std::runtime_error(
-      (first && source.contains(*first) ? source.file_of(*first) : source.config_file()) + ": " +
-      std::to_string(unused.size()) + " tensors are not used by the model " + source.config_file() + " describes (" +
-      source.layer_count_key() + " = " + std::to_string(config.num_layers) + ", tie_word_embeddings = " +
-      (config.tie_word_embeddings ? "true" : "false") + ", attention_bias = " + (config.attention_bias ? "true" : "false") +
-      "): " + listed + "; the config and the weights disagree (use the config the weights were saved with)");
+  throw std::runtime_error((first && source.contains(*first) ? source.file_of(*first) : source.config_file()) + ": " +
+                           std::to_string(unused.size()) + " tensors are not used by the model " +
+                           source.config_file() + " describes (" + source.layer_count_key() + " = " +
+                           std::to_string(config.num_layers) +
+                           ", tie_word_embeddings = " + (config.tie_word_embeddings ? "true" : "false") +
+                           ", attention_bias = " + (config.attention_bias ? "true" : "false") + "): " + listed +
+                           "; the config and the weights disagree (use the config the weights were saved with)");
 }
 
 void load_weights(CausalLM& model, const WeightSource& source, const LoadOptions& options) {
@@ -154,9 +159,8 @@ void load_weights(CausalLM& model, const WeightSource& source, const LoadOptions
     const std::string& name = item.key();
     torch::Tensor& param = item.value();
     if (!source.contains(name))
-      throw std::runtime_error(source.file_of(name) + ": missing tensor '" + name + "' (" +
-                               source.config_file() + " describes a model that needs it, shape " +
-                               shape_str(param.sizes()) + ")");
+      throw std::runtime_error(source.file_of(name) + ": missing tensor '" + name + "' (" + source.config_file() +
+                               " describes a model that needs it, shape " + shape_str(param.sizes()) + ")");
     auto t = source.get(name);
     if (t.sizes() != param.sizes())
       throw std::runtime_error(source.file_of(name) + ": tensor '" + name + "' has shape " + shape_str(t.sizes()) +
@@ -166,7 +170,8 @@ void load_weights(CausalLM& model, const WeightSource& source, const LoadOptions
       throw std::runtime_error(source.file_of(name) + ": tensor '" + name + "' has dtype " +
                                std::string(c10::toString(t.scalar_type())) + ", expected a floating-point type");
     // Same dtype on CPU: the parameter aliases the file's mapped bytes (no second copy).
-    auto value = (t.scalar_type() == options.dtype && options.device.is_cpu()) ? t : t.to(options.device, options.dtype);
+    auto value =
+        (t.scalar_type() == options.dtype && options.device.is_cpu()) ? t : t.to(options.device, options.dtype);
     param.set_data(value);
     param.set_requires_grad(false);
   }
@@ -176,7 +181,8 @@ void load_weights(CausalLM& model, const WeightSource& source, const LoadOptions
 ModelConfig load_model_config(const std::string& path) {
   if (fs::is_directory(path)) return load_hf_config((fs::path(path) / "config.json").string());
   if (is_gguf_path(path)) return config_from_gguf(format::GgufFile(path));
-  if (!fs::exists(path)) throw std::runtime_error(path + ": no such file or directory (expected an HF model directory or a .gguf file)");
+  if (!fs::exists(path))
+    throw std::runtime_error(path + ": no such file or directory (expected an HF model directory or a .gguf file)");
   throw std::runtime_error(path + ": not a model (expected an HF model directory with config.json, or a .gguf file)");
 }
 

@@ -49,7 +49,7 @@ struct LoadOptions {
 struct LoadedModel {
   ModelConfig config;
   CausalLM model{nullptr};
-  std::string path;    // what was opened
+  std::string path;  // what was opened
   std::string format;  // "hf" or "gguf"
 };
 

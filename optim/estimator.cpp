@@ -61,7 +61,7 @@ struct RouteMemory : public torch::autograd::Function<RouteMemory> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad) {
     auto weights = ctx->get_saved_variables()[0];  // [K, P]
-    const auto& g = grad[0];                        // [K, G, P, D]
+    const auto& g = grad[0];  // [K, G, P, D]
     const auto acc = g.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
     auto w = weights.to(acc).view({weights.size(0), 1, weights.size(1), 1});
     auto routed = (g.to(acc) * w).sum(0).to(g.scalar_type());  // [G, P, D]
@@ -85,7 +85,9 @@ void add_row_memory(model::Memory& memory, const model::Memory& sink, size_t lay
     return;
   }
   memory.sink = sink.sink;
-  auto rows = [&](const torch::Tensor& s) { return s.unsqueeze(0).expand({k.size(0), -1, -1, -1}).to(k.scalar_type()); };
+  auto rows = [&](const torch::Tensor& s) {
+    return s.unsqueeze(0).expand({k.size(0), -1, -1, -1}).to(k.scalar_type());
+  };
   memory.k.push_back(torch::cat({rows(sink.k[layer]), k}, 2));
   memory.v.push_back(torch::cat({rows(sink.v[layer]), v}, 2));
 }
@@ -97,10 +99,11 @@ model::DocumentLoss backward_full(model::CausalLM& base, model::MemoryCompressor
                                   const torch::Tensor& loss_mask) {
   model::ScoredDocument doc(compressor->segment_len(), ids, loss_mask);
   torch::Tensor total;  // every memory keeps its encoder graph (Memory::append concatenates under autograd)
-  model::MemoryPass(base, compressor, chunk, recompute_decoder).read(ids, [&](int64_t first, const torch::Tensor& hidden) {
-    auto loss = doc.score(base, hidden, first);
-    total = total.defined() ? total + loss : loss;
-  });
+  model::MemoryPass(base, compressor, chunk, recompute_decoder)
+      .read(ids, [&](int64_t first, const torch::Tensor& hidden) {
+        auto loss = doc.score(base, hidden, first);
+        total = total.defined() ? total + loss : loss;
+      });
   data::Phase phase("uio::backward");
   if (total.requires_grad()) (total * loss_scale).backward();
   return doc.result(doc.segments());
@@ -119,7 +122,8 @@ model::DocumentLoss backward_naive(model::CausalLM& base, model::MemoryCompresso
   {
     torch::NoGradGuard no_grad;
     std::vector<std::vector<torch::Tensor>> parts;
-    for (int64_t c0 = 0; c0 < T; c0 += chunk) parts.push_back(compressor->encode(base, doc.segment_ids(c0, std::min(chunk, T - c0))));
+    for (int64_t c0 = 0; c0 < T; c0 += chunk)
+      parts.push_back(compressor->encode(base, doc.segment_ids(c0, std::min(chunk, T - c0))));
     for (size_t i = 0; i < parts.front().size(); ++i) {
       std::vector<torch::Tensor> layer;
       for (auto& p : parts) layer.push_back(p[i]);
@@ -156,9 +160,12 @@ model::DocumentLoss backward_naive(model::CausalLM& base, model::MemoryCompresso
       for (int64_t k = 0; k < K; ++k) {
         std::vector<torch::Tensor> parts;
         for (int64_t s = 0; s < read; ++s) {
-          if (s >= c0 + k) parts.push_back(torch::zeros_like(detached[i][s]));  // masked for this row
-          else if (path[k][s] >= 0) parts.push_back(scale_gradient(recomputed[i][path[k][s]], plan.weight(c0 + k, s)));
-          else parts.push_back(detached[i][s]);
+          if (s >= c0 + k)
+            parts.push_back(torch::zeros_like(detached[i][s]));  // masked for this row
+          else if (path[k][s] >= 0)
+            parts.push_back(scale_gradient(recomputed[i][path[k][s]], plan.weight(c0 + k, s)));
+          else
+            parts.push_back(detached[i][s]);
         }
         rows.push_back(torch::stack(parts));  // [read, M, C]
       }
@@ -179,7 +186,7 @@ model::DocumentLoss backward_naive(model::CausalLM& base, model::MemoryCompresso
 }
 
 model::DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCompressor& compressor,
-                                  const torch::Tensor& ids, const GradientPlan& plan, int64_t chunk,
+                                         const torch::Tensor& ids, const GradientPlan& plan, int64_t chunk,
                                          bool activation_checkpointing, double loss_scale,
                                          const torch::Tensor& loss_mask) {
   TORCH_CHECK(chunk > 0, "estimator: chunk must be > 0");
@@ -197,7 +204,7 @@ model::DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCom
   struct Pending {
     int64_t first, count, last_use;
     std::vector<torch::Tensor> hidden;  // the chunk's encoder outputs with their graph
-    torch::Tensor segments, rng;        // activation checkpointing: recompute from these instead
+    torch::Tensor segments, rng;  // activation checkpointing: recompute from these instead
   };
   std::list<Pending> pending;
   int64_t peak = 0;
@@ -226,7 +233,8 @@ model::DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCom
     Pending p{c0, K, -1, {}, {}, {}};
     for (int64_t s = c0; s < c0 + K; ++s) p.last_use = std::max(p.last_use, plan.last_use(s));
     const bool keep_graph = p.last_use >= 0 && !activation_checkpointing;
-    if (p.last_use >= 0 && activation_checkpointing) p.segments = segments, p.rng = dropout_generator(device).get_state();
+    if (p.last_use >= 0 && activation_checkpointing)
+      p.segments = segments, p.rng = dropout_generator(device).get_state();
     {
       data::Phase phase("uio::encode");
       torch::AutoGradMode grad_mode(keep_graph);
@@ -237,7 +245,8 @@ model::DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCom
           H.push_back(torch::empty({T * M, h.size(2)}, opts));
           dH.push_back(torch::zeros({T * M, h.size(2)}, opts));
         }
-      for (size_t i = 0; i < hidden.size(); ++i) H[i].narrow(0, c0 * M, K * M).copy_(hidden[i].detach().reshape({K * M, -1}));
+      for (size_t i = 0; i < hidden.size(); ++i)
+        H[i].narrow(0, c0 * M, K * M).copy_(hidden[i].detach().reshape({K * M, -1}));
       if (keep_graph) p.hidden = std::move(hidden);
     }
     if (p.last_use >= 0) pending.push_back(std::move(p));
@@ -300,8 +309,10 @@ model::DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCom
     // Eq. 9: back-propagate every encoder graph whose memories no later loss reaches.
     const int64_t done = c0 + K - 1;  // the last loss computed so far
     for (auto it = pending.begin(); it != pending.end();) {
-      if (it->last_use <= done) close(*it), it = pending.erase(it);
-      else ++it;
+      if (it->last_use <= done)
+        close(*it), it = pending.erase(it);
+      else
+        ++it;
     }
   }
   for (auto& p : pending) close(p);
@@ -318,7 +329,8 @@ GradientPlan GradientEstimator::next_plan(int64_t segments) {
     case EstimatorKind::full: return full_plan(segments);
     case EstimatorKind::tbptt_naive:
     case EstimatorKind::tbptt: return window_plan(segments, options_.window);
-    case EstimatorKind::unbiased: return reservoir_plan(segments, options_.window, rng_.draws(segments, options_.window));
+    case EstimatorKind::unbiased:
+      return reservoir_plan(segments, options_.window, rng_.draws(segments, options_.window));
   }
   throw std::logic_error("estimator: unknown kind");
 }

@@ -72,7 +72,7 @@ model::DocumentLoss backward_naive(model::CausalLM& base, model::MemoryCompresso
                                    const GradientPlan& plan, int64_t chunk, double loss_scale,
                                    const torch::Tensor& loss_mask = {});
 model::DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCompressor& compressor,
-                                  const torch::Tensor& ids, const GradientPlan& plan, int64_t chunk,
+                                         const torch::Tensor& ids, const GradientPlan& plan, int64_t chunk,
                                          bool activation_checkpointing, double loss_scale,
                                          const torch::Tensor& loss_mask = {});
 

@@ -62,8 +62,9 @@ GradientPlan reservoir_plan(int64_t segments, int64_t window, const std::vector<
       reservoir.push_back(t);
     } else {
       const int64_t j = draws[static_cast<size_t>(t - S)];
-      if (j < 0 || j > t) throw std::invalid_argument("gradient plan: reservoir draw for memory " + std::to_string(t) +
-                                                      " must lie in [0, " + std::to_string(t) + "], got " + std::to_string(j));
+      if (j < 0 || j > t)
+        throw std::invalid_argument("gradient plan: reservoir draw for memory " + std::to_string(t) +
+                                    " must lie in [0, " + std::to_string(t) + "], got " + std::to_string(j));
       if (j < S) reservoir[static_cast<size_t>(j)] = t;
     }
   }
@@ -72,7 +73,8 @@ GradientPlan reservoir_plan(int64_t segments, int64_t window, const std::vector<
 
 std::vector<int64_t> ReservoirRng::draws(int64_t segments, int64_t window) {
   std::vector<int64_t> out;
-  for (int64_t t = window; t < segments; ++t) out.push_back(static_cast<int64_t>(gen_.below(static_cast<uint64_t>(t + 1))));
+  for (int64_t t = window; t < segments; ++t)
+    out.push_back(static_cast<int64_t>(gen_.below(static_cast<uint64_t>(t + 1))));
   return out;
 }
 

@@ -37,7 +37,8 @@ GradientPlan window_plan(int64_t segments, int64_t window);
 // memories in the reservoir at that time, each with weight max(1, t/S) when `compensate` (the inverse
 // of its inclusion probability min(1, S/t), which makes the expected gradient the full one).
 // `draws[i]` is the draw for memory S + i; T - S draws (none when T <= S).
-GradientPlan reservoir_plan(int64_t segments, int64_t window, const std::vector<int64_t>& draws, bool compensate = true);
+GradientPlan reservoir_plan(int64_t segments, int64_t window, const std::vector<int64_t>& draws,
+                            bool compensate = true);
 
 // The reservoir's random draws from a small generator whose whole state is one 64-bit word, so a
 // checkpoint can save it (splitmix64; uniform integers by rejection, no modulo bias).

@@ -44,8 +44,10 @@ torch::optim::AdamW make_adamw(const std::vector<std::pair<std::string, torch::T
   std::vector<torch::Tensor> decay, no_decay;
   for (const auto& [name, p] : params) (p.dim() >= 2 ? decay : no_decay).push_back(p);
   std::vector<torch::optim::OptimizerParamGroup> groups;
-  if (!decay.empty()) groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(adamw_options(o.weight_decay)));
-  if (!no_decay.empty()) groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(adamw_options(0.0)));
+  if (!decay.empty())
+    groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(adamw_options(o.weight_decay)));
+  if (!no_decay.empty())
+    groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(adamw_options(0.0)));
   try {
     return torch::optim::AdamW(groups, adamw_options(o.weight_decay));
   } catch (const c10::Error& e) {
@@ -117,8 +119,10 @@ void Optimizer::load_state(const std::map<std::string, torch::Tensor>& state, in
     for (const char* suffix : {".exp_avg", ".exp_avg_sq", ".step"}) known.insert(name + suffix);
   for (const auto& [key, t] : state)
     if (!known.count(key))
-      fail(key, "belongs to no trainable parameter (expected NAME.exp_avg, NAME.exp_avg_sq, NAME.step for "
-                "the optimiser's " + std::to_string(params_.size()) + " parameters)");
+      fail(key,
+           "belongs to no trainable parameter (expected NAME.exp_avg, NAME.exp_avg_sq, NAME.step for "
+           "the optimiser's " +
+               std::to_string(params_.size()) + " parameters)");
 
   // Check everything first, then replace the state, so a bad map changes nothing.
   ska::flat_hash_map<void*, std::unique_ptr<torch::optim::OptimizerParamState>> loaded;
@@ -133,7 +137,8 @@ void Optimizer::load_state(const std::map<std::string, torch::Tensor>& state, in
       const auto& t = state.at(key);
       if (!t.defined()) fail(key, "is an undefined tensor");
       if (t.sizes() != p.sizes())
-        fail(key, "has shape " + shape_string(t.sizes()) + ", parameter '" + name + "' expects " + shape_string(p.sizes()));
+        fail(key,
+             "has shape " + shape_string(t.sizes()) + ", parameter '" + name + "' expects " + shape_string(p.sizes()));
       if (t.scalar_type() != p.scalar_type())
         fail(key, "has dtype " + std::string(c10::toString(t.scalar_type())) + ", parameter '" + name + "' expects " +
                       c10::toString(p.scalar_type()));
@@ -141,9 +146,10 @@ void Optimizer::load_state(const std::map<std::string, torch::Tensor>& state, in
     };
     const auto& step = state.at(keys[2]);
     if (!step.defined() || step.dim() != 0 || step.scalar_type() != torch::kLong)
-      fail(keys[2], "must be a 0-dim int64 tensor, got " +
-                        (step.defined() ? std::string(c10::toString(step.scalar_type())) + " " + shape_string(step.sizes())
-                                        : std::string("an undefined tensor")));
+      fail(keys[2],
+           "must be a 0-dim int64 tensor, got " +
+               (step.defined() ? std::string(c10::toString(step.scalar_type())) + " " + shape_string(step.sizes())
+                               : std::string("an undefined tensor")));
     const int64_t param_steps = step.item<int64_t>();
     if (param_steps < 1 || param_steps > steps)
       fail(keys[2], "is " + std::to_string(param_steps) + ", expected 1.." + std::to_string(steps) +

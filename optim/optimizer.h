@@ -15,10 +15,10 @@
 namespace uio::optim {
 
 struct OptimizerOptions {
-  double lr = 1e-4;           // peak learning rate (the schedule scales it per step)
+  double lr = 1e-4;  // peak learning rate (the schedule scales it per step)
   double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
   double weight_decay = 0.1;  // decoupled (AdamW); applied to the decay group only
-  double grad_clip = 1.0;     // max global L2 norm of the gradients; <= 0: no clipping
+  double grad_clip = 1.0;  // max global L2 norm of the gradients; <= 0: no clipping
 };
 
 // AdamW over named trainable parameters in two groups: weight decay for tensors of dim >= 2 (LoRA A and
@@ -38,7 +38,7 @@ class Optimizer {
   // clip_grad_norm_; norm from grad_norm()), sets every group's lr to `lr`, and takes one AdamW step.
   // Throws std::invalid_argument (changing nothing) if norm is not finite or lr is negative or not finite.
   void step(double lr, double norm);
-  void zero_grad();       // sets grads to undefined (set_to_none)
+  void zero_grad();  // sets grads to undefined (set_to_none)
   int64_t steps() const;  // steps taken (restored by load_state)
 
   // Checkpoint state, copies: for each parameter NAME that has state (had a gradient at some step),

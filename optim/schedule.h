@@ -21,7 +21,7 @@ struct ScheduleOptions {
   ScheduleKind kind = ScheduleKind::cosine;  // after warmup
   int64_t warmup_steps = 0;
   int64_t total_steps = 1;
-  double min_lr_ratio = 0.1;    // cosine decays from lr to lr * min_lr_ratio at step total_steps - 1
+  double min_lr_ratio = 0.1;  // cosine decays from lr to lr * min_lr_ratio at step total_steps - 1
 };
 
 // Throws std::invalid_argument naming the bad field: total_steps < 1, warmup_steps < 0,

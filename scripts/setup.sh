@@ -7,7 +7,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-apt_packages=(cmake ninja-build g++ ccache pkg-config
+apt_packages=(cmake ninja-build g++ ccache pkg-config clang-format
   libboost-program-options-dev libgtest-dev libgmock-dev libpcre2-dev
   libsentencepiece-dev nlohmann-json3-dev libgloo-dev python3-venv)
 missing=()

@@ -147,8 +147,8 @@ TEST(Checkpoint, StoreKeepsTheLastNAndTheMarkedOnesAndPointsLatestAtTheNewest) {
   }
   std::set<std::string> names;
   for (const auto& e : fs::directory_iterator(root)) names.insert(e.path().filename().string());
-  EXPECT_EQ(names, (std::set<std::string>{"latest", "step-00000003", "step-00000004", "step-00000008",
-                                          "step-00000009"}));
+  EXPECT_EQ(names,
+            (std::set<std::string>{"latest", "step-00000003", "step-00000004", "step-00000008", "step-00000009"}));
   EXPECT_EQ(uio::test::read_file(root / "latest"), "step-00000009\n");
   std::ostringstream log;
   EXPECT_EQ(store.find_latest(log).value(), (root / "step-00000009").string());
@@ -182,7 +182,8 @@ TEST(Checkpoint, AFailedWriteLeavesThePreviousCheckpointAndLatestIntact) {
     // A failure after the rename (writing `latest`) leaves a complete step-2 beside an intact step-1:
     // `latest` still names step 1, and --resume auto takes step 2, the newest complete one.
     EXPECT_EQ(uio::test::read_file(dir / "checkpoints/latest"), "step-00000001\n") << file;
-    EXPECT_EQ(found.value(), std::string(file) == "latest" ? (dir / "checkpoints/step-00000002").string() : good) << file;
+    EXPECT_EQ(found.value(), std::string(file) == "latest" ? (dir / "checkpoints/step-00000002").string() : good)
+        << file;
     for (const auto& e : fs::directory_iterator(dir / "checkpoints"))
       EXPECT_EQ(e.path().filename().string().rfind(".tmp", 0), std::string::npos) << e.path();
     EXPECT_NO_THROW(trainer::verify_checkpoint(good));
@@ -271,11 +272,37 @@ TEST(Checkpoint, KilledAtRandomMomentsTheRunAlwaysResumesFromACompleteCheckpoint
   const auto store_dir = uio::test::write_random_store(dir / "store", 6, 400, uio::test::test_seed());
   const auto model = uio::test::testdata("hf_models/qwen2_bias").string();
   const auto out = dir / "run";
-  const std::vector<std::string> args = {"train", "--model", model, "--data", store_dir.string(), "--seq_len", "64",
-                                         "--segment_len", "16", "--num_memory_tokens", "4", "--encoder_lora_rank", "4",
-                                         "--transfer_lora_rank", "4", "--encoder_lora_dropout", "0.1", "--chunk", "2",
-                                         "--val_documents", "0", "--checkpoint_every", "1", "--keep_checkpoints", "2",
-                                         "--log_every", "1", "--out_dir", out.string(), "--resume", "auto"};
+  const std::vector<std::string> args = {"train",
+                                         "--model",
+                                         model,
+                                         "--data",
+                                         store_dir.string(),
+                                         "--seq_len",
+                                         "64",
+                                         "--segment_len",
+                                         "16",
+                                         "--num_memory_tokens",
+                                         "4",
+                                         "--encoder_lora_rank",
+                                         "4",
+                                         "--transfer_lora_rank",
+                                         "4",
+                                         "--encoder_lora_dropout",
+                                         "0.1",
+                                         "--chunk",
+                                         "2",
+                                         "--val_documents",
+                                         "0",
+                                         "--checkpoint_every",
+                                         "1",
+                                         "--keep_checkpoints",
+                                         "2",
+                                         "--log_every",
+                                         "1",
+                                         "--out_dir",
+                                         out.string(),
+                                         "--resume",
+                                         "auto"};
   std::mt19937_64 rng(uio::test::test_seed());
   int64_t last_step = 0, kills = 0;
   const int kRounds = 12;  // the last one stops the run with SIGTERM instead: a clean stop, after a checkpoint
@@ -283,8 +310,8 @@ TEST(Checkpoint, KilledAtRandomMomentsTheRunAlwaysResumesFromACompleteCheckpoint
     const bool term = round == kRounds;
     auto round_args = args;
     round_args.insert(round_args.end(), {"--steps", "1000"});
-    const auto child = uio::test::spawn_uio(round_args, {{"UIO_CHECKPOINT_DELAY_MS", "15"}}, dir / "child.log",
-                                            dir / "child.err");
+    const auto child =
+        uio::test::spawn_uio(round_args, {{"UIO_CHECKPOINT_DELAY_MS", "15"}}, dir / "child.log", dir / "child.err");
     if (term) {
       // A clean stop needs the handlers installed: wait until this run has trained a step (slow
       // machines take seconds to load libtorch), then ask it to stop.
@@ -318,7 +345,7 @@ TEST(Checkpoint, KilledAtRandomMomentsTheRunAlwaysResumesFromACompleteCheckpoint
   const auto r = uio::test::run_uio(final_args);
   ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
   EXPECT_NE(r.out.find("resume: from"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("step-" ), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("step-"), std::string::npos) << r.out;
   std::ostringstream name;
   name << "step-" << std::setw(8) << std::setfill('0') << last_step + 2;
   auto state = trainer::verify_checkpoint((out / "checkpoints" / name.str()).string());
@@ -354,7 +381,9 @@ fs::path store_with_steps(const fs::path& out, int64_t steps, const std::string&
 }
 
 // Nested JSON arrays `depth` levels deep (a hostile manifest value).
-std::string nested(int depth) { return std::string(static_cast<size_t>(depth), '[') + std::string(static_cast<size_t>(depth), ']'); }
+std::string nested(int depth) {
+  return std::string(static_cast<size_t>(depth), '[') + std::string(static_cast<size_t>(depth), ']');
+}
 
 }  // namespace
 
@@ -369,10 +398,12 @@ TEST(Checkpoint, AutoResumeTakesTheNewestCompleteCheckpointWhateverLatestSays) {
   std::ostringstream log;
   EXPECT_EQ(trainer::resume_checkpoint("auto", out.string(), config, log).value(), (root / "step-00000003").string());
   EXPECT_NE(log.str().find("latest names step-00000002, but step-00000003 is the newest complete checkpoint"),
-            std::string::npos) << log.str();
+            std::string::npos)
+      << log.str();
 
   const auto other = store_with_steps(out / "other", 9, config);
-  for (const auto& elsewhere : {std::string("../other/checkpoints/step-00000009"), (other / "step-00000009").string()}) {
+  for (const auto& elsewhere :
+       {std::string("../other/checkpoints/step-00000009"), (other / "step-00000009").string()}) {
     uio::test::write_file(root / "latest", elsewhere + "\n");
     std::ostringstream log2;
     EXPECT_EQ(trainer::CheckpointStore(root.string(), {}).find_latest(log2).value(), (root / "step-00000003").string());
@@ -400,29 +431,50 @@ TEST(Checkpoint, ABrokenNewestCheckpointFallsBackToAnOlderGoodOneNamingWhatIsWro
     std::function<void()> damage;
   };
   const std::vector<Case> cases = {
-      {"a file replaced by a directory", good_manifest, "payload.bin: not a regular file", [&] {
+      {"a file replaced by a directory", good_manifest, "payload.bin: not a regular file",
+       [&] {
          fs::remove(newest / "payload.bin");
          fs::create_directories(newest / "payload.bin" / "inner");
        }},
-      {"bytes as a string", with([](auto& j) { j["files"]["payload.bin"]["bytes"] = "17"; }),
-       "entry 'payload.bin' lacks unsigned integers", {}},
-      {"a negative checksum", with([](auto& j) { j["files"]["payload.bin"]["checksum"] = -5; }),
-       "entry 'payload.bin' lacks unsigned integers", {}},
-      {"an entry that is an array", with([](auto& j) { j["files"]["config.ini"] = nlohmann::json::array({1, 2}); }),
-       "entry 'config.ini' lacks unsigned integers", {}},
+      {"bytes as a string",
+       with([](auto& j) { j["files"]["payload.bin"]["bytes"] = "17"; }),
+       "entry 'payload.bin' lacks unsigned integers",
+       {}},
+      {"a negative checksum",
+       with([](auto& j) { j["files"]["payload.bin"]["checksum"] = -5; }),
+       "entry 'payload.bin' lacks unsigned integers",
+       {}},
+      {"an entry that is an array",
+       with([](auto& j) {
+         j["files"]["config.ini"] = nlohmann::json::array({1, 2});
+       }),
+       "entry 'config.ini' lacks unsigned integers",
+       {}},
       {"files as an array", with([](auto& j) { j["files"] = nlohmann::json::array(); }), "lacks an object 'files'", {}},
       {"step as a string", with([](auto& j) { j["step"] = "2"; }), "lacks an object 'files' or a step number", {}},
-      {"another step than its directory", with([](auto& j) { j["step"] = 7; }), "says step 7, but its directory is", {}},
+      {"another step than its directory",
+       with([](auto& j) { j["step"] = 7; }),
+       "says step 7, but its directory is",
+       {}},
       {"a manifest that is not an object", "[1, 2, 3]\n", "lacks an object 'files'", {}},
-      {"deep nesting in a value", "{\"step\": 2, \"files\": {}, \"ranks\": " + nested(60000) + "}\n",
-       "nested deeper than", {}},
-      {"deep nesting in an entry", "{\"step\": 2, \"files\": {\"payload.bin\": " + nested(60000) + "}}\n",
-       "nested deeper than", {}},
-      {"an entry above the directory", with([](auto& j) { j["files"]["../../escape.bin"] = j["files"]["payload.bin"]; }),
-       "entry '../../escape.bin' is not a file name inside the checkpoint directory", {}},
-      {"an absolute entry", with([](auto& j) { j["files"]["/etc/hostname"] = j["files"]["payload.bin"]; }),
-       "entry '/etc/hostname' is not a file name inside the checkpoint directory", {}},
-      {"the manifest replaced by a directory", "", "trainer_state.json", [&] {
+      {"deep nesting in a value",
+       "{\"step\": 2, \"files\": {}, \"ranks\": " + nested(60000) + "}\n",
+       "nested deeper than",
+       {}},
+      {"deep nesting in an entry",
+       "{\"step\": 2, \"files\": {\"payload.bin\": " + nested(60000) + "}}\n",
+       "nested deeper than",
+       {}},
+      {"an entry above the directory",
+       with([](auto& j) { j["files"]["../../escape.bin"] = j["files"]["payload.bin"]; }),
+       "entry '../../escape.bin' is not a file name inside the checkpoint directory",
+       {}},
+      {"an absolute entry",
+       with([](auto& j) { j["files"]["/etc/hostname"] = j["files"]["payload.bin"]; }),
+       "entry '/etc/hostname' is not a file name inside the checkpoint directory",
+       {}},
+      {"the manifest replaced by a directory", "", "trainer_state.json",
+       [&] {
          fs::remove(manifest);
          fs::create_directories(manifest);
        }},
@@ -443,7 +495,8 @@ TEST(Checkpoint, ABrokenNewestCheckpointFallsBackToAnOlderGoodOneNamingWhatIsWro
     }
     std::ostringstream log;
     try {
-      EXPECT_EQ(trainer::resume_checkpoint("auto", out.string(), config, log).value(), (root / "step-00000001").string());
+      EXPECT_EQ(trainer::resume_checkpoint("auto", out.string(), config, log).value(),
+                (root / "step-00000001").string());
     } catch (const std::exception& e) {
       ADD_FAILURE() << "--resume auto failed instead of falling back: " << e.what();
     }
@@ -505,19 +558,26 @@ TEST(Checkpoint, GenerateEvalAndExportRefuseACheckpointWhoseFilesFailTheirChecks
   const auto dir = trainer::CheckpointStore((out / "checkpoints").string(), {}).save(1, {}, [&](const std::string& d) {
     model::save_memory(d, compressor, model::identify(gguf, loaded.config));
   });
-  const std::vector<std::string> generate = {"generate", "--model", gguf, "--memory", dir, "--prompt",
+  const std::vector<std::string> generate = {"generate",
+                                             "--model",
+                                             gguf,
+                                             "--memory",
+                                             dir,
+                                             "--prompt",
                                              "Alice was beginning to get very tired of sitting by her sister",
-                                             "--max_new_tokens", "1"};
+                                             "--max_new_tokens",
+                                             "1"};
   ASSERT_EQ(uio::test::run_uio(generate).exit_code, 0) << "the intact checkpoint generates";
   const auto weights = fs::path(dir) / "uio_memory.safetensors";
   auto bytes = uio::test::read_file(weights);
   bytes[bytes.size() - 2] ^= 0x10;  // inside the last tensor's data: the file still parses
   uio::test::write_file(weights, bytes);
-  for (const auto& args : {generate,
-                           std::vector<std::string>{"eval", "--model", gguf, "--memory", dir, "--methods", "uio",
-                                                    "--data", (out / "no-store").string()},
-                           std::vector<std::string>{"export", "--checkpoint", dir, "--out", (out / "export").string()},
-                           std::vector<std::string>{"generate", "--model", gguf, "--memory", out.string(), "--prompt", "x"}}) {
+  for (const auto& args :
+       {generate,
+        std::vector<std::string>{"eval", "--model", gguf, "--memory", dir, "--methods", "uio", "--data",
+                                 (out / "no-store").string()},
+        std::vector<std::string>{"export", "--checkpoint", dir, "--out", (out / "export").string()},
+        std::vector<std::string>{"generate", "--model", gguf, "--memory", out.string(), "--prompt", "x"}}) {
     const auto r = uio::test::run_uio(args);
     EXPECT_EQ(r.exit_code, 1) << args[0] << ": " << r.err;
     EXPECT_NE(r.err.find(weights.string() + ": checksum differs from the manifest's"), std::string::npos)

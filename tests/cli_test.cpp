@@ -32,8 +32,8 @@ using uio::test::Result;
 using uio::test::run_uio;
 
 std::string random_prose(std::mt19937_64& rng, int words) {
-  static const std::vector<std::string> vocabulary = {"river", "the", "bridge", "was", "rising", "Öl", "1923,",
-                                                      "geese", "and", "piano.", "naïve", "\n", "we'll", "—"};
+  static const std::vector<std::string> vocabulary = {"river", "the", "bridge", "was",   "rising", "Öl",    "1923,",
+                                                      "geese", "and", "piano.", "naïve", "\n",     "we'll", "—"};
   std::string s;
   for (int w = 0; w < words; ++w) s += vocabulary[rng() % vocabulary.size()] + " ";
   return s;
@@ -85,8 +85,8 @@ TEST(Cli, InfoOnATinyHfModelPrintsItsArchitectureAndTensorTypes) {
 }
 
 TEST(Cli, UnknownCommandLineKeyFailsAndSuggestsTheClosestKey) {
-  const auto r = run_uio({"info", "--model", uio::test::testdata("hf_models/llama_yarn").string(),
-                          "--forward_tokns", "4"});
+  const auto r =
+      run_uio({"info", "--model", uio::test::testdata("hf_models/llama_yarn").string(), "--forward_tokns", "4"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("did you mean '--forward_tokens'"), std::string::npos) << r.err;
 }
@@ -109,7 +109,8 @@ TEST(Cli, GenerateOnSmolLM2PrintsThePromptAndHuggingFacesGreedyText) {
   ASSERT_TRUE(meta.contains("greedy_text0")) << "rerun tests/make_reference.py (reference.json predates greedy_text0)";
   const std::string prompt = meta["prompts"][0];
   ASSERT_EQ(prompt, "The capital of France is");
-  const auto r = run_uio({"generate", "--model", meta["gguf"].get<std::string>(), "--prompt", prompt, "--max_new_tokens", "8"});
+  const auto r =
+      run_uio({"generate", "--model", meta["gguf"].get<std::string>(), "--prompt", prompt, "--max_new_tokens", "8"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, prompt + meta["greedy_text0"].get<std::string>() + "\n");  // the text ends its line
   EXPECT_NE(r.err.find("8 new tokens"), std::string::npos) << r.err;
@@ -203,12 +204,12 @@ TEST(Cli, PrepareAndBenchTokenizerCountTheSameFiles) {
   for (int i = 0; i < 200; ++i) latin1 += static_cast<char>(0xE9);  // Latin-1 bytes: invalid UTF-8
   uio::test::write_file(dir / "in" / "latin1.txt", latin1);
   const auto tokenizer = uio::test::testdata("tokenizer_ref/smollm").string();
-  const auto prepared = run_uio({"prepare", "--inputs", (dir / "in").string(), "--out", (dir / "store").string(),
-                                 "--tokenizer", tokenizer});
+  const auto prepared = run_uio(
+      {"prepare", "--inputs", (dir / "in").string(), "--out", (dir / "store").string(), "--tokenizer", tokenizer});
   ASSERT_EQ(prepared.exit_code, 0) << prepared.err << prepared.out;
   EXPECT_NE(prepared.out.find("from 2 files; 2 binary files skipped"), std::string::npos) << prepared.out;
-  const auto bench = run_uio({"bench", "tokenizer", "--model", tokenizer, "--text", (dir / "in").string(), "--hf=false",
-                              "--runs", "1"});
+  const auto bench = run_uio(
+      {"bench", "tokenizer", "--model", tokenizer, "--text", (dir / "in").string(), "--hf=false", "--runs", "1"});
   ASSERT_EQ(bench.exit_code, 0) << bench.err << bench.out;
   EXPECT_NE(bench.out.find(": 2 files, "), std::string::npos) << bench.out;
   EXPECT_NE(bench.out.find("2 binary files skipped"), std::string::npos) << bench.out;
@@ -245,8 +246,8 @@ TEST(Cli, GenerateWithMemoryMatchesTheLibrarysMemoryDecoding) {
   greedy.max_new_tokens = 6;
   auto want = uio::model::generate(reader, ids, greedy);
 
-  const auto r = run_uio({"generate", "--model", gguf, "--memory", dir.string(), "--prompt", prompt,
-                          "--max_new_tokens", "6"});
+  const auto r =
+      run_uio({"generate", "--model", gguf, "--memory", dir.string(), "--prompt", prompt, "--max_new_tokens", "6"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, tokenizer->decode(std::vector<int32_t>(want.begin(), want.end()), /*skip_special=*/true) + "\n");
   EXPECT_NE(r.err.find("reading prompt"), std::string::npos) << r.err;

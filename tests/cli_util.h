@@ -45,8 +45,8 @@ inline std::string uio_binary() {
 inline Result run_uio(const std::vector<std::string>& args) {
   const std::string bin = uio_binary();
   static int calls = 0;
-  const fs::path err_file = fs::temp_directory_path() / ("uio_cli_stderr_" + std::to_string(::getpid()) + "_" +
-                                                         std::to_string(calls++) + ".txt");
+  const fs::path err_file = fs::temp_directory_path() /
+                            ("uio_cli_stderr_" + std::to_string(::getpid()) + "_" + std::to_string(calls++) + ".txt");
   std::string command = shell_quote(bin);
   for (const auto& a : args) command += " " + shell_quote(a);
   command += " </dev/null 2>" + shell_quote(err_file.string());

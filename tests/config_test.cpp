@@ -69,7 +69,8 @@ TEST(Config, WronglyTypedKeyNamesKeyAndType) {
           load_hf_config(path2);
         } catch (const std::invalid_argument& e) {
           EXPECT_NE(std::string(e.what()).find("'hidden_size' is a string (\"64\"), expected an integer"),
-                    std::string::npos) << e.what();
+                    std::string::npos)
+              << e.what();
           throw;
         }
       },

@@ -36,11 +36,39 @@ fs::path make_store(const fs::path& dir) {
 }
 
 std::vector<std::string> train_args(const fs::path& store, const fs::path& out, const std::string& extra_estimator) {
-  return {"train", "--model", uio::test::testdata("hf_models/qwen2_bias").string(), "--data", store.string(),
-          "--dtype", "float64", "--seq_len", "64", "--segment_len", "16", "--num_memory_tokens", "4",
-          "--encoder_lora_rank", "4", "--transfer_lora_rank", "4", "--estimator", extra_estimator, "--chunk", "2",
-          "--lr", "3e-3", "--warmup_steps", "1", "--val_documents", "0", "--log_every", "1", "--check_every", "1",
-          "--out_dir", out.string()};
+  return {"train",
+          "--model",
+          uio::test::testdata("hf_models/qwen2_bias").string(),
+          "--data",
+          store.string(),
+          "--dtype",
+          "float64",
+          "--seq_len",
+          "64",
+          "--segment_len",
+          "16",
+          "--num_memory_tokens",
+          "4",
+          "--encoder_lora_rank",
+          "4",
+          "--transfer_lora_rank",
+          "4",
+          "--estimator",
+          extra_estimator,
+          "--chunk",
+          "2",
+          "--lr",
+          "3e-3",
+          "--warmup_steps",
+          "1",
+          "--val_documents",
+          "0",
+          "--log_every",
+          "1",
+          "--check_every",
+          "1",
+          "--out_dir",
+          out.string()};
 }
 
 using uio::test::Child;
@@ -56,8 +84,10 @@ std::vector<Child> launch(const fs::path& dir, int world, const std::vector<std:
   std::vector<Child> ranks;
   for (int r = 0; r < world; ++r)
     ranks.push_back(uio::test::spawn_uio(args,
-                                         {{"RANK", std::to_string(r)}, {"LOCAL_RANK", std::to_string(r)},
-                                          {"WORLD_SIZE", std::to_string(world)}, {"MASTER_ADDR", "127.0.0.1"},
+                                         {{"RANK", std::to_string(r)},
+                                          {"LOCAL_RANK", std::to_string(r)},
+                                          {"WORLD_SIZE", std::to_string(world)},
+                                          {"MASTER_ADDR", "127.0.0.1"},
                                           {"MASTER_PORT", std::to_string(port)}},
                                          dir / ("rank" + std::to_string(r) + ".log"),
                                          dir / ("rank" + std::to_string(r) + ".err")));
@@ -66,8 +96,7 @@ std::vector<Child> launch(const fs::path& dir, int world, const std::vector<std:
 
 void run_all(const fs::path& dir, int world, const std::vector<std::string>& args) {
   auto ranks = launch(dir, world, args, free_port());
-  for (auto& r : ranks)
-    ASSERT_EQ(wait_exit(r), 0) << uio::test::read_file(r.err) << uio::test::read_file(r.log);
+  for (auto& r : ranks) ASSERT_EQ(wait_exit(r), 0) << uio::test::read_file(r.err) << uio::test::read_file(r.log);
 }
 
 std::map<std::string, torch::Tensor> weights_of(const fs::path& dir) {
@@ -107,8 +136,9 @@ TEST(Distributed, TwoGlooRanksEqualOneProcessAccumulatingTheSameTwoDocuments) {
   ASSERT_EQ(a.size(), b.size());
   double worst = 0;
   for (auto& [name, t] : a) {
-    const double err = ((t.to(torch::kDouble) - b.at(name).to(torch::kDouble)).norm() /
-                        (t.to(torch::kDouble).norm() + 1e-30)).item<double>();
+    const double err =
+        ((t.to(torch::kDouble) - b.at(name).to(torch::kDouble)).norm() / (t.to(torch::kDouble).norm() + 1e-30))
+            .item<double>();
     worst = std::max(worst, err);
     EXPECT_LT(err, 1e-6) << name;
   }

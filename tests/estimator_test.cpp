@@ -90,7 +90,8 @@ TEST(Estimator, IncrementalTbpttEqualsRecomputedWindowsForEveryWindow) {
     auto incremental = grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, plan, 1, false, 0.1); });
     EXPECT_LT(rel_error(incremental, naive), 1e-10) << "S = " << S;
     // The window matters: a different S gives a different encoder gradient.
-    auto other = grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, window_plan(T, S + 1), 1, false, 0.1); });
+    auto other =
+        grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, window_plan(T, S + 1), 1, false, 0.1); });
     EXPECT_GT(rel_error(other, naive, "encoder."), 1e-4) << "S = " << S;
   }
 }
@@ -104,9 +105,10 @@ TEST(Estimator, WindowCoveringTheDocumentEqualsFullBackpropagation) {
     auto tbptt = grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, window_plan(T, S), 2, false, 1.0); });
     EXPECT_LT(rel_error(tbptt, full), 1e-10) << "S = " << S;
   }
-  EXPECT_GT(rel_error(grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, window_plan(T, 2), 2, false, 1.0); }),
-                      full, "encoder."),
-            1e-4);
+  EXPECT_GT(
+      rel_error(grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, window_plan(T, 2), 2, false, 1.0); }),
+                full, "encoder."),
+      1e-4);
 }
 
 // The attention sink (beyond the paper) adds constant entries ahead of every row's memory: the exactness of
@@ -125,11 +127,13 @@ TEST(Estimator, SinkAndLossMaskKeepIncrementalEqualToRecomputedAndFull) {
     EXPECT_LT(rel_error(incremental, naive), 1e-10) << "S = " << S;
   }
   auto full = grads_of(t, [&] { backward_full(t.base, t.memory, ids, 2, 1.0, false, mask); });
-  auto covering = grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, window_plan(T, T), 2, false, 1.0, mask); });
+  auto covering =
+      grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, window_plan(T, T), 2, false, 1.0, mask); });
   EXPECT_LT(rel_error(covering, full), 1e-10);
   // The sink matters, and so does the mask.
   auto without_sink = make_tiny(uio::test::test_seed());
-  auto plain = grads_of(without_sink, [&] { backward_full(without_sink.base, without_sink.memory, ids, 2, 1.0, false, mask); });
+  auto plain =
+      grads_of(without_sink, [&] { backward_full(without_sink.base, without_sink.memory, ids, 2, 1.0, false, mask); });
   EXPECT_GT(rel_error(plain, full, "transfer."), 1e-4);
   auto unmasked = grads_of(t, [&] { backward_full(t.base, t.memory, ids, 2, 1.0); });
   EXPECT_GT(rel_error(unmasked, full), 1e-4);
@@ -159,7 +163,7 @@ TEST(Estimator, DirectGradientsOfEveryEstimatorEqualFull) {
   };
   for (auto& [name, g] : runs) {
     EXPECT_LT(rel_error(g, full, "transfer."), 1e-10) << name;  // the transfer head: never cut or scaled
-    EXPECT_GT(rel_error(g, full, "encoder."), 1e-4) << name;    // the encoder's: truncated or resampled
+    EXPECT_GT(rel_error(g, full, "encoder."), 1e-4) << name;  // the encoder's: truncated or resampled
   }
   EXPECT_LT(rel_error(runs[2].second, runs[3].second), 1e-10);  // two independent runs of one reservoir plan
 }

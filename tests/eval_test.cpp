@@ -106,7 +106,8 @@ TEST(Eval, UioScoreEqualsTheMemoryForwardOfTheWholePrefix) {
   torch::manual_seed(uio::test::test_seed() + 1);
   auto ids = torch::randint(3, loaded.config.vocab_size, {300}, torch::kInt64);
   torch::NoGradGuard no_grad;
-  for (auto [L, scored] : std::vector<std::pair<int64_t, int64_t>>{{300, 40}, {256, 32}, {257, 70}, {70, 20}, {64, 63}}) {
+  for (auto [L, scored] :
+       std::vector<std::pair<int64_t, int64_t>>{{300, 40}, {256, 32}, {257, 70}, {70, 20}, {64, 63}}) {
     auto [loss, n] = ev.score_tail(trainer::EvalMethod::uio, ids.narrow(0, 0, L), scored);
     auto logits = model::document_logits(loaded.model, ev.compressor, ids.narrow(0, 0, L), 2).to(torch::kDouble);
     auto logp = logits.narrow(0, L - scored - 1, scored).log_softmax(-1);
@@ -138,8 +139,9 @@ TEST(Passkey, PromptHasItsExactLengthAndTheKeyOnceAtItsDepth) {
       std::vector<int32_t> needle(p.ids.begin() + p.needle_begin, p.ids.begin() + p.needle_end);
       EXPECT_NE(tokenizer->decode(needle).find(sentence), std::string::npos);
       // Depth: the share of the filler before the key.
-      const auto preamble = tokenizer->encode("There is an important info hidden inside a lot of irrelevant text. Find "
-                                              "it and memorize it. I will quiz you about the important information there.");
+      const auto preamble = tokenizer->encode(
+          "There is an important info hidden inside a lot of irrelevant text. Find "
+          "it and memorize it. I will quiz you about the important information there.");
       const auto question = tokenizer->encode(" What is the pass key? The pass key is");
       const double room = static_cast<double>(length - static_cast<int64_t>(preamble.size() + question.size()) -
                                               (p.needle_end - p.needle_begin));
@@ -167,7 +169,8 @@ TEST(Eval, RunEvalWritesEveryMethodAndLengthToResultsJsonAndMarkdown) {
   trainer::EvalConfig c;
   c.model = model_dir, c.memory = (dir / "memory").string();
   c.data = uio::test::write_random_store(dir / "store", 6, 500, uio::test::test_seed()).string();
-  for (const char* m : {"uio", "truncate", "linear", "ntk", "dynamic", "yarn"}) c.methods.push_back(trainer::parse_eval_method(m));
+  for (const char* m : {"uio", "truncate", "linear", "ntk", "dynamic", "yarn"})
+    c.methods.push_back(trainer::parse_eval_method(m));
   c.lengths = {100, 300}, c.score_tokens = 40, c.documents = 1, c.truncate_window = 64;
   std::ostringstream progress, log;
   const auto results = trainer::run_eval(c, progress);
@@ -192,7 +195,8 @@ TEST(Eval, CliParsesItsOptionsIntoOneLibraryCall) {
   auto bad = uio::test::run_uio({"eval", "--model", model_dir, "--methods", "uio,rope", "--lengths", "100"});
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.err.find("is not one of uio, truncate"), std::string::npos) << bad.err;
-  auto no_memory = uio::test::run_uio({"eval", "--model", model_dir, "--methods", "uio", "--lengths", "100", "--score_tokens", "40"});
+  auto no_memory = uio::test::run_uio(
+      {"eval", "--model", model_dir, "--methods", "uio", "--lengths", "100", "--score_tokens", "40"});
   EXPECT_NE(no_memory.exit_code, 0);
   EXPECT_NE(no_memory.err.find("needs --memory"), std::string::npos) << no_memory.err;
 }
@@ -221,11 +225,33 @@ TEST(BenchTrain, FlopCountFollowsTheStatedConventionAndShapesHaveTheirPublishedS
 // `uio bench train --compare_python` runs the eager HF + PEFT step (tools/bench/uio_step_hf.py) on the
 // same model and document and prints both speeds and their ratio.
 TEST(BenchTrain, ComparesWithTheEagerPythonStepOnTheSameShape) {
-  const auto r = uio::test::run_uio({"bench", "train", "--model", uio::test::testdata("hf_models/qwen2_bias").string(),
-                                     "--dtype", "float32", "--device", "cpu", "--segment_len", "32",
-                                     "--num_memory_tokens", "8", "--encoder_lora_rank", "4", "--transfer_lora_rank", "4",
-                                     "--tokens", "256", "--estimators", "tbptt", "--chunks", "3", "--steps", "1",
-                                     "--compare_python", "--python", UIO_PYTHON_EXE});
+  const auto r = uio::test::run_uio({"bench",
+                                     "train",
+                                     "--model",
+                                     uio::test::testdata("hf_models/qwen2_bias").string(),
+                                     "--dtype",
+                                     "float32",
+                                     "--device",
+                                     "cpu",
+                                     "--segment_len",
+                                     "32",
+                                     "--num_memory_tokens",
+                                     "8",
+                                     "--encoder_lora_rank",
+                                     "4",
+                                     "--transfer_lora_rank",
+                                     "4",
+                                     "--tokens",
+                                     "256",
+                                     "--estimators",
+                                     "tbptt",
+                                     "--chunks",
+                                     "3",
+                                     "--steps",
+                                     "1",
+                                     "--compare_python",
+                                     "--python",
+                                     UIO_PYTHON_EXE});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("uio/python "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("MFU"), std::string::npos) << r.out;

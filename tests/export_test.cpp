@@ -50,8 +50,9 @@ void check_against_peft(const std::string& base_path, double tolerance) {
   const std::string command = uio::test::shell_quote(UIO_PYTHON_EXE) + " " +
                               uio::test::shell_quote(std::string(UIO_SOURCE_DIR) + "/tests/python/peft_export.py") +
                               " " + uio::test::shell_quote((dir / "export").string()) + " " +
-                              uio::test::shell_quote(base_path) + " " + uio::test::shell_quote((dir / "x.safetensors").string()) +
-                              " " + uio::test::shell_quote((dir / "peft.safetensors").string()) + " 2>&1";
+                              uio::test::shell_quote(base_path) + " " +
+                              uio::test::shell_quote((dir / "x.safetensors").string()) + " " +
+                              uio::test::shell_quote((dir / "peft.safetensors").string()) + " 2>&1";
   ASSERT_EQ(std::system(command.c_str()), 0) << command;
   uio::format::SafetensorsFile peft((dir / "peft.safetensors").string());
   torch::NoGradGuard no_grad;
@@ -70,8 +71,9 @@ void check_against_peft(const std::string& base_path, double tolerance) {
       const double err = ((y - reference).norm() / reference.norm()).item<double>();
       EXPECT_LT(err, tolerance) << name;
       // The adapters really move the projection (so a dropped adapter would fail the check).
-      auto plain = name.find(".q_proj") != std::string::npos ? attn.q_proj(x)
-                   : name.find(".k_proj") != std::string::npos ? attn.k_proj(x) : attn.v_proj(x);
+      auto plain = name.find(".q_proj") != std::string::npos   ? attn.q_proj(x)
+                   : name.find(".k_proj") != std::string::npos ? attn.k_proj(x)
+                                                               : attn.v_proj(x);
       EXPECT_GT(((plain - reference).norm() / reference.norm()).item<double>(), 100 * tolerance) << name;
       ++checked;
     }
@@ -107,12 +109,15 @@ TEST(Export, PeftLoadsTheAdaptersOnSmolLM2FromItsGguf) {
 }
 
 TEST(Export, PeftNamesRoundTripAndUnknownNamesAreRefused) {
-  EXPECT_EQ(model::peft_tensor_name("layers.3.v_proj.lora_B"), "base_model.model.model.layers.3.self_attn.v_proj.lora_B.weight");
-  EXPECT_EQ(model::peft_tensor_name("layers.0.down_proj.lora_A"), "base_model.model.model.layers.0.mlp.down_proj.lora_A.weight");
+  EXPECT_EQ(model::peft_tensor_name("layers.3.v_proj.lora_B"),
+            "base_model.model.model.layers.3.self_attn.v_proj.lora_B.weight");
+  EXPECT_EQ(model::peft_tensor_name("layers.0.down_proj.lora_A"),
+            "base_model.model.model.layers.0.mlp.down_proj.lora_A.weight");
   for (const char* name : {"layers.12.q_proj.lora_A", "layers.1.gate_proj.lora_B", "layers.7.o_proj.lora_A"})
     EXPECT_EQ(model::uio_tensor_name(model::peft_tensor_name(name)), name);
   EXPECT_THROW(model::peft_tensor_name("layers.1.qkv.lora_A"), std::invalid_argument);
-  EXPECT_THROW(model::uio_tensor_name("base_model.model.model.layers.1.mlp.q_proj.lora_A.weight"), std::invalid_argument);
+  EXPECT_THROW(model::uio_tensor_name("base_model.model.model.layers.1.mlp.q_proj.lora_A.weight"),
+               std::invalid_argument);
 }
 
 TEST(Export, CliExportsARunsNewestCheckpointAndRefusesADamagedOne) {
@@ -120,7 +125,8 @@ TEST(Export, CliExportsARunsNewestCheckpointAndRefusesADamagedOne) {
   auto compressor = random_compressor(loaded.config, 3);
   const auto dir = uio::test::scratch_dir();
   model::save_memory((dir / "compressor").string(), compressor, model::identify("tiny", loaded.config));
-  auto r = uio::test::run_uio({"export", "--checkpoint", (dir / "compressor").string(), "--out", (dir / "out").string()});
+  auto r =
+      uio::test::run_uio({"export", "--checkpoint", (dir / "compressor").string(), "--out", (dir / "out").string()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(fs::exists(dir / "out/encoder_adapter/adapter_model.safetensors"));
   EXPECT_TRUE(fs::exists(dir / "out/transfer_adapter/adapter_config.json"));
@@ -203,7 +209,8 @@ TEST(Export, AFullDiskFailsNamingTheFileAndLeavesNoEmptyOrPartialFile) {
   const auto scratch = uio::test::scratch_dir();
   const auto mount = scratch / "tmpfs";
   fs::create_directories(mount);
-  const std::string mount_cmd = "mount -t tmpfs -o size=512k tmpfs " + uio::test::shell_quote(mount.string()) + " 2>/dev/null";
+  const std::string mount_cmd =
+      "mount -t tmpfs -o size=512k tmpfs " + uio::test::shell_quote(mount.string()) + " 2>/dev/null";
   if (std::system(mount_cmd.c_str()) != 0) GTEST_SKIP() << "cannot mount a tmpfs here (not root?)";
   struct Unmount {
     std::string path;
@@ -221,7 +228,8 @@ TEST(Export, AFullDiskFailsNamingTheFileAndLeavesNoEmptyOrPartialFile) {
     {
       const auto space = fs::space(mount);
       const auto filler = space.available > static_cast<uintmax_t>(free_kib) * 1024
-                              ? space.available - static_cast<uintmax_t>(free_kib) * 1024 : 0;
+                              ? space.available - static_cast<uintmax_t>(free_kib) * 1024
+                              : 0;
       std::ofstream(mount / "filler", std::ios::binary) << std::string(filler, 'f');
     }
     try {
@@ -271,8 +279,7 @@ TEST(Export, NeverOpensTheBaseModelPathTheConfigRecordsOnlyTheOneTheUserNames) {
   r = uio::test::run_uio({"export", "--checkpoint", (dir / "compressor").string(), "--out", (dir / "b").string(),
                           "--model", base.string()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(config_of(dir / "b")["base_model"]["checksum"].get<uint64_t>(),
-            uio::format::file_checksum(base.string()));
+  EXPECT_EQ(config_of(dir / "b")["base_model"]["checksum"].get<uint64_t>(), uio::format::file_checksum(base.string()));
 
   uio::test::write_file(dir / "other.gguf", std::string(1 << 20, 'o'));
   r = uio::test::run_uio({"export", "--checkpoint", (dir / "compressor").string(), "--out", (dir / "c").string(),

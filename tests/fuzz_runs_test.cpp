@@ -54,15 +54,16 @@ std::string flip_bits(std::string s, std::mt19937_64& rng) {
 std::string mutate_bytes(const std::string& s, std::mt19937_64& rng) {
   const size_t at = s.empty() ? 0 : rng() % s.size();
   switch (rng() % 6) {
-    case 0: case 1: return flip_bits(s, rng);
-    case 2: return s.substr(0, at);                                          // truncated
-    case 3: {                                                                  // random bytes inserted
+    case 0:
+    case 1: return flip_bits(s, rng);
+    case 2: return s.substr(0, at);  // truncated
+    case 3: {  // random bytes inserted
       std::string junk(1 + rng() % 16, '\0');
       for (auto& c : junk) c = static_cast<char>(rng());
       return s.substr(0, at) + junk + s.substr(at);
     }
-    case 4: return s.substr(0, at) + s.substr(at, 64) + s.substr(at);        // a chunk repeated
-    default: {                                                                 // a chunk zeroed
+    case 4: return s.substr(0, at) + s.substr(at, 64) + s.substr(at);  // a chunk repeated
+    default: {  // a chunk zeroed
       std::string out = s;
       for (size_t i = at; i < std::min(out.size(), at + 1 + rng() % 32); ++i) out[i] = '\0';
       return out;
@@ -96,10 +97,25 @@ std::string edit_field(Json j, std::mt19937_64& rng) {
   pointers(j, Json::json_pointer(), all);
   if (all.empty()) return j.dump();
   const auto& at = all[rng() % all.size()];
-  static const std::vector<Json> values = {
-      nullptr, true, -1, 0, 1, Json(INT64_MAX), Json(INT64_MIN), Json(UINT64_MAX), 1e308, -0.5, "", "x",
-      "../../../etc/hostname", "/etc/hostname", Json::array(), Json::object(), Json::array({1, "two", nullptr}),
-      std::string(5000, 'a'), kDeep};
+  static const std::vector<Json> values = {nullptr,
+                                           true,
+                                           -1,
+                                           0,
+                                           1,
+                                           Json(INT64_MAX),
+                                           Json(INT64_MIN),
+                                           Json(UINT64_MAX),
+                                           1e308,
+                                           -0.5,
+                                           "",
+                                           "x",
+                                           "../../../etc/hostname",
+                                           "/etc/hostname",
+                                           Json::array(),
+                                           Json::object(),
+                                           Json::array({1, "two", nullptr}),
+                                           std::string(5000, 'a'),
+                                           kDeep};
   const auto parent = at.parent_pointer();
   switch (rng() % 8) {
     case 0:
@@ -116,8 +132,7 @@ std::string edit_field(Json j, std::mt19937_64& rng) {
         break;
       }
       [[fallthrough]];
-    default:
-      j.at(at) = values[rng() % values.size()];
+    default: j.at(at) = values[rng() % values.size()];
   }
   auto text = j.dump(1);
   const auto deep = text.find(std::string("\"") + kDeep + "\"");
@@ -215,11 +230,18 @@ void parse_ini_as_train(const std::string& path) {
   schema.add("model", &model, "").add("dtype", &dtype, "").add("device", &device, "");
   cli::add_memory_options(schema, memory);
   auto& c = job.train;
-  schema.add("data", &job.data, "").add("seq_len", &job.seq_len, "").add("sampler", &job.sampler, "")
-      .add("lr", &c.optimizer.lr, "").add("beta2", &c.optimizer.beta2, "").add("eps", &c.optimizer.eps, "")
-      .add("warmup_steps", &c.schedule.warmup_steps, "").add("min_lr_ratio", &c.schedule.min_lr_ratio, "")
-      .add("steps", &c.steps, "").add("log_every", &c.log_every, "")
-      .add("keep_checkpoints", &c.checkpoints.keep_last, "").add("out_dir", &c.out_dir, "");
+  schema.add("data", &job.data, "")
+      .add("seq_len", &job.seq_len, "")
+      .add("sampler", &job.sampler, "")
+      .add("lr", &c.optimizer.lr, "")
+      .add("beta2", &c.optimizer.beta2, "")
+      .add("eps", &c.optimizer.eps, "")
+      .add("warmup_steps", &c.schedule.warmup_steps, "")
+      .add("min_lr_ratio", &c.schedule.min_lr_ratio, "")
+      .add("steps", &c.steps, "")
+      .add("log_every", &c.log_every, "")
+      .add("keep_checkpoints", &c.checkpoints.keep_last, "")
+      .add("out_dir", &c.out_dir, "");
   std::ostringstream help;
   schema.parse({"--config", path}, help);
   job.memory = cli::resolve_memory_options(memory);
@@ -227,19 +249,55 @@ void parse_ini_as_train(const std::string& path) {
   trainer::check_train_job(job);
 }
 
-const std::vector<std::string> kIniKeys = {
-    "model", "dtype", "device", "segment_len", "num_memory_tokens", "compression_ratio", "encoder_lora", "transfer_lora",
-    "memory_rope", "sink_tokens", "data", "seq_len", "sampler", "lr", "beta2", "eps", "warmup_steps", "min_lr_ratio",
-    "steps", "log_every", "keep_checkpoints", "out_dir"};
+const std::vector<std::string> kIniKeys = {"model",
+                                           "dtype",
+                                           "device",
+                                           "segment_len",
+                                           "num_memory_tokens",
+                                           "compression_ratio",
+                                           "encoder_lora",
+                                           "transfer_lora",
+                                           "memory_rope",
+                                           "sink_tokens",
+                                           "data",
+                                           "seq_len",
+                                           "sampler",
+                                           "lr",
+                                           "beta2",
+                                           "eps",
+                                           "warmup_steps",
+                                           "min_lr_ratio",
+                                           "steps",
+                                           "log_every",
+                                           "keep_checkpoints",
+                                           "out_dir"};
 
 std::string mutate_ini(const std::string& text, std::mt19937_64& rng) {
   std::vector<std::string> lines;
   std::istringstream in(text);
   for (std::string line; std::getline(in, line);) lines.push_back(line);
-  static const std::vector<std::string> values = {
-      "0", "-1", "9223372036854775807", "9223372036854775808", "1e308", "nan", "inf", "-inf", "", "\"", "\"\"",
-      "\"unterminated", "0x10", "1.5", "true", std::string(10000, '9'), "../../etc/passwd", "a = b = c",
-      "\"quoted\" trailing", "# comment", "\xff\xfe", std::string("a\0b", 3)};
+  static const std::vector<std::string> values = {"0",
+                                                  "-1",
+                                                  "9223372036854775807",
+                                                  "9223372036854775808",
+                                                  "1e308",
+                                                  "nan",
+                                                  "inf",
+                                                  "-inf",
+                                                  "",
+                                                  "\"",
+                                                  "\"\"",
+                                                  "\"unterminated",
+                                                  "0x10",
+                                                  "1.5",
+                                                  "true",
+                                                  std::string(10000, '9'),
+                                                  "../../etc/passwd",
+                                                  "a = b = c",
+                                                  "\"quoted\" trailing",
+                                                  "# comment",
+                                                  "\xff\xfe",
+                                                  std::string("a\0b", 3)};
   const size_t at = rng() % lines.size();
   const auto eq = lines[at].find('=');
   switch (rng() % 9) {
@@ -249,7 +307,9 @@ std::string mutate_ini(const std::string& text, std::mt19937_64& rng) {
     case 3: lines[at] = std::string(rng() % 2 ? 50000 : 3, '[') + "section"; break;
     case 4: lines.insert(lines.begin(), "\xEF\xBB\xBF"); break;
     case 5: lines[at] += "\r"; break;
-    case 6: if (eq != std::string::npos) lines[at] = lines[at].substr(0, eq) + "_typo" + lines[at].substr(eq); break;
+    case 6:
+      if (eq != std::string::npos) lines[at] = lines[at].substr(0, eq) + "_typo" + lines[at].substr(eq);
+      break;
     default:
       if (eq != std::string::npos) lines[at] = lines[at].substr(0, eq + 1) + " " + values[rng() % values.size()];
   }
@@ -297,11 +357,18 @@ std::string edit_index(std::string index, std::mt19937_64& rng) {
   uint32_t name_len = 0;
   std::memcpy(&name_len, index.data() + 48, 4);
   const size_t doc0 = 52 + name_len;
-  const std::vector<std::pair<size_t, size_t>> fields = {
-      {8, 4}, {12, 4}, {16, 8}, {24, 8}, {32, 8}, {40, 8}, {48, 4}, {doc0, 8}, {doc0 + 8, 8}, {doc0 + 16, 1},
-      {doc0 + 17, 4}};
-  static const std::vector<uint64_t> values = {0, 1, 2, 3, 4, 7, 255, 299, 300, 301, 65535, 65536, 1ull << 31,
-                                               (1ull << 32) - 1, 1ull << 32, 1ull << 40, UINT64_MAX, UINT64_MAX - 7};
+  const std::vector<std::pair<size_t, size_t>> fields = {{8, 4},        {12, 4},        {16, 8},       {24, 8},
+                                                         {32, 8},       {40, 8},        {48, 4},       {doc0, 8},
+                                                         {doc0 + 8, 8}, {doc0 + 16, 1}, {doc0 + 17, 4}};
+  static const std::vector<uint64_t> values = {0,          1,
+                                               2,          3,
+                                               4,          7,
+                                               255,        299,
+                                               300,        301,
+                                               65535,      65536,
+                                               1ull << 31, (1ull << 32) - 1,
+                                               1ull << 32, 1ull << 40,
+                                               UINT64_MAX, UINT64_MAX - 7};
   const auto [at, width] = fields[rng() % fields.size()];
   const uint64_t v = values[rng() % values.size()];
   std::memcpy(&index[at], &v, width);
@@ -341,7 +408,8 @@ struct TinyRun {
 // cannot catch: what reads the file must).
 void rewrite_manifest_entry(const fs::path& dir, const std::string& file) {
   auto manifest = Json::parse(test::read_file(dir / "trainer_state.json"));
-  manifest["files"][file] = {{"bytes", fs::file_size(dir / file)}, {"checksum", format::file_checksum((dir / file).string())}};
+  manifest["files"][file] = {{"bytes", fs::file_size(dir / file)},
+                             {"checksum", format::file_checksum((dir / file).string())}};
   test::write_file(dir / "trainer_state.json", manifest.dump(2));
 }
 
@@ -383,7 +451,8 @@ TEST(FuzzRuns, MutatedTokenStoresReadCorrectlyOrFailNamingTheStore) {
   for (int i = 0; i < kCases; ++i) {
     copy_tree(pristine, dir);
     switch (i % 5) {
-      case 0: case 1: test::write_file(dir / "index.bin", mutate_bytes(index, rng)); break;
+      case 0:
+      case 1: test::write_file(dir / "index.bin", mutate_bytes(index, rng)); break;
       case 2: test::write_file(dir / "index.bin", edit_index(index, rng)); break;
       case 3: test::write_file(dir / "tokens.bin", mutate_bytes(tokens, rng)); break;
       default: {  // a file replaced by a directory, or missing
@@ -425,9 +494,11 @@ TEST(FuzzRuns, MutatedCheckpointsResumeOrFailNamingTheFileAndAutoFallsBack) {
     const auto path = fs::path(newest) / file;
     switch (i % 6) {
       case 0:  // the manifest, byte by byte
-        test::write_file(fs::path(newest) / "trainer_state.json", mutate_bytes(test::read_file(fs::path(newest) / "trainer_state.json"), rng));
+        test::write_file(fs::path(newest) / "trainer_state.json",
+                         mutate_bytes(test::read_file(fs::path(newest) / "trainer_state.json"), rng));
         break;
-      case 1: case 2:  // the manifest, field by field (counters, rank states, file entries)
+      case 1:
+      case 2:  // the manifest, field by field (counters, rank states, file entries)
         test::write_file(fs::path(newest) / "trainer_state.json", edit_field(manifest, rng));
         break;
       case 3:  // another file, the manifest left as it was: verification must catch it
@@ -465,8 +536,7 @@ TEST(FuzzRuns, MutatedCheckpointsResumeOrFailNamingTheFileAndAutoFallsBack) {
     EXPECT_EQ(found.value_or(""), verified ? newest : older) << what << ": " << log.str();
     fell_back += !verified;
     // What verified is restored, or refused naming a file of the checkpoint.
-    if (verified)
-      restored += ends_well([&] { run.trainer(root / "resumed")->restore(newest, log); }, {newest}, what);
+    if (verified) restored += ends_well([&] { run.trainer(root / "resumed")->restore(newest, log); }, {newest}, what);
   }
   EXPECT_GT(restored, 0);
   EXPECT_GT(fell_back, kCases / 2);
@@ -479,16 +549,21 @@ TEST(FuzzRuns, TheBinaryOnMutatedRecipesCheckpointsAndStoresExitsZeroOrOneNaming
   const auto root = test::scratch_dir();
   const auto store = test::write_random_store(root / "store", 4, 300, test::test_seed());
   const auto model = test::testdata("hf_models/qwen2_bias").string();
-  const auto recipe_text = "[model]\nmodel = " + model + "\n[memory]\nsegment_len = 16\nnum_memory_tokens = 4\n"
-                           "encoder_lora_rank = 2\ntransfer_lora_rank = 2\n[data]\ndata = " + store.string() +
-                           "\nseq_len = 32\nval_documents = 0\n[run]\nsteps = 1\nlog_every = 1\n";
+  const auto recipe_text = "[model]\nmodel = " + model +
+                           "\n[memory]\nsegment_len = 16\nnum_memory_tokens = 4\n"
+                           "encoder_lora_rank = 2\ntransfer_lora_rank = 2\n[data]\ndata = " +
+                           store.string() + "\nseq_len = 32\nval_documents = 0\n[run]\nsteps = 1\nlog_every = 1\n";
   const auto recipe = root / "recipe.ini";
   std::mt19937_64 rng(test::test_seed());
   const auto err = root / "err.txt";
   // A finished run to resume and export.
   test::write_file(recipe, recipe_text);
   ASSERT_EQ(run_with_timeout({"train", "--config", recipe.string(), "--out_dir", (root / "run").string(),
-                              "--checkpoint_every", "1", "--steps", "2"}, err).code, 0) << test::read_file(err);
+                              "--checkpoint_every", "1", "--steps", "2"},
+                             err)
+                .code,
+            0)
+      << test::read_file(err);
   const auto checkpoints = root / "run" / "checkpoints";
   const auto newest = checkpoints / "step-00000002", pristine = root / "pristine";
   copy_tree(newest, pristine);
@@ -496,8 +571,9 @@ TEST(FuzzRuns, TheBinaryOnMutatedRecipesCheckpointsAndStoresExitsZeroOrOneNaming
   int runs = 0;
   for (int i = 0; i < 8; ++i, ++runs) {
     test::write_file(recipe, mutate_ini(recipe_text, rng));
-    const auto r = run_with_timeout({"train", "--config", recipe.string(), "--out_dir", (root / "fresh").string(),
-                                     "--overwrite", "--steps", "1"}, err);  // a mutated steps = 10^18 would run on
+    const auto r = run_with_timeout(
+        {"train", "--config", recipe.string(), "--out_dir", (root / "fresh").string(), "--overwrite", "--steps", "1"},
+        err);  // a mutated steps = 10^18 would run on
     auto names = kIniKeys;
     names.insert(names.end(), {recipe.string(), "config file", "token store", "model", "--"});
     expect_clean_exit(r, names, "recipe " + std::to_string(i));
@@ -515,12 +591,14 @@ TEST(FuzzRuns, TheBinaryOnMutatedRecipesCheckpointsAndStoresExitsZeroOrOneNaming
     const auto what = "checkpoint " + std::to_string(i) + " (" + file + ")";
     if (i % 2 == 0) {
       expect_clean_exit(run_with_timeout({"train", "--config", recipe.string(), "--out_dir", (root / "run").string(),
-                                          "--resume", "auto", "--steps", "2"}, err),
+                                          "--resume", "auto", "--steps", "2"},
+                                         err),
                         {checkpoints.string()}, what + ", resume");
     } else {
       fs::remove_all(root / "export");
-      expect_clean_exit(run_with_timeout({"export", "--checkpoint", newest.string(), "--out", (root / "export").string()},
-                                         err), {newest.string()}, what + ", export");
+      expect_clean_exit(
+          run_with_timeout({"export", "--checkpoint", newest.string(), "--out", (root / "export").string()}, err),
+          {newest.string()}, what + ", export");
     }
   }
   for (int i = 0; i < 8; ++i, ++runs) {
@@ -529,7 +607,8 @@ TEST(FuzzRuns, TheBinaryOnMutatedRecipesCheckpointsAndStoresExitsZeroOrOneNaming
     const auto file = i % 2 ? "index.bin" : "tokens.bin";
     test::write_file(mutated / file, mutate_bytes(test::read_file(mutated / file), rng));
     expect_clean_exit(run_with_timeout({"train", "--config", recipe.string(), "--data", mutated.string(), "--out_dir",
-                                        (root / "store-run").string(), "--overwrite"}, err),
+                                        (root / "store-run").string(), "--overwrite"},
+                                       err),
                       {mutated.string()}, "store " + std::to_string(i) + " (" + file + ")");
   }
   EXPECT_EQ(runs, 32);

@@ -67,7 +67,8 @@ class CaseGuard {
       while (!done_) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
         if (!done_ && now_ms() - g_case_started > limit_ms_) {
-          std::fprintf(stderr, "\nFUZZ: case hung for more than %lld ms: %s\n", static_cast<long long>(limit_ms_), g_case);
+          std::fprintf(stderr, "\nFUZZ: case hung for more than %lld ms: %s\n", static_cast<long long>(limit_ms_),
+                       g_case);
           std::_Exit(3);
         }
       }
@@ -161,7 +162,8 @@ class Mutator {
 
   // 1-4 random bytes in [from, to) set to random or "interesting" values.
   std::string flip_bytes(std::string bytes, size_t from, size_t to, std::string* what) {
-    static const char kInteresting[] = {'0', '9', '-', '"', ',', '[', ']', '{', '}', ':', ' ', '\0', '\xff', 'e', '.', '\x7f'};
+    static const char kInteresting[] = {'0', '9', '-', '"',  ',',    '[', ']', '{',
+                                        '}', ':', ' ', '\0', '\xff', 'e', '.', '\x7f'};
     const int n = 1 + static_cast<int>(below(4));
     for (int k = 0; k < n && to > from; ++k) {
       const size_t at = from + below(to - from);
@@ -219,11 +221,14 @@ std::string with_deep_value(const std::string& json_text, const std::string& key
 // Expects an outcome to be a success, or an error whose message names `place` (a file or directory).
 void expect_named_or_loaded(const Outcome& o, const std::string& place, const std::string& what) {
   if (!o.loaded) {
-    EXPECT_NE(o.error.find(place), std::string::npos) << g_case << "\n  (" << what << ")\n  error names no file: " << o.error;
+    EXPECT_NE(o.error.find(place), std::string::npos)
+        << g_case << "\n  (" << what << ")\n  error names no file: " << o.error;
   }
 }
 
-bool same_logits(const torch::Tensor& a, const torch::Tensor& b) { return a.sizes() == b.sizes() && torch::equal(a, b); }
+bool same_logits(const torch::Tensor& a, const torch::Tensor& b) {
+  return a.sizes() == b.sizes() && torch::equal(a, b);
+}
 
 // Byte positions of a safetensors header: [8, 8 + n).
 size_t header_end(const std::string& file) {
@@ -306,7 +311,8 @@ TEST(Fuzz, MalformedModelFilesFailNamingTheFileOrLoadCorrectly) {
           std::string dtype = dtypes[m.below(10)];
           // F16 and BF16 have the same size and both decode to finite numbers: a swap between them is
           // indistinguishable from a file written that way, so it is left out (as in the GGUF cases).
-          if ((dtype == "BF16" && header[name]["dtype"] == "F16") || (dtype == "F16" && header[name]["dtype"] == "BF16"))
+          if ((dtype == "BF16" && header[name]["dtype"] == "F16") ||
+              (dtype == "F16" && header[name]["dtype"] == "BF16"))
             dtype = "F64";
           header[name]["dtype"] = dtype, what += ".dtype = " + dtype;
         } else if (field == 1) {
@@ -351,7 +357,8 @@ TEST(Fuzz, MalformedModelFilesFailNamingTheFileOrLoadCorrectly) {
   const Json config = Json::parse(config_good);
   std::vector<std::string> keys;
   for (auto it = config.begin(); it != config.end(); ++it) keys.push_back(it.key());
-  for (const std::string extra : {"rope_scaling", "attention_bias", "sliding_window", "rope_parameters"}) keys.push_back(extra);
+  for (const std::string extra : {"rope_scaling", "attention_bias", "sliding_window", "rope_parameters"})
+    keys.push_back(extra);
   for (int i = 0; i < 700; ++i, ++cases) {
     std::string what = "config.json #" + std::to_string(i);
     std::string text;
@@ -535,7 +542,8 @@ TEST(Fuzz, TheUioBinaryExitsZeroOrOneOnMalformedFiles) {
     const int status = ::pclose(pipe);
     const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     EXPECT_TRUE(code == 0 || code == 1) << "seed " << kSeed + 1 << ", " << what << ": exit " << code
-                                        << (code == 137 ? " (killed after 60 s: a hang)" : "") << "\n" << out;
+                                        << (code == 137 ? " (killed after 60 s: a hang)" : "") << "\n"
+                                        << out;
     if (code == 1) {
       EXPECT_NE(out.find(place), std::string::npos) << what << ": error names no file:\n" << out;
     }
@@ -564,7 +572,8 @@ TEST(Fuzz, TheUioBinaryExitsZeroOrOneOnMalformedFiles) {
     const size_t hend = header_end(st_good);
     for (size_t at = hend; at + 4 <= bytes.size(); at += 4) std::memcpy(bytes.data() + at, "\xff\xff\xff\x7f", 4);
     uio::test::write_file(dir / "model.safetensors", bytes);
-    run({"generate", "--model", dir.string(), "--prompt", "The river", "--max_new_tokens", "3"}, "not finite", "NaN weights");
+    run({"generate", "--model", dir.string(), "--prompt", "The river", "--max_new_tokens", "3"}, "not finite",
+        "NaN weights");
     uio::test::write_file(dir / "model.safetensors", st_good);
   }
   for (int i = 0; i < 12; ++i) {

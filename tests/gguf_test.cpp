@@ -47,7 +47,8 @@ torch::Tensor load_ref(const std::string& file, const std::vector<int64_t>& shap
   if (diff.size(0) == 0) return ::testing::AssertionSuccess();
   const int64_t i = diff[0].item<int64_t>();
   return ::testing::AssertionFailure() << diff.size(0) << " elements differ; first at flat index " << i << ": got "
-                                       << got.flatten()[i].item<float>() << ", want " << want.flatten()[i].item<float>();
+                                       << got.flatten()[i].item<float>() << ", want "
+                                       << want.flatten()[i].item<float>();
 }
 
 // Expects `fn` to throw std::exception whose message contains every one of `needles`.
@@ -139,7 +140,8 @@ TEST(Gguf, ReadsMetadataOfEveryValueType) {
   EXPECT_TRUE(f.get_bool("tokenizer.ggml.add_bos_token"));
   EXPECT_EQ(f.get_string("tokenizer.chat_template"), "{% for m in messages %}{{ m['content'] }}{% endfor %}");
   EXPECT_EQ(f.array_size("tokenizer.ggml.tokens"), 5u);
-  EXPECT_NE(uio::format::describe_gguf(f).find("tokenizer.ggml.tokens (ARRAY) = [\"<s>\", \"</s>\""), std::string::npos);
+  EXPECT_NE(uio::format::describe_gguf(f).find("tokenizer.ggml.tokens (ARRAY) = [\"<s>\", \"</s>\""),
+            std::string::npos);
 }
 
 TEST(Gguf, WronglyTypedOrMissingKeysNameFileAndKey) {
@@ -283,7 +285,8 @@ TEST(GgufNames, LlamaConfigComesFromMetadata) {
   EXPECT_EQ(uio::model::hf_tensor_names(cq).size(), 1 + 2 * 12 + 1u);
 
   const auto types = ref_path("types.gguf");
-  expect_error([&] { uio::model::config_from_gguf(uio::format::GgufFile(types)); }, {types, "missing metadata key 'llama.context_length'"});
+  expect_error([&] { uio::model::config_from_gguf(uio::format::GgufFile(types)); },
+               {types, "missing metadata key 'llama.context_length'"});
 }
 
 TEST(GgufNames, HfTensorsMatchTransformersReversePermutation) {
@@ -353,7 +356,8 @@ TEST(GgufErrors, TensorPastEndOfFileIsNamed) {
   g.header(3, 1, 0).tensor_info("blk.0.attn_q.weight", {32, 2}, 8 /*Q8_0*/, 64).pad_to(32);
   g.b += std::string(2 * 34, '\x01');  // the tensor's 68 bytes sit at offset 0, the info says 64
   const auto path = g.write();
-  expect_error([&] { uio::format::GgufFile f(path); }, {path, "tensor 'blk.0.attn_q.weight'", "Q8_0", "past the end of the file"});
+  expect_error([&] { uio::format::GgufFile f(path); },
+               {path, "tensor 'blk.0.attn_q.weight'", "Q8_0", "past the end of the file"});
 }
 
 TEST(GgufErrors, UnknownGgmlTypeIsNamedWithTensorAndId) {
@@ -379,19 +383,22 @@ TEST(GgufErrors, AbsurdLengthsAreRejectedBeforeAllocating) {
     GgufBytes g;
     g.header(3, 0, 1).put<uint64_t>(uint64_t(1) << 62).put<uint64_t>(0);  // key length, then 8 bytes
     const auto path = g.write();
-    expect_error([&] { uio::format::GgufFile f(path); }, {path, "metadata entry #0", "claims 4611686018427387904 bytes"});
+    expect_error([&] { uio::format::GgufFile f(path); },
+                 {path, "metadata entry #0", "claims 4611686018427387904 bytes"});
   }
   {
     GgufBytes g;
     g.header(3, 0, 1).str("general.name").put<uint32_t>(8).put<uint64_t>(uint64_t(1) << 40);  // string value
     const auto path = g.write();
-    expect_error([&] { uio::format::GgufFile f(path); }, {path, "metadata key 'general.name'", "claims 1099511627776 bytes"});
+    expect_error([&] { uio::format::GgufFile f(path); },
+                 {path, "metadata key 'general.name'", "claims 1099511627776 bytes"});
   }
   {
     GgufBytes g;
     g.header(3, 0, 1).str("tokenizer.ggml.tokens").put<uint32_t>(9).put<uint32_t>(8).put<uint64_t>(uint64_t(1) << 50);
     const auto path = g.write();
-    expect_error([&] { uio::format::GgufFile f(path); }, {path, "'tokenizer.ggml.tokens'", "array of 1125899906842624 STRING items"});
+    expect_error([&] { uio::format::GgufFile f(path); },
+                 {path, "'tokenizer.ggml.tokens'", "array of 1125899906842624 STRING items"});
   }
   {
     GgufBytes g;
@@ -410,13 +417,15 @@ TEST(GgufErrors, AbsurdLengthsAreRejectedBeforeAllocating) {
     g.header(3, 1, 0).tensor_info("w", {33, 2}, 2 /*Q4_0*/, 0).pad_to(32);
     g.b += std::string(64, '\0');
     const auto path = g.write();
-    expect_error([&] { uio::format::GgufFile f(path); }, {path, "tensor 'w'", "row length 33 is not a multiple of the block size 32"});
+    expect_error([&] { uio::format::GgufFile f(path); },
+                 {path, "tensor 'w'", "row length 33 is not a multiple of the block size 32"});
   }
 }
 
 TEST(GgufErrors, UnsupportedVersionsAreNamed) {
   for (auto [version, needle] : {std::pair<uint32_t, std::string>{1, "version 1 is not supported"},
-                                 {0x03000000, "big-endian"}, {7, "unsupported GGUF version 7"}}) {
+                                 {0x03000000, "big-endian"},
+                                 {7, "unsupported GGUF version 7"}}) {
     GgufBytes g;
     g.header(version, 0, 0);
     const auto path = g.write();
@@ -472,12 +481,14 @@ TEST(GgufErrors, TensorsThatDoNotTileTheDataSectionAreNamed) {
   // Q4_0 blocks are 18 bytes, Q4_1's 20: the tensor now ends early and leaves a hole.
   expect_edit_error([&](std::string& b) { poke<uint32_t>(b, down, 2); }, {"'blk.0.ffn_down.weight'", "Q4_0"});
   // Q5_1 blocks are 24 bytes: it runs into the next tensor.
-  expect_edit_error([&](std::string& b) { poke<uint32_t>(b, down, 7); }, {"'blk.0.ffn_down.weight'", "Q5_1", "overlap"});
+  expect_edit_error([&](std::string& b) { poke<uint32_t>(b, down, 7); },
+                    {"'blk.0.ffn_down.weight'", "Q5_1", "overlap"});
   // Offset bits: a low one breaks the alignment; a middle one moves it onto other tensors; a high one past the end.
   for (int bit : {0, 5, 9, 12, 40}) {
     SCOPED_TRACE("offset bit " + std::to_string(bit));
-    expect_edit_error([&](std::string& b) { poke<uint64_t>(b, down + 4, peek<uint64_t>(b, down + 4) ^ (uint64_t(1) << bit)); },
-                      {"'blk.0.ffn_down.weight'"});
+    expect_edit_error(
+        [&](std::string& b) { poke<uint64_t>(b, down + 4, peek<uint64_t>(b, down + 4) ^ (uint64_t(1) << bit)); },
+        {"'blk.0.ffn_down.weight'"});
   }
   // Two tensors at the same bytes.
   const size_t up = type_field_of(good, "blk.0.ffn_up.weight");

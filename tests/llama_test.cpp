@@ -17,9 +17,8 @@ using namespace uio::model;
 
 namespace {
 
-const std::vector<std::string> kModels = {"llama_gqa_llama3", "llama_untied_linear", "llama_yarn",
-                                          "llama_dynamic",    "mistral_window",      "llama_attention_bias",
-                                          "qwen2_bias"};
+const std::vector<std::string> kModels = {"llama_gqa_llama3", "llama_untied_linear",  "llama_yarn", "llama_dynamic",
+                                          "mistral_window",   "llama_attention_bias", "qwen2_bias"};
 
 std::string model_dir(const std::string& name) { return uio::test::testdata("hf_models/" + name).string(); }
 

@@ -9,9 +9,10 @@ using namespace uio::cli;
 
 TEST(MemoryOptions, IniAndCommandLineReachTheMemoryModel) {
   auto ini = uio::test::scratch_dir() / "m.ini";
-  uio::test::write_file(ini, "[memory]\nsegment_len = 2048\ncompression_ratio = 8\nmemory_rope = yarn\n"
-                             "memory_rope_factor = 4\n[lora]\nencoder_lora_rank = 16\n"
-                             "encoder_lora_targets = q_proj, v_proj, o_proj\n");
+  uio::test::write_file(ini,
+                        "[memory]\nsegment_len = 2048\ncompression_ratio = 8\nmemory_rope = yarn\n"
+                        "memory_rope_factor = 4\n[lora]\nencoder_lora_rank = 16\n"
+                        "encoder_lora_targets = q_proj, v_proj, o_proj\n");
   MemoryOptionsInput in;
   Schema s("test", "memory options");
   add_memory_options(s, in);

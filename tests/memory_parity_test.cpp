@@ -33,8 +33,8 @@ Case load_case(const std::string& name, const std::string& memory_rope, const to
   Case c;
   c.config = nlohmann::json::parse(std::ifstream(dir / "config.json"));
   // Tiny cases ship their HF directory; the SmolLM2 case names the GGUF it used.
-  const auto model = fs::exists(dir / "model" / "config.json") ? (dir / "model").string()
-                                                              : c.config["model"].get<std::string>();
+  const auto model =
+      fs::exists(dir / "model" / "config.json") ? (dir / "model").string() : c.config["model"].get<std::string>();
   LoadOptions load;
   load.device = device;
   load.dtype = dtype;  // the base model's compute dtype; adapters stay fp32 (cast per use)
@@ -104,8 +104,7 @@ void check_case(const std::string& name, const std::string& memory_rope, const s
     EXPECT_EQ(start, ids.size(0));
     EXPECT_LE(worst_logits, tol) << name << " " << memory_rope << " logits on " << device;
     std::cout << name << " " << memory_rope << " " << device << " " << c10::toString(dtype) << ": memory max rel err "
-              << worst << ", logits "
-              << worst_logits << "\n";
+              << worst << ", logits " << worst_logits << "\n";
   }
 }
 

@@ -58,9 +58,12 @@ TEST(Memory, EncoderMaskAndPositionsFollowTheDesign) {
   for (int64_t q = 0; q < 10; ++q)
     for (int64_t k = 0; k < 10; ++k) {
       bool want;
-      if (q < 8) want = k < 8 && k <= q;                  // ordinary: causal, never memory
-      else if (k < 8) want = k < (q - 8 + 1) * 4;         // memory i: ordinary [0, (i+1) l/M)
-      else want = k == q;                                 // and itself only
+      if (q < 8)
+        want = k < 8 && k <= q;  // ordinary: causal, never memory
+      else if (k < 8)
+        want = k < (q - 8 + 1) * 4;  // memory i: ordinary [0, (i+1) l/M)
+      else
+        want = k == q;  // and itself only
       EXPECT_EQ(mask[q][k].item<bool>(), want) << q << "," << k;
     }
 }
@@ -285,11 +288,18 @@ TEST(Memory, AConfigWithOutOfRangeOrNonIntegerShapesIsRefusedNamingTheKey) {
   const auto dir = uio::test::scratch_dir() / "compressor";
   save_memory(dir.string(), t.memory, identify("tiny", t.config));
   const auto config = nlohmann::json::parse(uio::test::read_file(dir / "uio_config.json"));
-  const std::vector<std::pair<std::string, nlohmann::json>> cases = {
-      {"/segment_len", 0},       {"/segment_len", 1e308},        {"/segment_len", int64_t{1} << 40},
-      {"/segment_len", -16},     {"/num_memory_tokens", 0},      {"/num_memory_tokens", 1000000},
-      {"/sink_tokens", -1},      {"/encoder_lora/rank", 0},      {"/transfer_lora/rank", 1e300},
-      {"/base_model/hidden_size", -5}, {"/base_model/num_layers", 2.5}, {"/memory_rope_factor", -1.0}};
+  const std::vector<std::pair<std::string, nlohmann::json>> cases = {{"/segment_len", 0},
+                                                                     {"/segment_len", 1e308},
+                                                                     {"/segment_len", int64_t{1} << 40},
+                                                                     {"/segment_len", -16},
+                                                                     {"/num_memory_tokens", 0},
+                                                                     {"/num_memory_tokens", 1000000},
+                                                                     {"/sink_tokens", -1},
+                                                                     {"/encoder_lora/rank", 0},
+                                                                     {"/transfer_lora/rank", 1e300},
+                                                                     {"/base_model/hidden_size", -5},
+                                                                     {"/base_model/num_layers", 2.5},
+                                                                     {"/memory_rope_factor", -1.0}};
   for (const auto& [pointer, value] : cases) {
     auto edited = config;
     edited[nlohmann::json::json_pointer(pointer)] = value;

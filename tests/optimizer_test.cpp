@@ -51,7 +51,8 @@ std::string message_of(const std::function<void()>& f) {
 // lr <= 0.05; after 5 steps the parameters agree to a few ulps of 1, well inside 1e-6 * max(1, |p|).
 TEST(Optimizer, MatchesPyTorchAdamWWithClippingStepByStep) {
   const uio::format::SafetensorsFile ref((uio::test::testdata("adamw") / "adamw.safetensors").string());
-  NamedParams params = {{"w", ref.tensor("w").clone().requires_grad_()}, {"b", ref.tensor("b").clone().requires_grad_()}};
+  NamedParams params = {{"w", ref.tensor("w").clone().requires_grad_()},
+                        {"b", ref.tensor("b").clone().requires_grad_()}};
   OptimizerOptions o;
   o.beta1 = 0.9, o.beta2 = 0.95, o.eps = 1e-8, o.weight_decay = 0.1, o.grad_clip = 1.0;
   Optimizer opt(params, o);
@@ -161,9 +162,13 @@ TEST(Optimizer, ZeroGradLeavesGradientsUndefined) {
 
 TEST(Optimizer, ConstructorRejectsBadParameters) {
   torch::manual_seed(uio::test::test_seed());
-  EXPECT_NE(message_of([] { Optimizer({{"a", param({2})}, {"a", param({2})}}, {}); }).find("'a' appears twice"),
+  EXPECT_NE(message_of([] {
+              Optimizer({{"a", param({2})}, {"a", param({2})}}, {});
+            }).find("'a' appears twice"),
             std::string::npos);
-  EXPECT_NE(message_of([] { Optimizer({{"frozen", torch::randn({2})}}, {}); }).find("'frozen' does not require grad"),
+  EXPECT_NE(message_of([] {
+              Optimizer({{"frozen", torch::randn({2})}}, {});
+            }).find("'frozen' does not require grad"),
             std::string::npos);
   EXPECT_THROW(Optimizer({}, {}), std::invalid_argument);
   OptimizerOptions bad;

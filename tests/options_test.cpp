@@ -101,12 +101,12 @@ TEST(Options, IniOverridesDefaultsAndCommandLineOverridesIni) {
       "[optim]\n"
       "lr = 3e-4\n"
       "run_name = \"ablation  two\"  ; quoted keeps the spaces\n");
-  for (auto args : std::vector<std::vector<std::string>>{{"--steps", "9", "--config", path},
-                                                          {"--config=" + path, "--steps=9"}}) {
+  for (auto args :
+       std::vector<std::vector<std::string>>{{"--steps", "9", "--config", path}, {"--config=" + path, "--steps=9"}}) {
     Train t;
     ASSERT_TRUE(t.parse(args));
-    EXPECT_EQ(t.config.steps, 9);           // command line wins over the file
-    EXPECT_EQ(t.config.segment_len, 512);   // the file wins over the default, whatever its section
+    EXPECT_EQ(t.config.steps, 9);  // command line wins over the file
+    EXPECT_EQ(t.config.segment_len, 512);  // the file wins over the default, whatever its section
     EXPECT_DOUBLE_EQ(t.config.lr, 3e-4);
     EXPECT_EQ(t.config.run_name, "ablation  two");
     EXPECT_EQ(t.config.model, "models/tiny-llama");  // the default where neither says
@@ -130,9 +130,9 @@ TEST(Options, NegativeNumbersAreValuesNotOptions) {
 
 TEST(Options, BoolsAcceptEveryDocumentedForm) {
   const std::vector<std::pair<std::vector<std::string>, bool>> cases = {
-      {{"--verbose"}, true},          {{"--verbose=true"}, true}, {{"--verbose=1"}, true},
-      {{"--verbose=yes"}, true},      {{"--verbose=false"}, false}, {{"--verbose=0"}, false},
-      {{"--verbose=no"}, false},      {{"--verbose", "false"}, false}, {{"--verbose", "--steps", "2"}, true}};
+      {{"--verbose"}, true},     {{"--verbose=true"}, true},      {{"--verbose=1"}, true},
+      {{"--verbose=yes"}, true}, {{"--verbose=false"}, false},    {{"--verbose=0"}, false},
+      {{"--verbose=no"}, false}, {{"--verbose", "false"}, false}, {{"--verbose", "--steps", "2"}, true}};
   for (const auto& [args, want] : cases) {
     Train t;
     t.config.verbose = !want;
@@ -165,15 +165,17 @@ TEST(Options, UnknownIniKeyNamesFileLineSectionAndClosestKey) {
             path + ":4: unknown key 'segmnt_len' (section [memory]) for 'uio train'; did you mean 'segment_len'?");
   auto far = write_ini("# header\nwarmup_ratio_for_schedule = 0.1\n", "far.ini");
   EXPECT_EQ(train_error({"--config", far}),
-            far + ":2: unknown key 'warmup_ratio_for_schedule' for 'uio train'; run 'uio train --help' to see the "
-                  "valid keys");
+            far +
+                ":2: unknown key 'warmup_ratio_for_schedule' for 'uio train'; run 'uio train --help' to see the "
+                "valid keys");
 }
 
 // Keys users bring from other trainers (HF Trainer, PyTorch scripts) point to uio's name for them, when the
 // command has that key; otherwise the usual closest-key rule applies.
 TEST(Options, AnotherTrainersNameForAKeySuggestsUiosName) {
   auto ini = write_ini("learning_rate = 1e-4\n", "other.ini");
-  EXPECT_EQ(train_error({"--config", ini}), ini + ":1: unknown key 'learning_rate' for 'uio train'; did you mean 'lr'?");
+  EXPECT_EQ(train_error({"--config", ini}),
+            ini + ":1: unknown key 'learning_rate' for 'uio train'; did you mean 'lr'?");
   EXPECT_EQ(train_error({"--max_steps", "5"}), "unknown option '--max_steps' for 'uio train'; did you mean '--steps'?");
   // This schema has no out_dir: no pointer to a key it lacks.
   EXPECT_EQ(train_error({"--output_dir", "x"}),
@@ -216,8 +218,7 @@ TEST(Options, MissingRequiredOptionIsNamed) {
 
 TEST(Options, KeyGivenTwiceInIniNamesBothLines) {
   auto path = write_ini("[memory]\nsegment_len = 1\n\n[optim]\nlr = 1\nsegment_len = 2\n");
-  EXPECT_EQ(train_error({"--config", path}),
-            path + ":6: key 'segment_len' is given twice (first at line 2); keep one");
+  EXPECT_EQ(train_error({"--config", path}), path + ":6: key 'segment_len' is given twice (first at line 2); keep one");
   EXPECT_EQ(train_error({"--steps", "1", "--steps", "2"}),
             "option '--steps' is given more than once on the command line");
 }
@@ -225,8 +226,9 @@ TEST(Options, KeyGivenTwiceInIniNamesBothLines) {
 TEST(Options, MissingConfigFileIsNamed) {
   auto path = (uio::test::scratch_dir() / "nope.ini").string();
   EXPECT_EQ(train_error({"--config", path}), "config file '" + path + "' (from --config) does not exist");
-  EXPECT_EQ(train_error({"--config", uio::test::scratch_dir().string()}),
-            "config file '" + uio::test::scratch_dir().string() + "' (from --config) is not a regular file (a directory?)");
+  EXPECT_EQ(
+      train_error({"--config", uio::test::scratch_dir().string()}),
+      "config file '" + uio::test::scratch_dir().string() + "' (from --config) is not a regular file (a directory?)");
 }
 
 TEST(Options, MalformedCommandLinesAreExplained) {
@@ -255,8 +257,8 @@ TEST(Options, ToIniRoundTripsThroughParse) {
             "[train]\nmodel = models/tiny-llama\nsegment_len = -4\nsteps = 12\nlr = 0.1\nuse_memory = false\n"
             "verbose = true\nrun_name = first run\n");
   // Strings that need quotes, and a double with no short decimal form.
-  for (std::string name : {"", " leading space", "a # not a comment", "semi;colon", "\"quoted\" \\ back",
-                           "two\nlines", "tab\tinside"}) {
+  for (std::string name :
+       {"", " leading space", "a # not a comment", "semi;colon", "\"quoted\" \\ back", "two\nlines", "tab\tinside"}) {
     Train b;
     ASSERT_TRUE(b.parse({"--run_name", name, "--lr", "0.30000000000000004", "--model", "m=1"}));
     Train c;
@@ -319,6 +321,7 @@ TEST(Options, AConfigThatIsAFifoOrADirectoryIsRefusedWithoutOpeningIt) {
   for (const auto& path : {dir / "fifo.ini", dir}) {
     const auto message = train_error({"--config", path.string()});
     EXPECT_NE(message.find("config file '" + path.string() + "' (from --config) is not a regular file"),
-              std::string::npos) << message;
+              std::string::npos)
+        << message;
   }
 }

@@ -11,8 +11,8 @@
 #include "data/token_store.h"
 #include "tests/test_util.h"
 
-using uio::data::PrepareOptions;
 using uio::data::prepare_corpus;
+using uio::data::PrepareOptions;
 using uio::data::Split;
 using uio::data::TokenStore;
 

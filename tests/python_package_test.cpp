@@ -38,9 +38,12 @@ void randomize(torch::nn::Module& module) {
   torch::NoGradGuard no_grad;
   for (auto& item : module.named_parameters()) {
     const auto& name = item.key();
-    if (name.find("norm.weight") != std::string::npos) item.value().normal_(1.0, 0.2);
-    else if (name.find("bias") != std::string::npos) item.value().normal_(0.0, 0.2);
-    else item.value().normal_(0.0, 0.15);
+    if (name.find("norm.weight") != std::string::npos)
+      item.value().normal_(1.0, 0.2);
+    else if (name.find("bias") != std::string::npos)
+      item.value().normal_(0.0, 0.2);
+    else
+      item.value().normal_(0.0, 0.15);
   }
 }
 
@@ -50,13 +53,21 @@ void save_hf_directory(const fs::path& dir, const model::ModelConfig& c, model::
   fs::create_directories(dir);
   const std::map<std::string, std::string> classes = {
       {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"mistral", "MistralForCausalLM"}};
-  Json j = {{"architectures", {classes.at(c.architecture)}}, {"model_type", c.architecture},
-            {"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size},
-            {"intermediate_size", c.intermediate_size}, {"num_hidden_layers", c.num_layers},
-            {"num_attention_heads", c.num_heads}, {"num_key_value_heads", c.num_kv_heads},
-            {"head_dim", c.head_dim}, {"rms_norm_eps", c.rms_norm_eps}, {"rope_theta", c.rope_theta},
-            {"max_position_embeddings", c.max_position}, {"tie_word_embeddings", c.tie_word_embeddings},
-            {"hidden_act", "silu"}, {"torch_dtype", "float32"}};
+  Json j = {{"architectures", {classes.at(c.architecture)}},
+            {"model_type", c.architecture},
+            {"vocab_size", c.vocab_size},
+            {"hidden_size", c.hidden_size},
+            {"intermediate_size", c.intermediate_size},
+            {"num_hidden_layers", c.num_layers},
+            {"num_attention_heads", c.num_heads},
+            {"num_key_value_heads", c.num_kv_heads},
+            {"head_dim", c.head_dim},
+            {"rms_norm_eps", c.rms_norm_eps},
+            {"rope_theta", c.rope_theta},
+            {"max_position_embeddings", c.max_position},
+            {"tie_word_embeddings", c.tie_word_embeddings},
+            {"hidden_act", "silu"},
+            {"torch_dtype", "float32"}};
   if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
   if (c.eos_token_id >= 0) j["eos_token_id"] = c.eos_token_id;
   if (c.architecture == "llama") j["attention_bias"] = c.attention_bias;
@@ -124,9 +135,11 @@ Expected run_uio_side(const Case& c, const model::ModelConfig& config, model::Ca
     auto ids = model::generate(reader, prompt_ids, sampling(c, sampled));
     (sampled ? e.sampled : e.greedy) = torch::tensor(ids, torch::kInt64);
   }
-  Json entry = {{"name", c.name}, {"export", export_dir.string()},
+  Json entry = {{"name", c.name},
+                {"export", export_dir.string()},
                 {"document", std::vector<int64_t>(document.data_ptr<int64_t>(), document.data_ptr<int64_t>() + n)},
-                {"prompt", prompt_ids}, {"max_new_tokens", c.new_tokens}};
+                {"prompt", prompt_ids},
+                {"max_new_tokens", c.new_tokens}};
   if (c.sampled) {
     const auto o = sampling(c, true);
     entry["sampled"] = {{"temperature", o.temperature}, {"top_k", o.top_k}, {"top_p", o.top_p}, {"seed", o.seed}};
@@ -158,8 +171,8 @@ void compare(const Case& c, const Expected& e, const format::SafetensorsFile& py
   ASSERT_EQ(logits.sizes(), e.logits.sizes()) << c.name;
   const double err = relative(logits, e.logits);
   EXPECT_LE(err, tolerance) << c.name;
-  std::cout << "  " << c.name << " (memory_rope " << model::rope_kind_name(c.options.memory_rope) << "): logits max |diff| / max |logit| = "
-            << err << "\n";
+  std::cout << "  " << c.name << " (memory_rope " << model::rope_kind_name(c.options.memory_rope)
+            << "): logits max |diff| / max |logit| = " << err << "\n";
   // The memory really changes segment 1 (a package that dropped it would fail above, not pass vacuously).
   const int64_t l = c.options.segment_len;
   EXPECT_GT(relative(e.logits.narrow(0, l, l), e.alone), 1e-2) << c.name;
@@ -202,7 +215,8 @@ TEST(PythonPackage, TinyLlamaQwen2AndMistralGiveUiosLogitsAndGenerationForEveryM
   auto mistral = tiny;
   mistral.architecture = "mistral", mistral.sliding_window = 12;  // binds inside a 16-token segment
   const std::vector<Base> bases = {
-      {"llama", tiny,
+      {"llama",
+       tiny,
        {{"llama_none", memory_options(16, 4, "none", 1.0), 4, 7, 41, 30, false},
         {"llama_linear", memory_options(16, 4, "linear", 2.5), 6, 9, 41, 45, false},
         {"llama_ntk", memory_options(16, 4, "ntk", 3.0), 6, 9, 41, 45, false},

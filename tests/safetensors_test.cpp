@@ -50,7 +50,7 @@ std::vector<RefTensor> load_manifest(const std::string& stem) {
 
 torch::ScalarType dtype_of(const std::string& name) {
   static const std::map<std::string, torch::ScalarType> kDtypes = {
-      {"F64", torch::kDouble}, {"F32", torch::kFloat}, {"F16", torch::kHalf}, {"BF16", torch::kBFloat16},
+      {"F64", torch::kDouble}, {"F32", torch::kFloat}, {"F16", torch::kHalf},  {"BF16", torch::kBFloat16},
       {"I64", torch::kLong},   {"I32", torch::kInt},   {"I16", torch::kShort}, {"I8", torch::kChar},
       {"U8", torch::kByte},    {"BOOL", torch::kBool}};
   return kDtypes.at(name);
@@ -107,7 +107,8 @@ void expect_error(const std::string& bytes, const std::vector<std::string>& need
   } catch (const uio::format::SafetensorsError& e) {
     const std::string msg = e.what();
     EXPECT_EQ(msg.rfind(path + ": ", 0), 0u) << "message does not start with the file: " << msg;
-    for (const auto& needle : needles) EXPECT_NE(msg.find(needle), std::string::npos) << "missing '" << needle << "' in: " << msg;
+    for (const auto& needle : needles)
+      EXPECT_NE(msg.find(needle), std::string::npos) << "missing '" << needle << "' in: " << msg;
   }
 }
 
@@ -244,7 +245,8 @@ TEST(SafetensorsWriter, WritesTheSameBytesAsPythonSafetensors) {
   uio::format::write_safetensors(path, tensors, {{"format", "pt"}});
   const std::string ours = uio::test::read_file(path), python = uio::test::read_file(ref_file("basic.safetensors"));
   EXPECT_EQ(ours.size(), python.size());
-  EXPECT_TRUE(ours == python) << "header ours:   " << ours.substr(8, 300) << "\nheader python: " << python.substr(8, 300);
+  EXPECT_TRUE(ours == python) << "header ours:   " << ours.substr(8, 300)
+                              << "\nheader python: " << python.substr(8, 300);
 }
 
 TEST(SafetensorsWriter, RoundTripsEveryDtypeAndNonContiguousInput) {
@@ -375,7 +377,8 @@ TEST(SafetensorsDirectory, ErrorsNameTheIndexShardAndTensor) {
     dir.tensor("model.norm.weight");
     FAIL() << "expected an error";
   } catch (const uio::format::SafetensorsError& e) {
-    EXPECT_EQ(std::string(e.what()), index + ": no tensor 'model.norm.weight' (the model has 2 tensors, e.g. 'half', 'mask')");
+    EXPECT_EQ(std::string(e.what()),
+              index + ": no tensor 'model.norm.weight' (the model has 2 tensors, e.g. 'half', 'mask')");
   }
 }
 
@@ -401,8 +404,7 @@ TEST(SafetensorsValidation, HeaderLengthPastTheEndOfTheFile) {
 TEST(SafetensorsValidation, HeaderThatIsNotAJsonObject) {
   expect_error(assemble(R"({"a": {"dtype": )", ""), {"header is not valid JSON"});
   expect_error(assemble("[1, 2]  ", ""), {"header is a JSON array, expected an object"});
-  expect_error(assemble(R"({"__metadata__": {"step": 3}})", ""),
-               {"'__metadata__' key 'step' is 3, expected a string"});
+  expect_error(assemble(R"({"__metadata__": {"step": 3}})", ""), {"'__metadata__' key 'step' is 3, expected a string"});
 }
 
 TEST(SafetensorsValidation, EntryMissingOrWronglyTypedFields) {
@@ -426,12 +428,18 @@ TEST(SafetensorsValidation, UnknownDtypeNamesItAndTheTensor) {
 }
 
 TEST(SafetensorsValidation, NegativeOrAbsurdShapes) {
-  expect_error(edited_basic([](Json& h) { h["half"]["shape"] = {-1, 13}; }),
+  expect_error(edited_basic([](Json& h) {
+                 h["half"]["shape"] = {-1, 13};
+               }),
                {"tensor 'half': shape [-1,13] has a negative or absurd size -1"});
-  expect_error(edited_basic([](Json& h) { h["half"]["shape"] = {uint64_t{1} << 40, uint64_t{1} << 40}; }),
+  expect_error(edited_basic([](Json& h) {
+                 h["half"]["shape"] = {uint64_t{1} << 40, uint64_t{1} << 40};
+               }),
                {"tensor 'half': shape [1099511627776,1099511627776] is absurd"});
   // Zero elements, but strides past int64: torch could not even describe it.
-  expect_error(edited_basic([](Json& h) { h["empty"]["shape"] = {0, uint64_t{1} << 40, uint64_t{1} << 40}; }),
+  expect_error(edited_basic([](Json& h) {
+                 h["empty"]["shape"] = {0, uint64_t{1} << 40, uint64_t{1} << 40};
+               }),
                {"tensor 'empty': shape [0,1099511627776,1099511627776] is absurd"});
 }
 
@@ -454,8 +462,7 @@ TEST(SafetensorsValidation, ByteSizeThatDisagreesWithDtypeAndShape) {
 }
 
 TEST(SafetensorsValidation, OverlappingTensors) {
-  expect_error(two_tensors(0, 24, 20, 36, 40),
-               {"tensors 'a' [0, 24] and 'b' [20, 36] overlap in the data section"});
+  expect_error(two_tensors(0, 24, 20, 36, 40), {"tensors 'a' [0, 24] and 'b' [20, 36] overlap in the data section"});
 }
 
 TEST(SafetensorsValidation, HolesInTheDataSection) {
@@ -477,10 +484,9 @@ TEST(SafetensorsValidation, DuplicateTensorNames) {
 }
 
 TEST(SafetensorsValidation, BoolBytesOtherThanZeroOrOneAreRejectedOnRead) {
-  expect_error(
-      assemble(R"({"m":{"dtype":"BOOL","shape":[3],"data_offsets":[0,3]}})", std::string("\x01\x00\x02", 3)),
-      {"tensor 'm' (BOOL) holds byte 2 at element 2, expected 0 or 1"},
-      [](const uio::format::SafetensorsFile& f) { f.tensor("m"); });
+  expect_error(assemble(R"({"m":{"dtype":"BOOL","shape":[3],"data_offsets":[0,3]}})", std::string("\x01\x00\x02", 3)),
+               {"tensor 'm' (BOOL) holds byte 2 at element 2, expected 0 or 1"},
+               [](const uio::format::SafetensorsFile& f) { f.tensor("m"); });
 }
 
 // Random byte flips (mostly in the header) and truncations of a valid file: opening and reading every
@@ -572,8 +578,10 @@ TEST(SafetensorsDirectory, FifoOrDirectoryInPlaceOfAFileIsRefusedWithoutBlocking
     for (const bool fifo : {true, false}) {
       const auto root = uio::test::scratch_dir();
       const auto path = root / name;
-      if (fifo) ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
-      else fs::create_directories(path);
+      if (fifo)
+        ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+      else
+        fs::create_directories(path);
       std::atomic<bool> done{false};
       std::thread watchdog([&] {
         for (int i = 0; i < 40 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -260,7 +260,8 @@ TEST(Sampler, LongOnlyErrorNamesTheLengthAndTheLongestDocument) {
   } catch (const std::runtime_error& e) {
     const std::string msg = e.what();
     EXPECT_NE(msg.find("no document has seq_len = 300 tokens; the longest is 'doc1' with 250 tokens"),
-              std::string::npos) << msg;
+              std::string::npos)
+        << msg;
     EXPECT_NE(msg.find("join mode"), std::string::npos) << msg;
   }
   EXPECT_NO_THROW(Sampler(store, opts(250, SamplerMode::long_only, 1)));
@@ -269,7 +270,8 @@ TEST(Sampler, LongOnlyErrorNamesTheLengthAndTheLongestDocument) {
     FAIL() << "expected an error";
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("an epoch holds 1 sequences of 200 tokens, fewer than the 2 ranks"),
-              std::string::npos) << e.what();
+              std::string::npos)
+        << e.what();
   }
   EXPECT_THROW(Sampler(store, opts(10, SamplerMode::join, 1, 2, 2)), std::invalid_argument);
 }

@@ -34,11 +34,11 @@ TEST(Sdpa, CudaAttentionUsesFusedKernels) {
                                                  mask, 0.0, false, std::nullopt, false);
   // The batched memory decoder: a per-row mask [K, 1, T, P + T] (row k sees its first t_k M entries).
   auto rows = torch::stack({mask.unsqueeze(0), mask.unsqueeze(0)});  // [2, 1, T, P + T]
-  rows[0][0].narrow(1, 0, P).fill_(false);                             // row 0: segment 0, no memory
+  rows[0][0].narrow(1, 0, P).fill_(false);  // row 0: segment 0, no memory
   auto per_row = at::_fused_sdp_choice(q, kp, vp, rows, 0.0, false, std::nullopt, true);
   std::cout << "SDPA backends: causal+gqa " << backend_name(causal) << ", mask+gqa " << backend_name(masked)
-            << ", mask+full heads " << backend_name(masked_full_heads) << ", per-row mask+gqa "
-            << backend_name(per_row) << "\n";
+            << ", mask+full heads " << backend_name(masked_full_heads) << ", per-row mask+gqa " << backend_name(per_row)
+            << "\n";
   EXPECT_NE(per_row, 0) << "the batched decoder's per-row mask fell back to the math kernel";
   EXPECT_NE(causal, 0) << "causal GQA attention fell back to the math kernel";
   EXPECT_NE(masked, 0) << "masked GQA attention fell back to the math kernel";

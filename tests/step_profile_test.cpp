@@ -14,15 +14,22 @@ using namespace uio;
 
 TEST(StepProfile, KernelNamesFallIntoKinds) {
   // Names as CUPTI reports them on an H100/H200 (cuBLAS, cuBLASLt, cuDNN and PyTorch kernels).
-  EXPECT_EQ(trainer::kernel_kind("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1"), "gemm");
+  EXPECT_EQ(trainer::kernel_kind("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1"),
+            "gemm");
   EXPECT_EQ(trainer::kernel_kind("nvjet_tst_128x256_64x4_1x2_h_bz_coopA_NNT"), "gemm");
-  EXPECT_EQ(trainer::kernel_kind("void cutlass::Kernel2<cutlass_80_tensorop_bf16_s16816gemm_relu_bf16_64x64_64x4_tn_align8>"), "gemm");
-  EXPECT_EQ(trainer::kernel_kind("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3_64x64x64"), "attention");
-  EXPECT_EQ(trainer::kernel_kind("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128>>"), "attention");
+  EXPECT_EQ(
+      trainer::kernel_kind("void cutlass::Kernel2<cutlass_80_tensorop_bf16_s16816gemm_relu_bf16_64x64_64x4_tn_align8>"),
+      "gemm");
+  EXPECT_EQ(trainer::kernel_kind("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3_64x64x64"),
+            "attention");
+  EXPECT_EQ(trainer::kernel_kind("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128>>"),
+            "attention");
   EXPECT_EQ(trainer::kernel_kind("fmha_cutlassB_bf16_aligned_64x64_k64_sm80"), "attention");
   EXPECT_EQ(trainer::kernel_kind("Memcpy DtoD (Device -> Device)"), "copy");
   EXPECT_EQ(trainer::kernel_kind("Memset (Device)"), "copy");
-  EXPECT_EQ(trainer::kernel_kind("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>>"), "other");
+  EXPECT_EQ(
+      trainer::kernel_kind("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>>"),
+      "other");
 }
 
 TEST(StepProfile, EveryPhaseOfAStepIsFoundAndTheyFitInTheWallTime) {

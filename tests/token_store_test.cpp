@@ -97,13 +97,14 @@ TEST(TokenStore, IndexAndTokenFileMismatchNamesBothFilesAndCounts) {
   fs::resize_file(dir / "tokens.bin", (n - 5) * 2);
   const auto msg = error_of(dir);
   EXPECT_NE(msg.find("index.bin says " + std::to_string(n) + " tokens but tokens.bin holds " + std::to_string(n - 5)),
-            std::string::npos) << msg;
+            std::string::npos)
+      << msg;
   EXPECT_NE(msg.find(dir.string()), std::string::npos) << msg;
   EXPECT_NE(msg.find("re-run uio prepare"), std::string::npos) << msg;
 
   fs::resize_file(dir / "tokens.bin", (n + 3) * 2);  // too long is as wrong as too short
   EXPECT_NE(error_of(dir).find("tokens.bin holds " + std::to_string(n + 3)), std::string::npos) << error_of(dir);
-  fs::resize_file(dir / "tokens.bin", n * 2 + 1);     // a torn last token
+  fs::resize_file(dir / "tokens.bin", n * 2 + 1);  // a torn last token
   EXPECT_NE(error_of(dir).find("index.bin says"), std::string::npos) << error_of(dir);
 }
 
@@ -197,7 +198,8 @@ TEST(TokenStore, ADirectoryInPlaceOfItsFilesOrAFileAsTheStoreIsNamed) {
   fs::create_directories(dir / "tokens.bin");
   EXPECT_NE(error_of(dir).find((dir / "tokens.bin").string()), std::string::npos) << error_of(dir);
   EXPECT_NE(error_of(dir / "index.bin").find((dir / "index.bin").string() + " is a file; pass the directory"),
-            std::string::npos) << error_of(dir / "index.bin");
+            std::string::npos)
+      << error_of(dir / "index.bin");
 }
 
 // The EOS id the join sampler puts between documents is checked against the vocabulary when the store
@@ -211,7 +213,8 @@ TEST(TokenStore, AnEosIdOutsideTheVocabularyIsRefusedWhenTheStoreOpens) {
     std::memcpy(&index[24], &eos, 8);
     uio::test::write_file(dir / "index.bin", index);
     EXPECT_NE(error_of(dir).find("EOS id is " + std::to_string(eos) + ", outside the vocabulary [0, 500)"),
-              std::string::npos) << error_of(dir);
+              std::string::npos)
+        << error_of(dir);
   }
 }
 
@@ -230,6 +233,8 @@ TEST(TokenStore, CheckIdsNamesTheFirstIdPastTheModelsVocabulary) {
     FAIL() << "expected an error";
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("id 700 at token 1 of document 'b.txt', outside the vocabulary of 700 ids "
-                                         "of model.gguf"), std::string::npos) << e.what();
+                                         "of model.gguf"),
+              std::string::npos)
+        << e.what();
   }
 }

@@ -58,10 +58,10 @@ size_t count_mismatches(const Tokenizer& tok, const std::vector<std::vector<int3
       size_t k = 0;
       while (k < ids.size() && k < expected[i].size() && ids[k] == expected[i][k]) ++k;
       ADD_FAILURE() << what << ": document " << i << " differs at id " << k << " (ours "
-                    << (k < ids.size() ? ids[k] : -1) << ", reference " << (k < expected[i].size() ? expected[i][k] : -1)
-                    << "; lengths " << ids.size() << " vs " << expected[i].size() << ")\n  text: " << preview(docs[i])
-                    << "\n  around: '" << preview(tok.decode({ids.begin() + k, ids.begin() + std::min(ids.size(), k + 5)}))
-                    << "'";
+                    << (k < ids.size() ? ids[k] : -1) << ", reference "
+                    << (k < expected[i].size() ? expected[i][k] : -1) << "; lengths " << ids.size() << " vs "
+                    << expected[i].size() << ")\n  text: " << preview(docs[i]) << "\n  around: '"
+                    << preview(tok.decode({ids.begin() + k, ids.begin() + std::min(ids.size(), k + 5)})) << "'";
     } else if (!report) {
       ++bad;
     }
@@ -114,8 +114,8 @@ TEST(PreTokenizer, SplitsLikeTheLlama3RegexAndKeepsGaps) {
   std::vector<std::string_view> pieces;
   pre.split("I'M here:  12345 apples\n\n  ok", pieces);
   std::vector<std::string> got(pieces.begin(), pieces.end());
-  EXPECT_EQ(got, (std::vector<std::string>{"I", "'M", " here", ":", " ", " ", "123", "45", " apples", "\n\n", " ",
-                                           " ok"}));
+  EXPECT_EQ(got,
+            (std::vector<std::string>{"I", "'M", " here", ":", " ", " ", "123", "45", " apples", "\n\n", " ", " ok"}));
   PreTokenizer digits({R"(\p{N})"});  // only matches: the rest must come back as gaps
   pieces.clear();
   digits.split("ab12c", pieces);
@@ -221,7 +221,8 @@ TEST(SentencePieceTokenizer, AgreesWithTransformersLlamaTokenizer) {
   EXPECT_GT(comparable.size(), 1000u);
   size_t bad = 0;
   for (size_t i : comparable)
-    if (tok->encode(corpus()[i]) != hf[i] && ++bad <= 3) ADD_FAILURE() << "document " << i << ": " << preview(corpus()[i]);
+    if (tok->encode(corpus()[i]) != hf[i] && ++bad <= 3)
+      ADD_FAILURE() << "document " << i << ": " << preview(corpus()[i]);
   EXPECT_EQ(bad, 0u);
 }
 

@@ -41,9 +41,9 @@ void run_together(Body body) {
 // Text of `words` random words (3-9 letters, some with digits or a non-ASCII letter) and spaces,
 // nearly all distinct, so each fills a new word-cache entry.
 std::string random_words(std::mt19937_64& rng, int words) {
-  static const std::vector<std::string> letters = {"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m",
-                                                   "n", "o", "p", "q", "r", "s", "t", "u", "v", "w", "x", "y", "z",
-                                                   "é", "ß", "ø", "7", "3"};
+  static const std::vector<std::string> letters = {"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k",
+                                                   "l", "m", "n", "o", "p", "q", "r", "s", "t", "u", "v",
+                                                   "w", "x", "y", "z", "é", "ß", "ø", "7", "3"};
   std::string s;
   for (int w = 0; w < words; ++w) {
     const int len = 3 + static_cast<int>(rng() % 7);

@@ -55,7 +55,7 @@ std::pair<double, double> answer_loss(model::CausalLM& base, model::MemoryCompre
   for (int64_t d = 0; d < documents; ++d) {
     auto doc = task.make();
     const int64_t n = doc.ids.size(0);
-    auto logits = model::document_logits(base, memory, doc.ids, 2).log_softmax(-1);      // [n, V]
+    auto logits = model::document_logits(base, memory, doc.ids, 2).log_softmax(-1);  // [n, V]
     auto alone = base->forward(doc.ids.narrow(0, n - l, l).unsqueeze(0))[0].log_softmax(-1);  // [l, V]
     for (auto p : doc.answer_positions) {
       const int64_t target = doc.ids[p].item<int64_t>();
@@ -173,7 +173,8 @@ TEST(Train, MemoryLearnsRecallThatTheBaseModelAloneCannot) {
   trainer.run(log);
   const auto [with_after, without_after] = answer_loss(loaded.model, memory, eval_task, 16);
   std::cout << "answer-token loss (nats per digit): base model alone " << without << ", with memory before training "
-            << with_before << ", after " << with_after << "\n" << log.str();
+            << with_before << ", after " << with_after << "\n"
+            << log.str();
   const double chance = std::log(10.0);
   EXPECT_GT(without, chance) << "the base model alone cannot know the digits";
   EXPECT_LT(with_after, chance - 0.4) << "memory must carry the digits";
@@ -239,10 +240,29 @@ TEST(Train, ASecondRunIntoAFinishedOutDirIsRefusedUnlessOverwriteAndWarmupIsClam
   const auto dir = uio::test::scratch_dir();
   const auto store = uio::test::write_random_store(dir / "store", 4, 400, uio::test::test_seed());
   const auto model = uio::test::testdata("hf_models/qwen2_bias").string();
-  const std::vector<std::string> args = {"train", "--model", model, "--data", store.string(), "--segment_len", "32",
-                                         "--num_memory_tokens", "8", "--encoder_lora_rank", "4", "--transfer_lora_rank",
-                                         "4", "--seq_len", "64", "--val_documents", "0", "--steps", "2",
-                                         "--warmup_steps", "4", "--out_dir", (dir / "run").string()};
+  const std::vector<std::string> args = {"train",
+                                         "--model",
+                                         model,
+                                         "--data",
+                                         store.string(),
+                                         "--segment_len",
+                                         "32",
+                                         "--num_memory_tokens",
+                                         "8",
+                                         "--encoder_lora_rank",
+                                         "4",
+                                         "--transfer_lora_rank",
+                                         "4",
+                                         "--seq_len",
+                                         "64",
+                                         "--val_documents",
+                                         "0",
+                                         "--steps",
+                                         "2",
+                                         "--warmup_steps",
+                                         "4",
+                                         "--out_dir",
+                                         (dir / "run").string()};
   const auto first = uio::test::run_uio(args);
   ASSERT_EQ(first.exit_code, 0) << first.err << first.out;
   EXPECT_NE(first.out.find("warmup_steps 4 is not below steps 2; warming up for 1 steps instead"), std::string::npos)
@@ -268,11 +288,31 @@ TEST(Train, RetrievalAndAutoencodingSharesTrainResumeAndAreChecked) {
   if (model.empty()) GTEST_SKIP() << "no SmolLM2 GGUF under models/ (run scripts/get-model.sh)";
   const auto dir = uio::test::scratch_dir();
   const auto store = uio::test::write_random_store(dir / "store", 4, 1200, uio::test::test_seed());
-  const std::vector<std::string> args = {"train", "--model", model, "--data", store.string(), "--segment_len", "128",
-                                         "--num_memory_tokens", "4", "--encoder_lora_rank", "2", "--transfer_lora_rank",
-                                         "2", "--seq_len", "256", "--val_documents", "0", "--checkpoint_every", "1",
-                                         "--retrieval_share", "0.5", "--autoencode_share", "0.25",
-                                         "--out_dir", (dir / "run").string()};
+  const std::vector<std::string> args = {"train",
+                                         "--model",
+                                         model,
+                                         "--data",
+                                         store.string(),
+                                         "--segment_len",
+                                         "128",
+                                         "--num_memory_tokens",
+                                         "4",
+                                         "--encoder_lora_rank",
+                                         "2",
+                                         "--transfer_lora_rank",
+                                         "2",
+                                         "--seq_len",
+                                         "256",
+                                         "--val_documents",
+                                         "0",
+                                         "--checkpoint_every",
+                                         "1",
+                                         "--retrieval_share",
+                                         "0.5",
+                                         "--autoencode_share",
+                                         "0.25",
+                                         "--out_dir",
+                                         (dir / "run").string()};
   auto first_args = args;
   first_args.insert(first_args.end(), {"--steps", "1"});
   const auto first = uio::test::run_uio(first_args);
@@ -304,9 +344,27 @@ namespace {
 // The arguments of a small `uio train` run on the tiny Qwen2 (vocabulary 128) reading `store`.
 std::vector<std::string> tiny_train_args(const std::filesystem::path& store, const std::filesystem::path& out,
                                          int64_t steps) {
-  return {"train", "--model", uio::test::testdata("hf_models/qwen2_bias").string(), "--data", store.string(),
-          "--segment_len", "16", "--num_memory_tokens", "4", "--encoder_lora_rank", "4", "--transfer_lora_rank", "4",
-          "--seq_len", "64", "--log_every", "1", "--steps", std::to_string(steps), "--out_dir", out.string()};
+  return {"train",
+          "--model",
+          uio::test::testdata("hf_models/qwen2_bias").string(),
+          "--data",
+          store.string(),
+          "--segment_len",
+          "16",
+          "--num_memory_tokens",
+          "4",
+          "--encoder_lora_rank",
+          "4",
+          "--transfer_lora_rank",
+          "4",
+          "--seq_len",
+          "64",
+          "--log_every",
+          "1",
+          "--steps",
+          std::to_string(steps),
+          "--out_dir",
+          out.string()};
 }
 
 }  // namespace
@@ -361,8 +419,9 @@ TEST(Train, EverySettingOutOfRangeIsRefusedNamingItBeforeAnyWork) {
   const auto dir = uio::test::scratch_dir();
   uio::test::write_file(dir / "zero.ini", "[memory]\nsegment_len = 0\n");
   uio::test::write_file(dir / "log.ini", "[train]\nlog_every = 0\n");
-  const std::vector<std::string> train = {"train", "--model", "/nonexistent/model.gguf", "--data", "/nonexistent/store",
-                                          "--num_memory_tokens", "4", "--seq_len", "64"};
+  const std::vector<std::string> train = {
+      "train",     "--model", "/nonexistent/model.gguf", "--data", "/nonexistent/store", "--num_memory_tokens", "4",
+      "--seq_len", "64"};
   const std::vector<std::pair<std::vector<std::string>, std::string>> runs = {
       {{"--segment_len", "0"}, "segment_len"},
       {{"--config", (dir / "zero.ini").string()}, "segment_len"},
@@ -380,12 +439,11 @@ TEST(Train, EverySettingOutOfRangeIsRefusedNamingItBeforeAnyWork) {
     EXPECT_NE(r.err.find(key), std::string::npos) << r.err;
     EXPECT_EQ(r.err.find("nonexistent"), std::string::npos) << "checked after opening the model: " << r.err;
   }
-  for (const auto& args : {std::vector<std::string>{"bench", "train", "--shape", "smollm2-135m", "--device", "cpu",
-                                                    "--dtype", "float32", "--segment_len", "0"},
-                           std::vector<std::string>{"bench", "memory", "--model", "/nonexistent/model.gguf",
-                                                    "--segment_len", "0"},
-                           std::vector<std::string>{"bench", "memory", "--model", "/nonexistent/model.gguf",
-                                                    "--chunk", "0"}}) {
+  for (const auto& args :
+       {std::vector<std::string>{"bench", "train", "--shape", "smollm2-135m", "--device", "cpu", "--dtype", "float32",
+                                 "--segment_len", "0"},
+        std::vector<std::string>{"bench", "memory", "--model", "/nonexistent/model.gguf", "--segment_len", "0"},
+        std::vector<std::string>{"bench", "memory", "--model", "/nonexistent/model.gguf", "--chunk", "0"}}) {
     const auto r = uio::test::run_uio(args);
     EXPECT_EQ(r.exit_code, 1) << r.err;
     EXPECT_TRUE(r.err.find("segment_len") != std::string::npos || r.err.find("--chunk") != std::string::npos) << r.err;

@@ -86,8 +86,7 @@ TEST(Weights, AbsurdSizesAreCheckedAgainstTheFileBeforeBuildingLayers) {
 // A config with fewer layers than the file: transformers reports the rest as unused weights; uio refuses.
 TEST(Weights, UnusedTensorsAreAnErrorNamingTheFileAndTheFirstOfThem) {
   const auto dir = hf_model_with("llama_yarn", "num_hidden_layers", 1);
-  expect_load_error(dir, {(dir / "model.safetensors").string(), "not used", "'model.layers.1.",
-                          "num_hidden_layers"});
+  expect_load_error(dir, {(dir / "model.safetensors").string(), "not used", "'model.layers.1.", "num_hidden_layers"});
   const auto sharded = hf_model_with("llama_untied_linear", "num_hidden_layers", 2);
   expect_load_error(sharded, {"model-0000", "not used", "'model.layers.2."});
   const auto gguf = gguf_with("llama.gguf", "llama.block_count", 1);

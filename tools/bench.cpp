@@ -29,7 +29,7 @@
 namespace uio::cli {
 
 int bench_memory_command(const std::vector<std::string>& args);  // tools/bench_memory.cpp
-int bench_train_command(const std::vector<std::string>& args);   // tools/bench_train.cpp
+int bench_train_command(const std::vector<std::string>& args);  // tools/bench_train.cpp
 
 namespace {
 
@@ -155,7 +155,6 @@ double encode_seconds(const data::Tokenizer& tokenizer, const std::vector<std::s
   return best;
 }
 
-
 // Runs tools/bench/tokenizer_hf.py on the same documents and returns the JSON line it prints last.
 nlohmann::json run_hf_bench(const TokenizerBenchOptions& opt, const Sample& sample, int threads) {
   const std::string python = data::python_interpreter(opt.python);
@@ -178,8 +177,9 @@ nlohmann::json run_hf_bench(const TokenizerBenchOptions& opt, const Sample& samp
     if (!out) throw std::runtime_error(std::string("bench tokenizer: cannot write ") + name);
   }
   const std::string command = data::shell_quote(python) + " " + data::shell_quote(script) + " --model " +
-                              data::shell_quote(fs::absolute(opt.model).string()) + " --documents " + data::shell_quote(name) +
-                              " --threads " + std::to_string(threads) + " --runs " + std::to_string(opt.runs);
+                              data::shell_quote(fs::absolute(opt.model).string()) + " --documents " +
+                              data::shell_quote(name) + " --threads " + std::to_string(threads) + " --runs " +
+                              std::to_string(opt.runs);
   std::cout << "running HF tokenizers: " << command << "\n" << std::flush;
   FILE* pipe = ::popen(command.c_str(), "r");
   if (!pipe) throw std::runtime_error("bench tokenizer: cannot start " + command);
@@ -232,10 +232,11 @@ int bench_tokenizer_command(const std::vector<std::string>& args) {
   const auto sample = sample_text(opt.text, static_cast<size_t>(opt.max_mb * 1e6));
   const auto tokenizer = data::load_tokenizer(opt.model);
   const double bytes = static_cast<double>(sample.bytes);
-  std::cout << "text           " << opt.text << ": " << sample.files << " files, " << std::fixed
-            << std::setprecision(2) << bytes / 1e6 << " MB sampled in " << sample.documents.size() << " pieces"
+  std::cout << "text           " << opt.text << ": " << sample.files << " files, " << std::fixed << std::setprecision(2)
+            << bytes / 1e6 << " MB sampled in " << sample.documents.size() << " pieces"
             << ", " << sample.skipped_binary << " binary files skipped (the files and the rule of uio prepare)"
-            << "\n" << std::flush;
+            << "\n"
+            << std::flush;
 
   int64_t tokens_1 = 0, tokens_n = 0;
   double cold = 0, unused = 0;
@@ -248,7 +249,8 @@ int bench_tokenizer_command(const std::vector<std::string>& args) {
   std::cout << "tokens         " << tokens_1 << " (" << std::setprecision(2) << bytes / tokens_1 << " bytes/token)\n"
             << "uio 1 thread   " << mb_s(bytes, s1) << " (first pass, empty word cache: " << mb_s(bytes, cold) << ")\n"
             << "uio " << tn << std::string(std::max<size_t>(1, 11 - tn.size()), ' ') << mb_s(bytes, sn)
-            << " (documents in parallel)\n" << std::flush;
+            << " (documents in parallel)\n"
+            << std::flush;
   if (!opt.hf) return 0;
 
   const auto hf = run_hf_bench(opt, sample, threads);
@@ -258,8 +260,8 @@ int bench_tokenizer_command(const std::vector<std::string>& args) {
             << ", encode per document; first pass " << mb_s(bytes, hf_cold) << ")\n"
             << "HF " << tn << std::string(std::max<size_t>(1, 12 - tn.size()), ' ') << mb_s(bytes, hfn)
             << " (encode_batch)\n"
-            << "ratio uio/HF   " << std::setprecision(2) << hf1 / s1 << "x on 1 thread, " << hfn / sn << "x on "
-            << tn << "\n";
+            << "ratio uio/HF   " << std::setprecision(2) << hf1 / s1 << "x on 1 thread, " << hfn / sn << "x on " << tn
+            << "\n";
   if (hf_tokens != tokens_1)
     std::cout << "warning: the token counts differ (uio " << tokens_1 << ", HF " << hf_tokens
               << "): the two tokenizers do not agree on this text\n";
@@ -283,7 +285,8 @@ const std::vector<Bench>& benches() {
 
 std::string bench_usage() {
   std::string s = "usage: uio bench <what> [options]      (uio bench <what> --help for its options)\n\nbenches:\n";
-  for (const auto& b : benches()) s += "  " + std::string(b.name) + std::string(12 - std::string(b.name).size(), ' ') + b.summary + "\n";
+  for (const auto& b : benches())
+    s += "  " + std::string(b.name) + std::string(12 - std::string(b.name).size(), ' ') + b.summary + "\n";
   return s;
 }
 

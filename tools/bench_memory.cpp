@@ -39,7 +39,8 @@ int bench_memory_command(const std::vector<std::string>& args) {
   add_memory_options(schema, opt.memory);
   if (!schema.parse(args, std::cout)) return 0;
   const auto mo = resolve_memory_options(opt.memory);
-  if (opt.chunk < 1) throw OptionError("bench memory: --chunk must be >= 1 (segments per call), got " + std::to_string(opt.chunk));
+  if (opt.chunk < 1)
+    throw OptionError("bench memory: --chunk must be >= 1 (segments per call), got " + std::to_string(opt.chunk));
   if (opt.tokens < mo.segment_len)
     throw OptionError("bench memory: --tokens " + std::to_string(opt.tokens) + " is shorter than one segment (" +
                       std::to_string(mo.segment_len) + ")");

@@ -33,10 +33,10 @@ struct TrainBenchOptions {
   int64_t window = 2;
   int64_t steps = 3;  // timed steps per setting, after one warm-up step
   int64_t seed = 0;
-  std::string shape;          // a named shape with random weights instead of --model
-  double peak_tflops = 989.0; // the device's dense bf16 peak (H100/H200 SXM datasheet) for MFU
+  std::string shape;  // a named shape with random weights instead of --model
+  double peak_tflops = 989.0;  // the device's dense bf16 peak (H100/H200 SXM datasheet) for MFU
   bool compare_python = false;
-  bool profile = false;       // one more step per setting under the profiler: where the time goes
+  bool profile = false;  // one more step per setting under the profiler: where the time goes
   std::string profile_trace;  // and its Chrome trace to this path prefix
   std::string python;  // empty: $UIO_PYTHON, else python3 on PATH (data/helper_scripts.h)
 };
@@ -107,8 +107,9 @@ void print_python_row(const TrainBenchOptions& opt, const model::MemoryOptions& 
 
 int bench_train_command(const std::vector<std::string>& args) {
   TrainBenchOptions opt;
-  Schema schema("bench train", "Training steps through memory: input tokens/s and peak memory per estimator, "
-                               "chunk size, activation checkpointing and document length");
+  Schema schema("bench train",
+                "Training steps through memory: input tokens/s and peak memory per estimator, "
+                "chunk size, activation checkpointing and document length");
   add_model_options(schema, opt.base, "base model (HF directory or .gguf), frozen; or --shape", false);
   add_memory_options(schema, opt.memory);
   schema.add("tokens", &opt.tokens, "document lengths, comma-separated (rounded down to whole segments)")
@@ -118,16 +119,19 @@ int bench_train_command(const std::vector<std::string>& args) {
       .add("window", &opt.window, "S: the tbptt window / reservoir size")
       .add("steps", &opt.steps, "timed steps per setting (after one warm-up step); the median is reported")
       .add("seed", &opt.seed, "seed of the random documents and the adapters' initialisation")
-      .add("shape", &opt.shape, "instead of --model: a random-weight model of a published shape (smollm2-135m, "
-                                "llama2-7b, llama3-8b)")
+      .add("shape", &opt.shape,
+           "instead of --model: a random-weight model of a published shape (smollm2-135m, "
+           "llama2-7b, llama3-8b)")
       .add("peak_tflops", &opt.peak_tflops, "the device's peak dense TFLOP/s in the compute dtype, for MFU")
       .add("compare_python", &opt.compare_python,
            "also time tools/bench/uio_step_hf.py (HF transformers + PEFT, eager) per length and chunk size")
       .add("python", &opt.python, "Python with torch, transformers and peft, for --compare_python")
-      .add("profile", &opt.profile, "after the timed steps, run one more under PyTorch's profiler and print where its "
-                                    "time goes: device time by kernel kind and by phase, host gaps")
-      .add("profile_trace", &opt.profile_trace, "with --profile: also write each profiled step's Chrome trace to "
-                                                "PREFIX-<estimator>-K<K>-<tokens>.json");
+      .add("profile", &opt.profile,
+           "after the timed steps, run one more under PyTorch's profiler and print where its "
+           "time goes: device time by kernel kind and by phase, host gaps")
+      .add("profile_trace", &opt.profile_trace,
+           "with --profile: also write each profiled step's Chrome trace to "
+           "PREFIX-<estimator>-K<K>-<tokens>.json");
   if (!schema.parse(args, std::cout)) return 0;
   const auto memory_options = resolve_memory_options(opt.memory);
   const int64_t l = memory_options.segment_len;
@@ -167,16 +171,19 @@ int bench_train_command(const std::vector<std::string>& args) {
             << " compute on " << opt.base.device << " (fp32 adapters and AdamW state), l = " << l
             << ", M = " << memory_options.num_memory_tokens << ", S = " << opt.window << "; median of " << opt.steps
             << " steps after one warm-up; tokens/s counts every input token of a whole step "
-               "(forward, backward, optimiser); TFLOP/s and MFU (of " << opt.peak_tflops
+               "(forward, backward, optimiser); TFLOP/s and MFU (of "
+            << opt.peak_tflops
             << " TFLOP/s) count the encoder forward and the decoder forward + backward, 4N + attention per decoder "
                "token (trainer/train_flops.h)\n\n"
             << std::left << std::setw(12) << "estimator" << std::right << std::setw(7) << "K" << std::setw(7) << "ckpt"
             << std::setw(10) << "tokens" << std::setw(11) << "s/step" << std::setw(13) << "tokens/s" << std::setw(11)
-            << "peak GB" << std::setw(10) << "TFLOP/s" << std::setw(8) << "MFU" << "\n";
+            << "peak GB" << std::setw(10) << "TFLOP/s" << std::setw(8) << "MFU"
+            << "\n";
   for (int64_t n : lengths) {
     const int64_t T = n / l;
-    if (T < 1) throw OptionError("bench train: --tokens " + std::to_string(n) + " is shorter than one segment (" +
-                                 std::to_string(l) + ")");
+    if (T < 1)
+      throw OptionError("bench train: --tokens " + std::to_string(n) + " is shorter than one segment (" +
+                        std::to_string(l) + ")");
     for (auto kind : kinds)
       for (int64_t K : chunks)
         for (bool ckpt : checkpointing) {

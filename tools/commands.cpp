@@ -18,7 +18,8 @@ const std::vector<Command>& commands() {
       {"prepare", "tokenise text files (files, directories, globs) into a token store for training", prepare_command},
       {"train", "fine-tune the memory compressor on a token store; checkpoints, --resume auto", train_command},
       {"export", "the trained memory compressor as PEFT adapters + <mem> embedding, for other tools", export_command},
-      {"eval", "long-context evaluation: memory vs truncation and RoPE scaling (perplexity, passkey, needle)", eval_command},
+      {"eval", "long-context evaluation: memory vs truncation and RoPE scaling (perplexity, passkey, needle)",
+       eval_command},
       {"bench", "measure speed: 'uio bench train|memory|tokenizer' (uio bench --help lists them)", bench_command},
   };
   return table;

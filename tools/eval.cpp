@@ -32,8 +32,9 @@ std::vector<int64_t> optional_int_list(const std::string& key, const std::string
 
 int eval_command(const std::vector<std::string>& args) {
   EvalOptions opt;
-  Schema schema("eval", "Long-context evaluation: uio's memory against truncation and RoPE-scaling baselines "
-                        "(perplexity by context length, passkey, needle in a haystack)");
+  Schema schema("eval",
+                "Long-context evaluation: uio's memory against truncation and RoPE-scaling baselines "
+                "(perplexity by context length, passkey, needle in a haystack)");
   add_model_options(schema, opt.base, "base model (HF directory or .gguf)");
   schema.add("memory", &opt.memory, "trained compressor for method uio: a checkpoint, export or compressor directory")
       .add("data", &opt.data, "token store (uio prepare) whose held-out documents are scored and used as haystack")

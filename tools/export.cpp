@@ -20,7 +20,8 @@ struct ExportInput {
 std::string resolve_source(const std::string& path) {
   const auto dir = trainer::resolve_compressor_dir(path, std::cerr);
   if (!std::filesystem::exists(std::filesystem::path(dir) / "uio_memory.safetensors"))
-    throw OptionError(dir + ": no uio_memory.safetensors; --checkpoint takes a checkpoint directory "
+    throw OptionError(dir +
+                      ": no uio_memory.safetensors; --checkpoint takes a checkpoint directory "
                       "(<out_dir>/checkpoints/step-N), a run's out_dir, or a compressor directory");
   return dir;
 }
@@ -29,14 +30,18 @@ std::string resolve_source(const std::string& path) {
 
 int export_command(const std::vector<std::string>& args) {
   ExportInput opt;
-  Schema schema("export", "Export the trained memory compressor: encoder and transfer LoRA as PEFT adapters, the "
-                          "<mem> embedding, and uio_config.json");
-  schema.add("checkpoint", &opt.checkpoint, "a checkpoint directory, a run's out_dir (newest checkpoint) or a "
-                                            "compressor directory")
+  Schema schema("export",
+                "Export the trained memory compressor: encoder and transfer LoRA as PEFT adapters, the "
+                "<mem> embedding, and uio_config.json");
+  schema
+      .add("checkpoint", &opt.checkpoint,
+           "a checkpoint directory, a run's out_dir (newest checkpoint) or a "
+           "compressor directory")
       .add("out", &opt.out, "the export directory to write: a new or empty one (never a checkpoint or compressor)")
       .add("force", &opt.force, "write into a non-empty --out (files of the export's names are replaced)")
-      .add("model", &opt.model, "the base model (checked against the compressor's fingerprint); a single-file "
-                                "model's checksum is then recorded in uio_config.json")
+      .add("model", &opt.model,
+           "the base model (checked against the compressor's fingerprint); a single-file "
+           "model's checksum is then recorded in uio_config.json")
       .required("checkpoint")
       .required("out");
   if (!schema.parse(args, std::cout)) return 0;

@@ -67,7 +67,8 @@ int run_generate(const std::vector<std::string>& args) {
       .add("prompt", &opt.prompt, "the prompt text (empty: --prompt_file, else standard input)")
       .add("prompt_file", &opt.prompt_file, "read the prompt from this file (e.g. a 100K-token document)")
       .add("chat", &opt.chat, "wrap the prompt in the model's chat format (one user turn)")
-      .add("max_new_tokens", &opt.max_new_tokens, "how many tokens to generate at most (without --memory: at most the model's max_position_embeddings)")
+      .add("max_new_tokens", &opt.max_new_tokens,
+           "how many tokens to generate at most (without --memory: at most the model's max_position_embeddings)")
       .add("temperature", &opt.temperature, "sampling temperature; 0 = greedy")
       .add("top_k", &opt.top_k, "sample among the k most likely tokens (0 = all)")
       .add("top_p", &opt.top_p, "nucleus sampling: smallest set with this much probability (1 = all)")
@@ -97,7 +98,8 @@ int run_generate(const std::vector<std::string>& args) {
     if (std::filesystem::is_directory(opt.prompt_file, ec))
       throw OptionError("--prompt_file: '" + opt.prompt_file + "' is a directory; expected a text file");
     if (std::filesystem::exists(opt.prompt_file, ec) && !std::filesystem::is_regular_file(opt.prompt_file, ec))
-      throw OptionError("--prompt_file: '" + opt.prompt_file + "' is not a regular file (a FIFO or device); "
+      throw OptionError("--prompt_file: '" + opt.prompt_file +
+                        "' is not a regular file (a FIFO or device); "
                         "pipe it to standard input instead");
     std::ifstream in(opt.prompt_file, std::ios::binary);
     if (!in) throw OptionError("--prompt_file: cannot open '" + opt.prompt_file + "'");
@@ -129,18 +131,21 @@ int run_generate(const std::vector<std::string>& args) {
   int64_t count = 0;
   auto emit = [&](int64_t id) {
     if (count++ == 0) first = std::chrono::steady_clock::now();
-    if (!tokenizer->is_special(static_cast<int32_t>(id))) stream.write(tokenizer->token_bytes(static_cast<int32_t>(id)));
+    if (!tokenizer->is_special(static_cast<int32_t>(id)))
+      stream.write(tokenizer->token_bytes(static_cast<int32_t>(id)));
     return true;
   };
   try {
     if (opt.memory.empty()) {
       model::generate(loaded.model, prompt, sampling, emit);
     } else {
-      auto memory = model::load_memory(memory_dir, loaded.config, model::identify(opt.base.model, loaded.config), load.device);
+      auto memory =
+          model::load_memory(memory_dir, loaded.config, model::identify(opt.base.model, loaded.config), load.device);
       memory.compressor->to(load.dtype);
       model::MemoryReader reader(loaded.model, memory.compressor);
       const int64_t segments = static_cast<int64_t>(prompt.size()) / memory.options.segment_len;
-      data::ProgressBar bar(std::cerr, "reading prompt", segments, "segments", data::ProgressBar::is_terminal(std::cerr));
+      data::ProgressBar bar(std::cerr, "reading prompt", segments, "segments",
+                            data::ProgressBar::is_terminal(std::cerr));
       model::generate(reader, prompt, sampling, emit, [&](int64_t done, int64_t) {
         bar.update(done);
         if (done == segments) bar.finish();
@@ -149,7 +154,8 @@ int run_generate(const std::vector<std::string>& args) {
   } catch (const model::NonFiniteLogitsError& e) {
     stream.finish();
     std::cout << "\n" << std::flush;
-    throw std::runtime_error(opt.base.model + (opt.memory.empty() ? "" : " with the memory " + opt.memory) + ": " + e.what());
+    throw std::runtime_error(opt.base.model + (opt.memory.empty() ? "" : " with the memory " + opt.memory) + ": " +
+                             e.what());
   }
   stream.finish();
   std::cout << "\n" << std::flush;  // the text ends its line; the statistics go to stderr

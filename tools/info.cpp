@@ -35,8 +35,10 @@ std::string rope_summary(const model::ModelConfig& c) {
   o << "theta " << c.rope_theta << ", scaling " << model::rope_kind_name(c.rope_scaling.type);
   const auto& s = c.rope_scaling;
   if (s.type != model::RopeKind::none) o << " (factor " << s.factor;
-  if (s.type == model::RopeKind::yarn || s.type == model::RopeKind::llama3) o << ", original window " << s.original_max_position;
-  if (s.type == model::RopeKind::llama3) o << ", low/high freq factor " << s.low_freq_factor << "/" << s.high_freq_factor;
+  if (s.type == model::RopeKind::yarn || s.type == model::RopeKind::llama3)
+    o << ", original window " << s.original_max_position;
+  if (s.type == model::RopeKind::llama3)
+    o << ", low/high freq factor " << s.low_freq_factor << "/" << s.high_freq_factor;
   if (s.type == model::RopeKind::yarn) o << ", beta fast/slow " << s.beta_fast << "/" << s.beta_slow;
   if (s.type != model::RopeKind::none) o << ")";
   return o.str();
@@ -76,10 +78,12 @@ int run_info(const std::vector<std::string>& args) {
   const auto c = model::load_model_config(opt.base.model);
   auto& out = std::cout;
   out << "model          " << opt.base.model << "\n"
-      << "architecture   " << c.architecture << " (" << c.num_layers << " layers, hidden " << c.hidden_size
-      << ", MLP " << c.intermediate_size << ", vocab " << c.vocab_size << ")\n"
+      << "architecture   " << c.architecture << " (" << c.num_layers << " layers, hidden " << c.hidden_size << ", MLP "
+      << c.intermediate_size << ", vocab " << c.vocab_size << ")\n"
       << "attention      " << c.num_heads << " heads, " << c.num_kv_heads << " KV heads, head dim " << c.head_dim
-      << (c.attention_output_bias ? ", q/k/v/o bias" : c.attention_bias ? ", q/k/v bias" : "")
+      << (c.attention_output_bias ? ", q/k/v/o bias"
+          : c.attention_bias      ? ", q/k/v bias"
+                                  : "")
       << (c.sliding_window ? ", sliding window " + std::to_string(*c.sliding_window) : std::string()) << "\n"
       << "parameters     " << with_commas(c.num_parameters())
       << (c.tie_word_embeddings ? " (tied input/output embeddings)" : " (untied embeddings)") << "\n"
@@ -102,11 +106,12 @@ int run_info(const std::vector<std::string>& args) {
   const double fwd_s = std::chrono::duration<double>(t2 - t1).count();
   out << std::fixed << std::setprecision(3) << "load           " << load_s << " s (" << loaded.format << ", "
       << opt.base.dtype << " on " << opt.base.device << ")\n"
-      << "forward        " << opt.forward_tokens << " tokens in " << fwd_s << " s ("
-      << std::setprecision(1) << opt.forward_tokens / fwd_s << " tokens/s)\n"
+      << "forward        " << opt.forward_tokens << " tokens in " << fwd_s << " s (" << std::setprecision(1)
+      << opt.forward_tokens / fwd_s << " tokens/s)\n"
       << std::setprecision(4) << "logits         mean " << summary.mean().item<double>() << ", std "
       << summary.std().item<double>() << ", next-token argmax " << summary[0][-1].argmax().item<int64_t>() << "\n";
-  TORCH_CHECK(torch::isfinite(summary).all().item<bool>(), opt.base.model, ": the forward pass produced non-finite logits");
+  TORCH_CHECK(torch::isfinite(summary).all().item<bool>(), opt.base.model,
+              ": the forward pass produced non-finite logits");
   return 0;
 }
 

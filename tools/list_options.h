@@ -9,7 +9,7 @@
 namespace uio::cli {
 
 std::vector<std::string> split_list(const std::string& key, const std::string& text);  // non-empty items
-std::vector<int64_t> int_list(const std::string& key, const std::string& text);        // positive integers
-std::vector<double> fraction_list(const std::string& key, const std::string& text);    // numbers in [0, 1]
+std::vector<int64_t> int_list(const std::string& key, const std::string& text);  // positive integers
+std::vector<double> fraction_list(const std::string& key, const std::string& text);  // numbers in [0, 1]
 
 }  // namespace uio::cli

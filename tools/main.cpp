@@ -14,7 +14,8 @@ namespace {
 void print_usage(std::ostream& out) {
   out << "uio — teach a Llama-family LLM to read 100K-token contexts through compressed memory\n\n"
          "usage: uio <command> [options]      (uio <command> --help for its options)\n\ncommands:\n";
-  for (const auto& c : uio::cli::commands()) out << "  " << c.name << std::string(12 - std::string(c.name).size(), ' ') << c.summary << "\n";
+  for (const auto& c : uio::cli::commands())
+    out << "  " << c.name << std::string(12 - std::string(c.name).size(), ' ') << c.summary << "\n";
 }
 
 }  // namespace

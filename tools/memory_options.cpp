@@ -43,8 +43,9 @@ void add_memory_options(Schema& s, MemoryOptionsInput& in) {
       .add("transfer_lora_targets", &in.transfer_lora_targets, "projections of the transfer head (k_proj,v_proj)")
       .add("memory_rope", &in.memory_rope, "RoPE of memory + segment positions: none, linear, ntk, dynamic, yarn")
       .add("memory_rope_factor", &o.memory_rope_factor, "scaling factor of memory_rope (dynamic: 1 is fine)")
-      .add("sink_tokens", &o.sink_tokens, "beyond the paper: keep the document's first N tokens as raw keys/values "
-                                          "ahead of the memory (an attention sink; 0 = the paper's decoder)");
+      .add("sink_tokens", &o.sink_tokens,
+           "beyond the paper: keep the document's first N tokens as raw keys/values "
+           "ahead of the memory (an attention sink; 0 = the paper's decoder)");
 }
 
 model::MemoryOptions resolve_memory_options(const MemoryOptionsInput& in) {
@@ -52,8 +53,8 @@ model::MemoryOptions resolve_memory_options(const MemoryOptionsInput& in) {
   // Every range first, before any value divides another.
   auto at_least = [](const char* key, int64_t value, int64_t least, const char* meaning) {
     if (value < least)
-      throw OptionError("bad value " + std::to_string(value) + " for '" + key + "': expected >= " +
-                        std::to_string(least) + " (" + meaning + ")");
+      throw OptionError("bad value " + std::to_string(value) + " for '" + key +
+                        "': expected >= " + std::to_string(least) + " (" + meaning + ")");
   };
   at_least("segment_len", o.segment_len, 1, "tokens compressed together");
   at_least("compression_ratio", in.compression_ratio, 0, "0: num_memory_tokens sets M");
@@ -61,13 +62,15 @@ model::MemoryOptions resolve_memory_options(const MemoryOptionsInput& in) {
   if (o.sink_tokens > o.segment_len)
     throw OptionError("sink_tokens " + std::to_string(o.sink_tokens) + " exceeds segment_len " +
                       std::to_string(o.segment_len) + "; the sink is part of the first segment");
-  for (const auto& [name, lora] : {std::pair{"encoder_lora", &o.encoder_lora}, std::pair{"transfer_lora", &o.transfer_lora}}) {
+  for (const auto& [name, lora] :
+       {std::pair{"encoder_lora", &o.encoder_lora}, std::pair{"transfer_lora", &o.transfer_lora}}) {
     const std::string prefix = name;
     at_least((prefix + "_rank").c_str(), lora->rank, 1, "the adapter's rank");
     if (!(lora->alpha > 0))
       throw OptionError("bad value " + std::to_string(lora->alpha) + " for '" + prefix + "_alpha': expected > 0");
     if (!(lora->dropout >= 0 && lora->dropout < 1))
-      throw OptionError("bad value " + std::to_string(lora->dropout) + " for '" + prefix + "_dropout': expected a "
+      throw OptionError("bad value " + std::to_string(lora->dropout) + " for '" + prefix +
+                        "_dropout': expected a "
                         "probability in [0, 1)");
   }
   if (!(o.memory_rope_factor > 0))

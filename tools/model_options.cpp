@@ -26,9 +26,10 @@ model::LoadOptions load_options(const ModelInput& input) {
   }
   if (load.device.is_cuda() && !torch::cuda::is_available())
     throw OptionError(std::string("--device ") + input.device + ": " +
-                      (torch::hasCUDA() ? "this uio has CUDA but sees no GPU (check the driver and CUDA_VISIBLE_DEVICES)"
-                                        : "this uio is a CPU build (its libtorch comes from a CPU torch wheel); build it "
-                                          "against a CUDA torch wheel to run on GPUs (docs/gpu.md)"));
+                      (torch::hasCUDA()
+                           ? "this uio has CUDA but sees no GPU (check the driver and CUDA_VISIBLE_DEVICES)"
+                           : "this uio is a CPU build (its libtorch comes from a CPU torch wheel); build it "
+                             "against a CUDA torch wheel to run on GPUs (docs/gpu.md)"));
   return load;
 }
 

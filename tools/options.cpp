@@ -64,8 +64,7 @@ std::optional<Value> parse_value(const Field& field, const std::string& text) {
   const char* begin = text.data();
   const char* end = begin + text.size();
   switch (field.index()) {
-    case 0:
-      return Value(text);
+    case 0: return Value(text);
     case 1: {
       int64_t v = 0;
       auto [ptr, ec] = std::from_chars(begin, end, v);
@@ -90,8 +89,7 @@ std::optional<Value> parse_value(const Field& field, const std::string& text) {
 
 // A string is quoted only when reading it back unquoted would change it.
 std::string quote_if_needed(const std::string& s) {
-  const bool plain = !s.empty() && s.front() != '"' && trim(s) == s &&
-                     s.find_first_of("#;\n\t") == std::string::npos;
+  const bool plain = !s.empty() && s.front() != '"' && trim(s) == s && s.find_first_of("#;\n\t") == std::string::npos;
   if (plain) return s;
   std::string q = "\"";
   for (char c : s) q += c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\n' ? "\\n" : std::string(1, c);
@@ -202,12 +200,23 @@ struct Schema::Impl {
   // another trainer's name for it maps to (HF Trainer and PyTorch words a user brings along).
   std::optional<std::string> closest(const std::string& key, bool with_builtins) const {
     static const std::vector<std::pair<std::string, std::string>> kOtherNames = {
-        {"learning_rate", "lr"},          {"max_steps", "steps"},     {"num_train_steps", "steps"},
-        {"gradient_accumulation_steps", "accumulation"},             {"max_grad_norm", "grad_clip"},
-        {"output_dir", "out_dir"},        {"warmup", "warmup_steps"}, {"lr_scheduler_type", "schedule"},
-        {"model_name_or_path", "model"},  {"adam_beta1", "beta1"},    {"adam_beta2", "beta2"},
-        {"adam_epsilon", "eps"},          {"logging_steps", "log_every"}, {"save_steps", "checkpoint_every"},
-        {"eval_steps", "val_every"},      {"torch_dtype", "dtype"},   {"max_new_length", "max_new_tokens"}};
+        {"learning_rate", "lr"},
+        {"max_steps", "steps"},
+        {"num_train_steps", "steps"},
+        {"gradient_accumulation_steps", "accumulation"},
+        {"max_grad_norm", "grad_clip"},
+        {"output_dir", "out_dir"},
+        {"warmup", "warmup_steps"},
+        {"lr_scheduler_type", "schedule"},
+        {"model_name_or_path", "model"},
+        {"adam_beta1", "beta1"},
+        {"adam_beta2", "beta2"},
+        {"adam_epsilon", "eps"},
+        {"logging_steps", "log_every"},
+        {"save_steps", "checkpoint_every"},
+        {"eval_steps", "val_every"},
+        {"torch_dtype", "dtype"},
+        {"max_new_length", "max_new_tokens"}};
     for (const auto& [other, ours] : kOtherNames)
       if (key == other) {
         for (const auto& o : options)
@@ -234,7 +243,8 @@ struct Schema::Impl {
   template <typename T>
   void add(const std::string& key, T* field, const std::string& help) {
     if (key.empty() || normalize_key(key) != key || key == "config" || key == "help" || find(key))
-      throw std::invalid_argument("uio " + command + ": option key '" + key + "' is reserved, repeated or not snake_case");
+      throw std::invalid_argument("uio " + command + ": option key '" + key +
+                                  "' is reserved, repeated or not snake_case");
     options.push_back({key, help, field, Value(*field)});
     auto* semantic = po::value<std::string>();
     if constexpr (std::is_same_v<T, bool>) semantic->implicit_value("true");  // `--flag` alone is true
@@ -264,7 +274,8 @@ struct Schema::Impl {
       return parsed;
     } catch (const po::unknown_option& e) {
       const std::string opt = e.get_option_name().substr(0, e.get_option_name().find('='));
-      fail("unknown option '" + opt + "' for " + name() + unknown_hint(opt.substr(std::min<size_t>(2, opt.size())), true));
+      fail("unknown option '" + opt + "' for " + name() +
+           unknown_hint(opt.substr(std::min<size_t>(2, opt.size())), true));
     } catch (const po::invalid_command_line_syntax& e) {
       const std::string opt = e.get_option_name();
       if (e.kind() == po::invalid_syntax::missing_parameter)
@@ -308,7 +319,6 @@ Schema::Schema(std::string command, std::string summary) : impl_(std::make_uniqu
 Schema::~Schema() = default;
 
 const std::string& Schema::command() const { return impl_->command; }
-
 
 Schema& Schema::add(const std::string& key, std::string* field, const std::string& help) {
   impl_->add(key, field, help);
@@ -372,8 +382,9 @@ bool Schema::parse(const std::vector<std::string>& args, std::ostream& out) {
 std::string Schema::help() const {
   const Impl& impl = *impl_;
   std::vector<std::pair<std::string, std::string>> rows = {
-      {"--config FILE", "read options from an INI file ('key = value', [sections] allowed); the command line wins. "
-                        "Paths in the file, like those on the command line, are relative to the working directory"},
+      {"--config FILE",
+       "read options from an INI file ('key = value', [sections] allowed); the command line wins. "
+       "Paths in the file, like those on the command line, are relative to the working directory"},
       {"--help", "print this help and exit"}};
   for (const auto& o : impl.options)
     rows.push_back({"--" + o.key + " " + type_word(o.field),

@@ -31,7 +31,8 @@ std::vector<std::string> split_inputs(const std::string& list) {
     const size_t last = item.find_last_not_of(" \t");
     item = first == std::string::npos ? "" : item.substr(first, last - first + 1);
     if (item.empty())
-      throw OptionError("--inputs '" + list + "' has an empty item; expected a comma-separated list such as "
+      throw OptionError("--inputs '" + list +
+                        "' has an empty item; expected a comma-separated list such as "
                         "--inputs 'corpus/austen,notes.txt,corpus/linux/*.txt'");
     items.push_back(item);
     if (comma == std::string::npos) return items;

@@ -62,15 +62,18 @@ int train_command(const std::vector<std::string>& args) {
       .add("val_documents", &job.val_documents, "held-out documents (of seq_len tokens) to evaluate on")
       .add("max_bad_steps", &c.max_bad_steps, "non-finite steps in a row that stop the run")
       .add("out_dir", &c.out_dir, "where metrics.jsonl, config.ini, checkpoints/ and the trained compressor go")
-      .add("checkpoint_every", &c.checkpoint_every, "steps between checkpoints (0: at the end and on SIGINT/SIGTERM only)")
+      .add("checkpoint_every", &c.checkpoint_every,
+           "steps between checkpoints (0: at the end and on SIGINT/SIGTERM only)")
       .add("keep_checkpoints", &c.checkpoints.keep_last, "newest complete checkpoints kept")
       .add("keep_checkpoint_every", &c.checkpoints.keep_every,
            "also keep every checkpoint whose step is a multiple of this (0: none); a file named 'keep' in a "
            "checkpoint directory keeps it too")
-      .add("resume", &job.resume, "continue a run: 'auto' (the newest complete checkpoint in out_dir, or start "
-                                 "fresh when there is none) or a checkpoint directory")
-      .add("overwrite", &job.overwrite, "when out_dir holds an earlier run and --resume is not given: delete its "
-                                        "checkpoints, compressor, metrics and config and start over (default: refuse)")
+      .add("resume", &job.resume,
+           "continue a run: 'auto' (the newest complete checkpoint in out_dir, or start "
+           "fresh when there is none) or a checkpoint directory")
+      .add("overwrite", &job.overwrite,
+           "when out_dir holds an earlier run and --resume is not given: delete its "
+           "checkpoints, compressor, metrics and config and start over (default: refuse)")
       .add("master_addr", &job.master_addr, "data parallel: rendezvous host (empty: MASTER_ADDR; docs/distributed.md)")
       .add("master_port", &job.master_port, "data parallel: rendezvous port (0: MASTER_PORT, else 29500)")
       .add("dist_timeout_s", &job.dist_timeout_s,

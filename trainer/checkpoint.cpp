@@ -86,8 +86,7 @@ void remove_tree(const fs::path& path) { format::remove_tree(path.string()); }
 void remove_tree_quietly(const fs::path& path) noexcept {
   try {
     remove_tree(path);
-  } catch (...) {
-  }
+  } catch (...) {}
 }
 
 std::string trim(const std::string& s) {
@@ -152,7 +151,8 @@ void checkpoint_fault_point(const std::string& file) {
     std::this_thread::sleep_for(std::chrono::milliseconds(std::atoll(delay)));
   if (const char* fault = std::getenv("UIO_CHECKPOINT_FAULT"))
     if (file == fault)
-      throw std::runtime_error(file + ": write failed (" + std::strerror(ENOSPC) + ", injected by UIO_CHECKPOINT_FAULT)");
+      throw std::runtime_error(file + ": write failed (" + std::strerror(ENOSPC) +
+                               ", injected by UIO_CHECKPOINT_FAULT)");
 }
 
 CheckpointStore::CheckpointStore(std::string root, CheckpointOptions options, std::ostream* log)
@@ -283,8 +283,9 @@ Json verify_manifest(const fs::path& d) {
   const auto manifest = d / kManifest;
   const std::string fix = "; the checkpoint is damaged, use an earlier one or --resume auto";
   if (!fs::exists(fs::symlink_status(manifest)))
-    throw CheckpointError(manifest.string() + ": missing, so the checkpoint is incomplete (its writer was stopped "
-                                              "before the end); use an earlier checkpoint or --resume auto");
+    throw CheckpointError(manifest.string() +
+                          ": missing, so the checkpoint is incomplete (its writer was stopped "
+                          "before the end); use an earlier checkpoint or --resume auto");
   Json state;
   try {
     state = format::read_json_file(manifest.string());
@@ -293,8 +294,10 @@ Json verify_manifest(const fs::path& d) {
   }
   if (!state.is_object() || !state.contains("files") || !state["files"].is_object() || !state.contains("step") ||
       !state["step"].is_number_integer() || state["step"].get<int64_t>() < 0)
-    throw CheckpointError(manifest.string() + ": lacks an object 'files' or a step number 'step'; not a checkpoint "
-                                              "written by uio train" + fix);
+    throw CheckpointError(manifest.string() +
+                          ": lacks an object 'files' or a step number 'step'; not a checkpoint "
+                          "written by uio train" +
+                          fix);
   const int64_t named = step_of(d.filename().string());
   if (named >= 0 && state["step"].get<int64_t>() != named)
     throw CheckpointError(manifest.string() + ": says step " + std::to_string(state["step"].get<int64_t>()) +
@@ -302,8 +305,10 @@ Json verify_manifest(const fs::path& d) {
   for (const auto& [file, info] : state["files"].items()) {
     const std::string entry = manifest.string() + ": entry '" + shown(file) + "'";
     if (!plain_file_name(file))
-      throw CheckpointError(entry + " is not a file name inside the checkpoint directory (a manifest names its "
-                                    "own files only)" + fix);
+      throw CheckpointError(entry +
+                            " is not a file name inside the checkpoint directory (a manifest names its "
+                            "own files only)" +
+                            fix);
     if (!info.is_object() || !info.contains("bytes") || !info["bytes"].is_number_unsigned() ||
         !info.contains("checksum") || !info["checksum"].is_number_unsigned())
       throw CheckpointError(entry + " lacks unsigned integers 'bytes' and 'checksum'" + fix);
@@ -319,8 +324,9 @@ Json verify_manifest(const fs::path& d) {
       throw CheckpointError(path.string() + ": " + std::to_string(bytes) + " bytes, the manifest says " +
                             std::to_string(want) + " (truncated?); use an earlier checkpoint or --resume auto");
     if (format::file_checksum(path.string()) != info["checksum"].get<uint64_t>())
-      throw CheckpointError(path.string() + ": checksum differs from the manifest's (the file is damaged); use an "
-                                            "earlier checkpoint or --resume auto");
+      throw CheckpointError(path.string() +
+                            ": checksum differs from the manifest's (the file is damaged); use an "
+                            "earlier checkpoint or --resume auto");
   }
   return state;
 }
@@ -331,8 +337,9 @@ Json verify_checkpoint(const std::string& dir) {
   const fs::path d(dir);
   try {
     if (!fs::is_directory(d))
-      throw CheckpointError(dir + ": no such checkpoint directory; pass a step-* directory under "
-                                  "<out_dir>/checkpoints, or --resume auto");
+      throw CheckpointError(dir +
+                            ": no such checkpoint directory; pass a step-* directory under "
+                            "<out_dir>/checkpoints, or --resume auto");
     return verify_manifest(d);
   } catch (const fs::filesystem_error& e) {  // unreadable entries, permissions
     throw CheckpointError(dir + ": cannot be read (" + e.what() + "); use an earlier checkpoint or --resume auto");
@@ -359,7 +366,8 @@ std::optional<std::string> newest_checkpoint(const std::string& root_dir, std::o
     if (!named.empty() && named != dir.filename().string() && step_of(named) >= 0)
       log << "resume: warning: " << root_dir << "/latest names " << named << ", but " << dir.filename().string()
           << " is the newest complete checkpoint (a run stopped before it moved latest, or an older one is "
-             "damaged); using " << dir.string() << "\n";
+             "damaged); using "
+          << dir.string() << "\n";
     return dir.string();
   }
   return std::nullopt;
@@ -371,20 +379,23 @@ std::string resolve_compressor_dir(const std::string& path, std::ostream& log) {
   if (fs::is_directory(p / "checkpoints", ec)) {
     const auto found = newest_checkpoint((p / "checkpoints").string(), log);
     if (!found)
-      throw CheckpointError(path + "/checkpoints holds no complete checkpoint; pass a checkpoint, compressor or "
-                                   "export directory");
+      throw CheckpointError(path +
+                            "/checkpoints holds no complete checkpoint; pass a checkpoint, compressor or "
+                            "export directory");
     log << "using " << *found << ", the newest complete checkpoint of " << path << "\n";
     return *found;
   }
-  if (fs::exists(fs::symlink_status(p / kManifest, ec)) || step_of(p.filename().string()) >= 0)
-    verify_checkpoint(path);
+  if (fs::exists(fs::symlink_status(p / kManifest, ec)) || step_of(p.filename().string()) >= 0) verify_checkpoint(path);
   return path;
 }
 
-std::optional<std::string> CheckpointStore::find_latest(std::ostream& log) const { return newest_checkpoint(root_, log); }
+std::optional<std::string> CheckpointStore::find_latest(std::ostream& log) const {
+  return newest_checkpoint(root_, log);
+}
 
 std::vector<std::string> compare_configs(const std::string& saved_ini, const std::string& current_ini,
-                                         const std::vector<std::string>& must_match, std::vector<std::string>* changed) {
+                                         const std::vector<std::string>& must_match,
+                                         std::vector<std::string>* changed) {
   const auto saved = parse_ini(saved_ini), now = parse_ini(current_ini);
   std::vector<std::string> mismatched;
   auto value = [](const std::map<std::string, std::string>& m, const std::string& key) {
@@ -398,8 +409,10 @@ std::vector<std::string> compare_configs(const std::string& saved_ini, const std
     const auto a = value(saved, key), b = value(now, key);
     if (a == b) continue;
     const auto line = key + ": " + a + " -> " + b;
-    if (std::find(must_match.begin(), must_match.end(), key) != must_match.end()) mismatched.push_back(line);
-    else if (changed) changed->push_back(line);
+    if (std::find(must_match.begin(), must_match.end(), key) != must_match.end())
+      mismatched.push_back(line);
+    else if (changed)
+      changed->push_back(line);
   }
   return mismatched;
 }

@@ -4,7 +4,8 @@
 // its manifest (trainer_state.json) names every file with its size and checksum and they all match;
 // nothing else is ever loaded. A manifest names only files directly inside its own directory, and
 // `latest` is a hint for people and scripts: resuming takes the newest complete step-* directory of the
-// run, whatever `latest` says (a writer stopped after its rename but before `latest` moved). What goes into a checkpoint is the trainer's (trainer/train.h).
+// run, whatever `latest` says (a writer stopped after its rename but before `latest` moved). What goes into a
+// checkpoint is the trainer's (trainer/train.h).
 //
 //   checkpoints/step-00000100/
 //     uio_config.json, uio_memory.safetensors   the compressor (model/memory_io.h; `uio generate --memory` reads it)
@@ -38,7 +39,7 @@ class CheckpointError : public std::runtime_error {
 };
 
 struct CheckpointOptions {
-  int64_t keep_last = 3;   // complete checkpoints kept (older ones are deleted), >= 1
+  int64_t keep_last = 3;  // complete checkpoints kept (older ones are deleted), >= 1
   int64_t keep_every = 0;  // also keep every checkpoint whose step is a multiple of this (0: none)
 };
 

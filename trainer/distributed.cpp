@@ -65,11 +65,14 @@ ProcessInfo process_info_from_env(const std::string& master_addr, int64_t master
     throw DistributedError("distributed: rank " + std::to_string(p.rank) + " of world size " +
                            std::to_string(p.world_size) + " (local rank " + std::to_string(p.local_rank) +
                            ") from the " + p.launcher + " environment is inconsistent");
-  if (!master_addr.empty()) p.master_addr = master_addr;
-  else if (const char* a = env("MASTER_ADDR")) p.master_addr = a;
+  if (!master_addr.empty())
+    p.master_addr = master_addr;
+  else if (const char* a = env("MASTER_ADDR"))
+    p.master_addr = a;
   else if (p.launcher == "slurm" && p.world_size > 1)
-    throw DistributedError("distributed: under Slurm set MASTER_ADDR (e.g. the first host of $SLURM_JOB_NODELIST, "
-                           "see docs/distributed.md) or the master_addr key");
+    throw DistributedError(
+        "distributed: under Slurm set MASTER_ADDR (e.g. the first host of $SLURM_JOB_NODELIST, "
+        "see docs/distributed.md) or the master_addr key");
   p.master_port = master_port > 0 ? static_cast<int>(master_port) : env_int("MASTER_PORT", 29500);
   if (p.master_port <= 0 || p.master_port > 65535)
     throw DistributedError("distributed: master port " + std::to_string(p.master_port) + " is not a TCP port");
@@ -108,7 +111,8 @@ void run_collective(const ProcessInfo& info, const char* what, std::chrono::mill
     if (auto cut = why.find('\n'); cut != std::string::npos) why.resize(cut);
     if (why.size() > 400) why = why.substr(0, 400) + "...";
     throw DistributedError("rank " + std::to_string(info.rank) + " of " + std::to_string(info.world_size) + ": " +
-                           what + " failed (" + why + "). Another rank died, hangs or was stopped, or the network "
+                           what + " failed (" + why +
+                           "). Another rank died, hangs or was stopped, or the network "
                            "broke; this rank stops too. The last complete checkpoint stays usable: restart the job "
                            "with --resume auto (raise dist_timeout_s if ranks are merely slow)");
   }
@@ -121,8 +125,8 @@ Communicator::Communicator(const ProcessInfo& info, const torch::Device& device,
   impl_->timeout = timeout;
   if (info.world_size == 1 && (info.launcher == "none" || !distributed_available(device))) return;
   if (!distributed_available(device))
-    throw DistributedError(std::string("distributed: this build of uio has no ") + (device.is_cuda() ? "NCCL" : "Gloo") +
-                           " process group for " + device.str() +
+    throw DistributedError(std::string("distributed: this build of uio has no ") +
+                           (device.is_cuda() ? "NCCL" : "Gloo") + " process group for " + device.str() +
                            (device.is_cuda() ? " (build against a CUDA libtorch)"
                                              : " (install libgloo-dev and rebuild: CMake prints whether Gloo is on)"));
   try {
@@ -136,8 +140,10 @@ Communicator::Communicator(const ProcessInfo& info, const torch::Device& device,
     impl_->store = c10::make_intrusive<c10d::PrefixStore>("uio", tcp);
   } catch (const std::exception& e) {
     throw DistributedError("rank " + std::to_string(info.rank) + ": rendezvous at " + info.master_addr + ":" +
-                           std::to_string(info.master_port) + " failed (" + e.what() + "); check MASTER_ADDR/MASTER_PORT "
-                           "and that every rank of WORLD_SIZE = " + std::to_string(info.world_size) + " started");
+                           std::to_string(info.master_port) + " failed (" + e.what() +
+                           "); check MASTER_ADDR/MASTER_PORT "
+                           "and that every rank of WORLD_SIZE = " +
+                           std::to_string(info.world_size) + " started");
   }
   try {
 #ifdef UIO_WITH_NCCL
@@ -165,7 +171,8 @@ Communicator::Communicator(const ProcessInfo& info, const torch::Device& device,
     }
 #endif
   } catch (const std::exception& e) {
-    throw DistributedError("rank " + std::to_string(info.rank) + ": creating the process group failed (" + e.what() + ")");
+    throw DistributedError("rank " + std::to_string(info.rank) + ": creating the process group failed (" + e.what() +
+                           ")");
   }
   barrier();
 }
@@ -217,7 +224,8 @@ std::vector<double> Communicator::all_reduce_sum(const std::vector<double>& valu
   if (!active() || values.empty()) return values;
   auto t = torch::tensor(values, torch::kDouble).to(device_);
   std::vector<torch::Tensor> buffer{t};
-  run_collective(info_, "all-reduce of step statistics", impl_->timeout, [&] { return impl_->backend->allreduce(buffer); });
+  run_collective(info_, "all-reduce of step statistics", impl_->timeout,
+                 [&] { return impl_->backend->allreduce(buffer); });
   auto host = buffer[0].to(torch::kCPU);
   return std::vector<double>(host.data_ptr<double>(), host.data_ptr<double>() + host.numel());
 }
@@ -274,7 +282,8 @@ void SumReduction::run(Communicator& comm) {
   for (auto* v : double_vectors_) longest = std::max(longest, v->size());
   for (auto* v : count_vectors_) longest = std::max(longest, v->size());
   if (!double_vectors_.empty() || !count_vectors_.empty()) {
-    for (const auto& text : comm.all_gather(std::to_string(longest))) longest = std::max<size_t>(longest, std::stoull(text));
+    for (const auto& text : comm.all_gather(std::to_string(longest)))
+      longest = std::max<size_t>(longest, std::stoull(text));
     for (auto* v : double_vectors_) v->resize(longest, 0.0);
     for (auto* v : count_vectors_) v->resize(longest, 0);
   }

@@ -166,7 +166,10 @@ Json run_eval(const EvalConfig& c, std::ostream& progress) {
           });
         bar.update(++done, name + " " + std::to_string(L));
       }
-      Json row = {{"method", name}, {"length", L}, {"status", status}, {"documents", documents.size()},
+      Json row = {{"method", name},
+                  {"length", L},
+                  {"status", status},
+                  {"documents", documents.size()},
                   {"scored_tokens", tokens}};
       if (status == "ok") row["ppl"] = std::exp(loss / static_cast<double>(tokens)), row["mean_loss"] = loss / tokens;
       results["perplexity"].push_back(row);
@@ -181,7 +184,8 @@ Json run_eval(const EvalConfig& c, std::ostream& progress) {
           if (status == "ok") status = guarded(device, [&] { correct += answers(method, prompt.ids, prompt.answer); });
           bar.update(++done, name + " passkey " + std::to_string(L));
         }
-        Json row = {{"method", name}, {"length", L}, {"depth", depth}, {"trials", c.passkey_trials}, {"status", status}};
+        Json row = {
+            {"method", name}, {"length", L}, {"depth", depth}, {"trials", c.passkey_trials}, {"status", status}};
         if (status == "ok") row["correct"] = correct, row["accuracy"] = static_cast<double>(correct) / c.passkey_trials;
         results["passkey"].push_back(row);
       }
@@ -231,8 +235,10 @@ std::string eval_markdown(const Json& r) {
         int n = 0;
         for (const auto& row : rows)
           if (row["method"] == m && row["length"] == L) {
-            if (row["status"] != "ok") cell = row["status"] == "oom" ? "OOM" : row["status"].get<std::string>();
-            else sum += row[value_key].get<double>(), ++n;
+            if (row["status"] != "ok")
+              cell = row["status"] == "oom" ? "OOM" : row["status"].get<std::string>();
+            else
+              sum += row[value_key].get<double>(), ++n;
           }
         if (cell.empty() && n) cell = percent ? fixed(100.0 * sum / n, 0) + "%" : fixed(sum / n, 3);
         md << " " << cell << " |";

@@ -20,11 +20,11 @@
 namespace uio::trainer {
 
 struct EvalConfig {
-  std::string model;          // base model (HF directory or .gguf)
-  model::LoadOptions load;    // dtype and device
+  std::string model;  // base model (HF directory or .gguf)
+  model::LoadOptions load;  // dtype and device
   std::string dtype_name = "float32";
-  std::string memory;         // compressor for method uio (checkpoint, export or compressor directory)
-  std::string data;           // token store whose held-out documents are scored and used as haystack
+  std::string memory;  // compressor for method uio (checkpoint, export or compressor directory)
+  std::string data;  // token store whose held-out documents are scored and used as haystack
   std::string sampler = "join";
   int64_t documents = 4;
   std::vector<EvalMethod> methods;
@@ -35,7 +35,7 @@ struct EvalConfig {
   int64_t passkey_trials = 2, digits = 5;
   std::vector<int64_t> needle_lengths;
   std::vector<double> needle_depths;
-  std::string settings_ini;   // the resolved options, recorded in the results
+  std::string settings_ini;  // the resolved options, recorded in the results
 };
 
 // Runs the evaluation (progress on `progress`); throws std::invalid_argument on inconsistent settings.

@@ -36,7 +36,8 @@ model::Rope baseline_rope(const model::ModelConfig& config, EvalMethod method, i
   TORCH_CHECK(method != EvalMethod::uio && method != EvalMethod::truncate, "eval: ", eval_method_name(method),
               " has no RoPE scaling of its own");
   TORCH_CHECK(config.rope_scaling.type == model::RopeKind::none, "eval: the base model already scales RoPE ('",
-              model::rope_kind_name(config.rope_scaling.type), "'); the RoPE-scaling baselines assume a plain RoPE base model");
+              model::rope_kind_name(config.rope_scaling.type),
+              "'); the RoPE-scaling baselines assume a plain RoPE base model");
   const double factor = std::max(1.0, static_cast<double>(length) / static_cast<double>(config.max_position));
   model::RopeScaling s;
   if (factor > 1.0) {
@@ -87,8 +88,13 @@ std::pair<double, int64_t> Evaluator::score_tail(EvalMethod method, const torch:
   TORCH_CHECK(compressor, "eval: method uio needs a memory compressor (--memory)");
   const int64_t l = compressor->segment_len(), first_segment = first / l;
   std::vector<torch::Tensor> hidden;  // [1, n, C] pieces covering positions first_segment * l ..
-  model::MemoryPass(base, compressor, chunk).read(
-      ids, [&](int64_t, const torch::Tensor& h) { hidden.push_back(h.reshape({1, -1, h.size(-1)})); }, first_segment);
+  model::MemoryPass(base, compressor, chunk)
+      .read(
+          ids,
+          [&](int64_t, const torch::Tensor& h) {
+            hidden.push_back(h.reshape({1, -1, h.size(-1)}));
+          },
+          first_segment);
   auto all = torch::cat(hidden, 1);  // positions first_segment * l .. L - 1
   return tail_loss(base, all.narrow(1, first - first_segment * l, scored), targets);
 }

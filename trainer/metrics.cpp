@@ -18,9 +18,12 @@ std::string fixed(double v, int digits) {
 std::string duration(double seconds) {
   const auto s = static_cast<int64_t>(std::max(0.0, seconds));
   std::ostringstream out;
-  if (s >= 3600) out << s / 3600 << "h" << std::setw(2) << std::setfill('0') << (s % 3600) / 60 << "m";
-  else if (s >= 60) out << s / 60 << "m" << std::setw(2) << std::setfill('0') << s % 60 << "s";
-  else out << s << "s";
+  if (s >= 3600)
+    out << s / 3600 << "h" << std::setw(2) << std::setfill('0') << (s % 3600) / 60 << "m";
+  else if (s >= 60)
+    out << s / 60 << "m" << std::setw(2) << std::setfill('0') << s % 60 << "s";
+  else
+    out << s << "s";
   return out.str();
 }
 
@@ -51,10 +54,12 @@ void MetricsLog::step(const StepResult& r, int64_t skipped, double elapsed, doub
 
 void MetricsLog::validation(int64_t step, const Perplexity& p) {
   auto side = [](const SegmentScores& s) {
-    return nlohmann::json{{"ppl", s.perplexity()}, {"ppl_after_first_segment", s.perplexity(1)},
+    return nlohmann::json{{"ppl", s.perplexity()},
+                          {"ppl_after_first_segment", s.perplexity(1)},
                           {"ppl_by_segment", s.perplexity_by_segment()}};
   };
-  write(nlohmann::json{{"step", step}, {"validation", {{"memory", side(p.memory)}, {"truncated", side(p.truncated)}}}}.dump());
+  write(nlohmann::json{{"step", step}, {"validation", {{"memory", side(p.memory)}, {"truncated", side(p.truncated)}}}}
+            .dump());
 }
 
 }  // namespace uio::trainer

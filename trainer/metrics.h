@@ -14,14 +14,14 @@ namespace uio::trainer {
 
 // One optimiser step as the loop saw it.
 struct StepResult {
-  int64_t step = 0;          // 1-based
-  double loss = 0;           // mean over the step's documents of each one's mean cross-entropy per counted prediction
+  int64_t step = 0;  // 1-based
+  double loss = 0;  // mean over the step's documents of each one's mean cross-entropy per counted prediction
   double grad_norm = 0, lr = 0;
   int64_t predictions = 0, input_tokens = 0;
-  bool finite = true;        // false: non-finite loss or gradient, the update was skipped
-  bool stop = false;         // some rank was asked to stop (SIGINT/SIGTERM) during this step
-  bool diverged = false;     // the update left a parameter non-finite; the step was undone (not counted)
-  double seconds = 0;        // wall time of the step (synchronised with the device)
+  bool finite = true;  // false: non-finite loss or gradient, the update was skipped
+  bool stop = false;  // some rank was asked to stop (SIGINT/SIGTERM) during this step
+  bool diverged = false;  // the update left a parameter non-finite; the step was undone (not counted)
+  double seconds = 0;  // wall time of the step (synchronised with the device)
   std::vector<double> segment_loss;  // summed per segment position
   std::vector<int64_t> segment_tokens;
 };
@@ -40,6 +40,6 @@ class MetricsLog {
 };
 
 std::string fixed(double value, int digits);  // "12.345"
-std::string duration(double seconds);        // "1h05m", "3m07s", "42s"
+std::string duration(double seconds);  // "1h05m", "3m07s", "42s"
 
 }  // namespace uio::trainer

@@ -13,8 +13,8 @@ namespace {
 std::vector<std::pair<std::string, at::Generator>> generators() {
   std::vector<std::pair<std::string, at::Generator>> out{{"cpu", at::globalContext().defaultGenerator(torch::kCPU)}};
   for (int64_t i = 0; i < static_cast<int64_t>(torch::cuda::device_count()); ++i)
-    out.emplace_back("cuda." + std::to_string(i),
-                     at::globalContext().defaultGenerator(torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(i))));
+    out.emplace_back("cuda." + std::to_string(i), at::globalContext().defaultGenerator(
+                                                      torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(i))));
   return out;
 }
 

@@ -98,8 +98,10 @@ StepProfile profile_step(const std::function<void()>& step, const torch::Device&
   std::sort(intervals.begin(), intervals.end());
   uint64_t busy = 0, open = 0, close = 0;
   for (const auto& [s, t] : intervals) {
-    if (s > close) busy += close - open, open = s, close = t;
-    else close = std::max(close, t);
+    if (s > close)
+      busy += close - open, open = s, close = t;
+    else
+      close = std::max(close, t);
   }
   busy += close - open;
   p.device_busy_ms = static_cast<double>(busy) / 1e6;

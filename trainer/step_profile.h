@@ -14,12 +14,12 @@
 namespace uio::trainer {
 
 struct StepProfile {
-  double wall_ms = 0;                    // the step, synchronised at both ends
-  double device_busy_ms = 0;             // the union of the intervals with a kernel or copy running
-  int64_t kernels = 0;                   // device activities (kernels, copies, sets)
-  std::map<std::string, double> kind_ms;        // device ms per kind of kernel
+  double wall_ms = 0;  // the step, synchronised at both ends
+  double device_busy_ms = 0;  // the union of the intervals with a kernel or copy running
+  int64_t kernels = 0;  // device activities (kernels, copies, sets)
+  std::map<std::string, double> kind_ms;  // device ms per kind of kernel
   std::map<std::string, double> phase_device_ms;  // device ms of the kernels each phase launched
-  std::map<std::string, double> phase_host_ms;    // wall ms inside each phase (host side)
+  std::map<std::string, double> phase_host_ms;  // wall ms inside each phase (host side)
 };
 
 // Runs `step` once under the profiler (device activities on CUDA) and summarises it; with a

@@ -7,6 +7,6 @@ namespace uio::trainer {
 
 void install_stop_handlers();  // SIGINT and SIGTERM; safe to call more than once
 bool stop_requested();
-void clear_stop_request();     // tests
+void clear_stop_request();  // tests
 
 }  // namespace uio::trainer

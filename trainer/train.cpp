@@ -11,7 +11,6 @@
 #include <map>
 #include <sstream>
 
-
 #include "data/progress.h"
 #include "model/device_stats.h"
 #include "data/phase.h"
@@ -61,8 +60,10 @@ void check_train_config(const TrainConfig& c) {
   in_unit_interval("beta2", o.beta2);
   // eps = 0 divides 0 by 0 for a parameter whose gradient is still zero (a LoRA A before its B moves).
   if (!(o.eps > 0) || !std::isfinite(o.eps))
-    throw std::invalid_argument("eps must be a finite number > 0 (AdamW divides by sqrt(v) + eps; 1e-8 is usual), "
-                                "got " + std::to_string(o.eps));
+    throw std::invalid_argument(
+        "eps must be a finite number > 0 (AdamW divides by sqrt(v) + eps; 1e-8 is usual), "
+        "got " +
+        std::to_string(o.eps));
   if (!(o.weight_decay >= 0) || !std::isfinite(o.weight_decay))
     throw std::invalid_argument("weight_decay must be >= 0, got " + std::to_string(o.weight_decay));
   if (!std::isfinite(o.grad_clip)) throw std::invalid_argument("grad_clip must be finite (<= 0: no clipping)");
@@ -186,8 +187,10 @@ StepResult Trainer::step() {
     r.grad_norm = optimizer_->grad_norm();
     r.finite = std::isfinite(r.loss) && std::isfinite(r.grad_norm);
     try {
-      if (r.finite) optimizer_->step(r.lr, r.grad_norm);
-      else ++skipped_;
+      if (r.finite)
+        optimizer_->step(r.lr, r.grad_norm);
+      else
+        ++skipped_;
     } catch (...) {  // an update that fails half-way leaves nothing behind
       undo(before);
       throw;
@@ -229,7 +232,8 @@ Perplexity Trainer::validate(std::ostream& log, int64_t step, const char* when) 
   // Each rank scores its share of the held-out documents; the sums are added over ranks.
   std::vector<torch::Tensor> mine;
   for (size_t i = 0; i < validation_.size(); ++i)
-    if (!comm_ || static_cast<int>(i % static_cast<size_t>(comm_->world_size())) == comm_->rank()) mine.push_back(validation_[i]);
+    if (!comm_ || static_cast<int>(i % static_cast<size_t>(comm_->world_size())) == comm_->rank())
+      mine.push_back(validation_[i]);
   auto p = evaluate_perplexity(base_, compressor_, mine, config_.val_chunk);
   if (comm_) {
     SumReduction sums;
@@ -286,7 +290,7 @@ std::string Trainer::save_checkpoint() {
         std::vector<std::pair<std::string, torch::Tensor>> optimizer_state;
         for (auto& [name, t] : optimizer_->state()) optimizer_state.emplace_back(name, t);
         format::write_safetensors((fs::path(tmp) / "optimizer.safetensors").string(), optimizer_state,
-                                 {{"steps", std::to_string(optimizer_->steps())}});
+                                  {{"steps", std::to_string(optimizer_->steps())}});
         checkpoint_fault_point("config.ini");
         format::write_file_atomic((fs::path(tmp) / "config.ini").string(), config_.config_text);
       });
@@ -317,9 +321,10 @@ void Trainer::restore(const std::string& dir, std::ostream& log) {
   model::check_same_base(saved.base, identity_, dir + "/uio_config.json");
   const auto& have = compressor_->options();
   if (saved.options.segment_len != have.segment_len || saved.options.num_memory_tokens != have.num_memory_tokens)
-    throw CheckpointError(dir + "/uio_config.json: the checkpoint has l = " + std::to_string(saved.options.segment_len) +
-                          ", M = " + std::to_string(saved.options.num_memory_tokens) + "; this run has l = " +
-                          std::to_string(have.segment_len) + ", M = " + std::to_string(have.num_memory_tokens));
+    throw CheckpointError(
+        dir + "/uio_config.json: the checkpoint has l = " + std::to_string(saved.options.segment_len) +
+        ", M = " + std::to_string(saved.options.num_memory_tokens) +
+        "; this run has l = " + std::to_string(have.segment_len) + ", M = " + std::to_string(have.num_memory_tokens));
   model::load_memory_weights(dir, compressor_);
   format::SafetensorsFile opt((fs::path(dir) / "optimizer.safetensors").string());
   std::map<std::string, torch::Tensor> optimizer_state;
@@ -367,9 +372,11 @@ TrainResult Trainer::run(std::ostream& root_log) {
       const std::string kept = checkpoints ? "the state before it is saved as checkpoint " + save_checkpoint() +
                                                  " (continue with --resume auto once lr or eps is changed)"
                                            : "nothing was saved (no out_dir)";
-      throw std::runtime_error("train: step " + std::to_string(r.step) + " made the compressor's parameters "
-                               "non-finite (" + settings.str() + "); the step was undone and the run stopped; " +
-                               kept + ". Lower lr, raise eps, or set grad_clip");
+      throw std::runtime_error("train: step " + std::to_string(r.step) +
+                               " made the compressor's parameters "
+                               "non-finite (" +
+                               settings.str() + "); the step was undone and the run stopped; " + kept +
+                               ". Lower lr, raise eps, or set grad_clip");
     }
     if (r.finite) {
       bad_in_row = 0;
@@ -379,8 +386,10 @@ TrainResult Trainer::run(std::ostream& root_log) {
       log << "step " << r.step << ": non-finite " << (std::isfinite(r.loss) ? "gradient" : "loss") << " (loss "
           << r.loss << ", grad norm " << r.grad_norm << "); step skipped" << std::endl;
       if (++bad_in_row >= config_.max_bad_steps)
-        throw std::runtime_error("train: " + std::to_string(bad_in_row) + " steps in a row had a non-finite loss or "
-                                 "gradient (last at step " + std::to_string(r.step) + "); lower optimizer lr (now " +
+        throw std::runtime_error("train: " + std::to_string(bad_in_row) +
+                                 " steps in a row had a non-finite loss or "
+                                 "gradient (last at step " +
+                                 std::to_string(r.step) + "); lower optimizer lr (now " +
                                  fixed(config_.optimizer.lr, 6) + "), set grad_clip, or use dtype = float32");
     }
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -388,7 +397,8 @@ TrainResult Trainer::run(std::ostream& root_log) {
     const bool log_now = r.step % config_.log_every == 0 || r.step == config_.steps;
     if (metrics_ && (log_now || !r.finite))
       metrics_->step(r, skipped_, elapsed, static_cast<double>(model::peak_memory_bytes(device_)) / 1e9);
-    const std::string status = "loss " + fixed(r.loss, 4) + " | " + fixed(rate, 0) + " tok/s | lr " + fixed(r.lr * 1e4, 3) + "e-4";
+    const std::string status =
+        "loss " + fixed(r.loss, 4) + " | " + fixed(rate, 0) + " tok/s | lr " + fixed(r.lr * 1e4, 3) + "e-4";
     if (interactive) {
       bar.update(r.step - first, status);
     } else if (log_now) {
@@ -406,7 +416,8 @@ TrainResult Trainer::run(std::ostream& root_log) {
           << std::endl;
       break;
     }
-    if (checkpoints && config_.checkpoint_every > 0 && r.step % config_.checkpoint_every == 0 && r.step < config_.steps) {
+    if (checkpoints && config_.checkpoint_every > 0 && r.step % config_.checkpoint_every == 0 &&
+        r.step < config_.steps) {
       result.last_checkpoint = save_checkpoint();
       if (!interactive) log << "checkpoint " << result.last_checkpoint << std::endl;
     }

@@ -32,16 +32,16 @@ struct TrainConfig {
   optim::ScheduleOptions schedule;  // total_steps is set to `steps`
   int64_t steps = 100;
   int64_t accumulation = 1;  // documents per optimiser step
-  int64_t log_every = 10;    // plain progress lines (when not on a terminal) and metrics lines
-  int64_t val_every = 0;     // held-out perplexity every N steps (0: only before and after training)
+  int64_t log_every = 10;  // plain progress lines (when not on a terminal) and metrics lines
+  int64_t val_every = 0;  // held-out perplexity every N steps (0: only before and after training)
   int64_t val_chunk = model::kDefaultChunk;  // segments per batched call when scoring held-out documents
-  int64_t max_bad_steps = 5; // steps in a row with a non-finite loss or gradient before the run stops
-  std::string out_dir;       // metrics.jsonl, checkpoints/, the trained compressor (compressor/); empty: nothing
-  std::string config_text;   // the resolved options (INI), kept beside the outputs and in checkpoints
+  int64_t max_bad_steps = 5;  // steps in a row with a non-finite loss or gradient before the run stops
+  std::string out_dir;  // metrics.jsonl, checkpoints/, the trained compressor (compressor/); empty: nothing
+  std::string config_text;  // the resolved options (INI), kept beside the outputs and in checkpoints
   int64_t checkpoint_every = 0;  // steps between checkpoints (0: only at the end and when stopped by a signal)
   CheckpointOptions checkpoints;
-  uint64_t seed = 0;             // the run's seed; ranks > 0 draw dropout and reservoir from seed + rank
-  int64_t check_every = 50;      // data parallel: steps between checks that every rank holds the same weights
+  uint64_t seed = 0;  // the run's seed; ranks > 0 draw dropout and reservoir from seed + rank
+  int64_t check_every = 50;  // data parallel: steps between checks that every rank holds the same weights
 };
 
 // Throws std::invalid_argument naming the option (its INI / command-line key) for any value out of range:
@@ -51,8 +51,8 @@ void check_train_config(const TrainConfig& config);
 
 struct TrainResult {
   int64_t steps = 0, skipped = 0;  // steps done in all (a resumed run counts the earlier ones)
-  double last_loss = NAN;          // mean loss per token of the last finite step of this run (none: NaN)
-  bool stopped = false;            // by SIGINT/SIGTERM, after a checkpoint
+  double last_loss = NAN;  // mean loss per token of the last finite step of this run (none: NaN)
+  bool stopped = false;  // by SIGINT/SIGTERM, after a checkpoint
   std::string last_checkpoint;
   Perplexity before, after;
 };
@@ -93,7 +93,7 @@ class Trainer {
   RankState rank_state() const;  // this rank's generators and data position
   void apply_rank_state(const RankState& state, const std::string& where);
   void restore_data_position(const nlohmann::json& data, const std::string& where);  // errors name `where`
-  void check_replicas_agree();                 // every rank holds the same weights
+  void check_replicas_agree();  // every rank holds the same weights
   // What a step changes, taken before it so that an update gone non-finite can be undone.
   struct UndoPoint {
     std::vector<torch::Tensor> parameters;

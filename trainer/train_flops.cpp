@@ -7,7 +7,8 @@ namespace uio::trainer {
 
 double train_step_flops(const model::ModelConfig& c, int64_t l, int64_t M, int64_t T) {
   const double C = static_cast<double>(c.hidden_size), I = static_cast<double>(c.intermediate_size);
-  const double HD = static_cast<double>(c.num_heads * c.head_dim), GD = static_cast<double>(c.num_kv_heads * c.head_dim);
+  const double HD = static_cast<double>(c.num_heads * c.head_dim),
+               GD = static_cast<double>(c.num_kv_heads * c.head_dim);
   const double layers = static_cast<double>(c.num_layers);
   const double N = layers * (C * HD + 2 * C * GD + HD * C + 3 * C * I);  // q, k, v, o, gate, up, down
   const double head = static_cast<double>(c.vocab_size) * C;
@@ -15,7 +16,7 @@ double train_step_flops(const model::ModelConfig& c, int64_t l, int64_t M, int64
   for (int64_t t = 0; t < T; ++t) {
     const double enc = static_cast<double>(l + M), dec = static_cast<double>(l);
     const double memory = static_cast<double>(t * M);
-    flops += 2 * N * enc + layers * 4 * HD * enc * enc / 2;                // encoder forward
+    flops += 2 * N * enc + layers * 4 * HD * enc * enc / 2;  // encoder forward
     flops += 2 * 2 * (N + head) * dec + layers * 3 * 4 * HD * dec * (memory + dec / 2);  // decoder fwd + bwd
   }
   return flops;

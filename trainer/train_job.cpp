@@ -22,11 +22,24 @@
 namespace uio::trainer {
 
 const std::vector<std::string>& resume_must_match() {
-  static const std::vector<std::string> keys = {
-      "segment_len", "num_memory_tokens", "compression_ratio", "encoder_lora_rank", "encoder_lora_alpha",
-      "encoder_lora_targets", "transfer_lora_rank", "transfer_lora_alpha", "transfer_lora_targets", "memory_rope",
-      "memory_rope_factor", "sink_tokens", "estimator", "window", "seq_len", "sampler", "retrieval_share",
-      "autoencode_share"};
+  static const std::vector<std::string> keys = {"segment_len",
+                                                "num_memory_tokens",
+                                                "compression_ratio",
+                                                "encoder_lora_rank",
+                                                "encoder_lora_alpha",
+                                                "encoder_lora_targets",
+                                                "transfer_lora_rank",
+                                                "transfer_lora_alpha",
+                                                "transfer_lora_targets",
+                                                "memory_rope",
+                                                "memory_rope_factor",
+                                                "sink_tokens",
+                                                "estimator",
+                                                "window",
+                                                "seq_len",
+                                                "sampler",
+                                                "retrieval_share",
+                                                "autoencode_share"};
   return keys;
 }
 
@@ -55,8 +68,11 @@ std::optional<std::string> resume_checkpoint(const std::string& resume, const st
   if (!mismatched.empty()) {
     std::string list;
     for (const auto& m : mismatched) list += "\n  " + m;
-    throw std::invalid_argument(*dir + ": the checkpoint was written by a run with other model or data settings "
-                                "(saved -> now):" + list + "\nuse the same values to resume, or start a new run in "
+    throw std::invalid_argument(*dir +
+                                ": the checkpoint was written by a run with other model or data settings "
+                                "(saved -> now):" +
+                                list +
+                                "\nuse the same values to resume, or start a new run in "
                                 "another out_dir");
   }
   for (const auto& line : changed) log << "resume: changed " << line << "\n";
@@ -78,7 +94,8 @@ void start_fresh(const std::string& out_dir, bool overwrite, std::ostream& log) 
   std::string list;
   for (const auto& f : found) list += (list.empty() ? "" : ", ") + f;
   if (!overwrite)
-    throw std::invalid_argument(out_dir + " already holds a run (" + list + "); continue it with --resume auto, "
+    throw std::invalid_argument(out_dir + " already holds a run (" + list +
+                                "); continue it with --resume auto, "
                                 "start over there with --overwrite (deletes them), or choose another out_dir");
   for (const auto& f : found) format::remove_tree((fs::path(out_dir) / f).string());
   log << "train: --overwrite: deleted the earlier run's " << list << " in " << out_dir << "\n";
@@ -93,9 +110,10 @@ void check_train_job(const TrainJob& job) {
     throw std::invalid_argument("num_memory_tokens " + std::to_string(M) + " must be >= 1 and divide segment_len " +
                                 std::to_string(l));
   if (job.seq_len < l || job.seq_len % l != 0)
-    throw std::invalid_argument("seq_len " + std::to_string(job.seq_len) + " must be a positive multiple of segment_len " +
-                                std::to_string(l));
-  if (job.val_documents < 0) throw std::invalid_argument("val_documents must be >= 0, got " + std::to_string(job.val_documents));
+    throw std::invalid_argument("seq_len " + std::to_string(job.seq_len) +
+                                " must be a positive multiple of segment_len " + std::to_string(l));
+  if (job.val_documents < 0)
+    throw std::invalid_argument("val_documents must be >= 0, got " + std::to_string(job.val_documents));
   if (!(job.dist_timeout_s > 0)) throw std::invalid_argument("dist_timeout_s must be > 0");
   if (job.master_port < 0 || job.master_port > 65535)
     throw std::invalid_argument("master_port must lie in [0, 65535] (0: MASTER_PORT, else 29500), got " +
@@ -139,14 +157,14 @@ std::shared_ptr<data::DocumentSource> training_source(const TrainJob& job,
     data::RetrievalOptions ro;
     ro.seq_len = job.seq_len, ro.segment_len = job.memory.segment_len, ro.max_facts = job.retrieval_max_facts;
     ro.seed = stream_seed(seed, 2 + 2 * r);
-    shares.push_back({"retrieval", job.retrieval_share,
-                      std::make_shared<data::RetrievalDocuments>(natural, *tokenizer, ro)});
+    shares.push_back(
+        {"retrieval", job.retrieval_share, std::make_shared<data::RetrievalDocuments>(natural, *tokenizer, ro)});
   }
   if (job.autoencode_share > 0) {
     data::AutoencodeOptions ao;
     ao.seq_len = job.seq_len, ao.segment_len = job.memory.segment_len, ao.seed = stream_seed(seed, 3 + 2 * r);
-    shares.push_back({"autoencode", job.autoencode_share,
-                      std::make_shared<data::AutoencodeDocuments>(natural, *tokenizer, ao)});
+    shares.push_back(
+        {"autoencode", job.autoencode_share, std::make_shared<data::AutoencodeDocuments>(natural, *tokenizer, ao)});
   }
   return std::make_shared<data::MixedSource>(std::move(shares), stream_seed(seed, 1));
 }
@@ -165,8 +183,8 @@ TrainResult run_train_job(TrainJob job, std::ostream& out_all) {
   if (!checkpoint && !c.out_dir.empty() && process.rank == 0)
     start_fresh(c.out_dir, job.overwrite || job.resume == "auto", out);
   if (c.schedule.warmup_steps >= c.steps) {  // a short smoke run of a recipe: warm up for all but the last step
-    out << "train: warmup_steps " << c.schedule.warmup_steps << " is not below steps " << c.steps
-        << "; warming up for " << c.steps - 1 << " steps instead\n";
+    out << "train: warmup_steps " << c.schedule.warmup_steps << " is not below steps " << c.steps << "; warming up for "
+        << c.steps - 1 << " steps instead\n";
     c.schedule.warmup_steps = c.steps - 1;
   }
   if (job.load.device.is_cuda() && process.world_size > 1)  // one process per GPU, bound to its local device
@@ -177,16 +195,18 @@ TrainResult run_train_job(TrainJob job, std::ostream& out_all) {
   auto loaded = model::load_model(job.model, job.load);
   auto store = std::make_shared<const data::TokenStore>(job.data);
   if (store->meta().vocab_size > loaded.config.vocab_size)
-    throw std::invalid_argument(job.data + ": the token store's vocabulary (" + std::to_string(store->meta().vocab_size) +
-                                " ids) is larger than the model's (" + std::to_string(loaded.config.vocab_size) +
-                                "); prepare the store with this model's tokenizer (uio prepare --tokenizer " +
-                                job.model + ")");
+    throw std::invalid_argument(
+        job.data + ": the token store's vocabulary (" + std::to_string(store->meta().vocab_size) +
+        " ids) is larger than the model's (" + std::to_string(loaded.config.vocab_size) +
+        "); prepare the store with this model's tokenizer (uio prepare --tokenizer " + job.model + ")");
   store->check_ids(loaded.config.vocab_size, job.model);
   for (const auto& [key, rank] : {std::pair{"encoder_lora_rank", job.memory.encoder_lora.rank},
                                   std::pair{"transfer_lora_rank", job.memory.transfer_lora.rank}})
-    if (rank > loaded.config.hidden_size)  // beyond it a LoRA adds nothing but memory (and absurd ones fail to allocate)
+    if (rank >
+        loaded.config.hidden_size)  // beyond it a LoRA adds nothing but memory (and absurd ones fail to allocate)
       throw std::invalid_argument(std::string(key) + " " + std::to_string(rank) + " exceeds the model's hidden_size " +
-                                  std::to_string(loaded.config.hidden_size) + "; choose a rank up to it (8 to 64 is usual)");
+                                  std::to_string(loaded.config.hidden_size) +
+                                  "; choose a rank up to it (8 to 64 is usual)");
   data::SamplerOptions so;
   so.seq_len = job.seq_len, so.mode = data::parse_sampler_mode(job.sampler), so.seed = c.seed;
   so.rank = process.rank, so.world_size = process.world_size;  // each rank its own share of the documents
@@ -211,13 +231,15 @@ TrainResult run_train_job(TrainJob job, std::ostream& out_all) {
       << " segments per document, estimator " << optim::estimator_kind_name(c.estimator.kind)
       << " (S = " << c.estimator.window << ", chunk " << c.estimator.chunk << "), " << c.steps << " steps x "
       << c.accumulation << " documents"
-      << (process.world_size > 1 ? " x " + std::to_string(process.world_size) + " ranks (" + process.launcher + ")" : "")
+      << (process.world_size > 1 ? " x " + std::to_string(process.world_size) + " ranks (" + process.launcher + ")"
+                                 : "")
       << "\n";
   if (job.retrieval_share > 0 || job.autoencode_share > 0)
     out << "train: documents: natural text " << 1.0 - job.retrieval_share - job.autoencode_share << ", retrieval "
         << job.retrieval_share << ", auto-encoding " << job.autoencode_share
         << " (synthetic documents, loss on their answers only: beyond the paper's recipe)\n";
-  Trainer trainer(c, loaded.model, compressor, model::identify(job.model, loaded.config), *documents, validation, &comm);
+  Trainer trainer(c, loaded.model, compressor, model::identify(job.model, loaded.config), *documents, validation,
+                  &comm);
   if (checkpoint) {
     trainer.restore(*checkpoint, out);
     out << "resume: from " << *checkpoint << " (step " << trainer.steps_done() << " of " << c.steps << ")\n";
@@ -226,15 +248,19 @@ TrainResult run_train_job(TrainJob job, std::ostream& out_all) {
   auto result = trainer.run(out_all);
   if (result.stopped) return result;
   out << "train: " << result.steps << " steps (" << result.skipped << " skipped), last loss ";
-  if (std::isfinite(result.last_loss)) out << result.last_loss << "\n";
-  else out << "none (no step was taken in this run)\n";
+  if (std::isfinite(result.last_loss))
+    out << result.last_loss << "\n";
+  else
+    out << "none (no step was taken in this run)\n";
   if (!validation.empty()) {
     out << "held-out perplexity after the first segment (context longer than one segment):\n"
         << "  base model truncated to one segment  " << result.after.truncated.perplexity(1) << "\n";
     // A resumed run did not score the untrained compressor; its first run did (metrics.jsonl, step 0).
-    if (!std::isfinite(result.before.memory.perplexity(1))) out << "  with memory, before training         (measured by the run's first start: step 0 in "
-                        << c.out_dir << "/metrics.jsonl)\n";
-    else out << "  with memory, before training         " << result.before.memory.perplexity(1) << "\n";
+    if (!std::isfinite(result.before.memory.perplexity(1)))
+      out << "  with memory, before training         (measured by the run's first start: step 0 in " << c.out_dir
+          << "/metrics.jsonl)\n";
+    else
+      out << "  with memory, before training         " << result.before.memory.perplexity(1) << "\n";
     out << "  with memory, after training          " << result.after.memory.perplexity(1) << "\n";
   }
   return result;

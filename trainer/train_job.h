@@ -17,25 +17,25 @@
 namespace uio::trainer {
 
 struct TrainJob {
-  std::string model;          // base model (HF directory or .gguf), frozen
-  model::LoadOptions load;    // dtype and device (with several ranks on CUDA: this rank's GPU is chosen here)
+  std::string model;  // base model (HF directory or .gguf), frozen
+  model::LoadOptions load;  // dtype and device (with several ranks on CUDA: this rank's GPU is chosen here)
   std::string dtype_name = "float32";
   model::MemoryOptions memory;
-  std::string data;           // token store (uio prepare)
+  std::string data;  // token store (uio prepare)
   std::string sampler = "long_only";
-  int64_t seq_len = 4096;     // tokens per training document, a multiple of segment_len
+  int64_t seq_len = 4096;  // tokens per training document, a multiple of segment_len
   // Synthetic documents mixed into the natural text (data/retrieval_task.h; beyond the paper's recipe, which
   // trains on natural text only): the shares of retrieval and auto-encoding documents (0, 0: natural text only).
   double retrieval_share = 0;
   double autoencode_share = 0;
   int64_t retrieval_max_facts = 4;  // facts planted per retrieval document: 1 to this
   int64_t val_documents = 4;  // held-out documents scored before, during and after
-  std::string resume;         // "", "auto" or a checkpoint directory
-  std::string master_addr;    // data parallel rendezvous (empty: MASTER_ADDR)
-  int64_t master_port = 0;    // (0: MASTER_PORT, else 29500)
+  std::string resume;  // "", "auto" or a checkpoint directory
+  std::string master_addr;  // data parallel rendezvous (empty: MASTER_ADDR)
+  int64_t master_port = 0;  // (0: MASTER_PORT, else 29500)
   double dist_timeout_s = 600;
-  bool overwrite = false;     // out_dir holds an earlier run and no resume is asked: delete it and start over
-  TrainConfig train;          // loop, estimator, optimiser, schedule, checkpoints; config_text = the resolved INI
+  bool overwrite = false;  // out_dir holds an earlier run and no resume is asked: delete it and start over
+  TrainConfig train;  // loop, estimator, optimiser, schedule, checkpoints; config_text = the resolved INI
 };
 
 // Settings that shape the model or the data, as INI keys: a checkpoint continues only a run that agrees

@@ -12,16 +12,16 @@
 namespace uio::trainer {
 
 struct RankState {
-  nlohmann::json data;          // the document source's position (data/document_source.h)
-  uint64_t reservoir_rng = 0;   // the estimator's reservoir generator
-  nlohmann::json generators;    // trainer/rng_state.h
+  nlohmann::json data;  // the document source's position (data/document_source.h)
+  uint64_t reservoir_rng = 0;  // the estimator's reservoir generator
+  nlohmann::json generators;  // trainer/rng_state.h
 };
 
 struct TrainState {
   int64_t step = 0, skipped = 0, input_tokens = 0, optimizer_steps = 0;
   int world_size = 1;
   std::vector<RankState> ranks;  // one per rank, in rank order
-  std::string base_model;        // the base model's path as given when training
+  std::string base_model;  // the base model's path as given when training
 
   nlohmann::json to_json() const;
   // Throws CheckpointError naming `where` (the trainer_state.json) for another format, a missing or

@@ -11,7 +11,7 @@ namespace uio::format {
 class AtomicFile {
  public:
   explicit AtomicFile(const std::string& path);  // creates "<path>.tmp.<pid>"
-  ~AtomicFile();                                 // without commit(): the temporary file is removed
+  ~AtomicFile();  // without commit(): the temporary file is removed
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
 

@@ -17,47 +17,47 @@
 namespace uio::format {
 namespace {
 
-constexpr int64_t kQK = 32;    // elements per legacy block (Q4_0 ... Q8_0)
+constexpr int64_t kQK = 32;  // elements per legacy block (Q4_0 ... Q8_0)
 constexpr int64_t kQKK = 256;  // elements per K-quant super-block
 
 // Indexed by type id; name == nullptr marks an id ggml never assigned (or retired).
 constexpr GgmlTypeTraits kTraits[] = {
-    {"F32", 1, 4, true},           // 0
-    {"F16", 1, 2, true},           // 1
-    {"Q4_0", kQK, 2 + 16, true},   // 2
+    {"F32", 1, 4, true},  // 0
+    {"F16", 1, 2, true},  // 1
+    {"Q4_0", kQK, 2 + 16, true},  // 2
     {"Q4_1", kQK, 2 + 2 + 16, true},  // 3
-    {nullptr, 0, 0, false},        // 4 (Q4_2, removed)
-    {nullptr, 0, 0, false},        // 5 (Q4_3, removed)
-    {"Q5_0", kQK, 2 + 4 + 16, true},      // 6
+    {nullptr, 0, 0, false},  // 4 (Q4_2, removed)
+    {nullptr, 0, 0, false},  // 5 (Q4_3, removed)
+    {"Q5_0", kQK, 2 + 4 + 16, true},  // 6
     {"Q5_1", kQK, 2 + 2 + 4 + 16, true},  // 7
-    {"Q8_0", kQK, 2 + 32, true},          // 8
-    {"Q8_1", kQK, 4 + 4 + 32, false},     // 9
-    {"Q2_K", kQKK, 2 + 2 + kQKK / 16 + kQKK / 4, false},              // 10
-    {"Q3_K", kQKK, 2 + kQKK / 4 + kQKK / 8 + 12, false},              // 11
-    {"Q4_K", kQKK, 2 + 2 + kQKK / 2 + 12, true},                      // 12
-    {"Q5_K", kQKK, 2 + 2 + kQKK / 2 + kQKK / 8 + 12, false},          // 13
-    {"Q6_K", kQKK, 2 + kQKK / 2 + kQKK / 4 + kQKK / 16, true},        // 14
-    {"Q8_K", kQKK, 4 + kQKK + kQKK / 8, false},                       // 15
-    {"IQ2_XXS", kQKK, 2 + kQKK / 4, false},                           // 16
-    {"IQ2_XS", kQKK, 2 + kQKK / 4 + kQKK / 32, false},                // 17
-    {"IQ3_XXS", kQKK, 2 + kQKK / 4 + kQKK / 8, false},                // 18
-    {"IQ1_S", kQKK, 2 + kQKK / 8 + kQKK / 16, false},                 // 19
-    {"IQ4_NL", kQK, 2 + 16, false},                                   // 20
+    {"Q8_0", kQK, 2 + 32, true},  // 8
+    {"Q8_1", kQK, 4 + 4 + 32, false},  // 9
+    {"Q2_K", kQKK, 2 + 2 + kQKK / 16 + kQKK / 4, false},  // 10
+    {"Q3_K", kQKK, 2 + kQKK / 4 + kQKK / 8 + 12, false},  // 11
+    {"Q4_K", kQKK, 2 + 2 + kQKK / 2 + 12, true},  // 12
+    {"Q5_K", kQKK, 2 + 2 + kQKK / 2 + kQKK / 8 + 12, false},  // 13
+    {"Q6_K", kQKK, 2 + kQKK / 2 + kQKK / 4 + kQKK / 16, true},  // 14
+    {"Q8_K", kQKK, 4 + kQKK + kQKK / 8, false},  // 15
+    {"IQ2_XXS", kQKK, 2 + kQKK / 4, false},  // 16
+    {"IQ2_XS", kQKK, 2 + kQKK / 4 + kQKK / 32, false},  // 17
+    {"IQ3_XXS", kQKK, 2 + kQKK / 4 + kQKK / 8, false},  // 18
+    {"IQ1_S", kQKK, 2 + kQKK / 8 + kQKK / 16, false},  // 19
+    {"IQ4_NL", kQK, 2 + 16, false},  // 20
     {"IQ3_S", kQKK, 2 + kQKK / 4 + kQKK / 8 + kQKK / 32 + 4, false},  // 21
-    {"IQ2_S", kQKK, 2 + kQKK / 4 + kQKK / 16, false},                 // 22
-    {"IQ4_XS", kQKK, 2 + 2 + kQKK / 2 + kQKK / 64, false},            // 23
-    {"I8", 1, 1, false},    // 24
-    {"I16", 1, 2, false},   // 25
-    {"I32", 1, 4, false},   // 26
-    {"I64", 1, 8, false},   // 27
-    {"F64", 1, 8, false},   // 28
+    {"IQ2_S", kQKK, 2 + kQKK / 4 + kQKK / 16, false},  // 22
+    {"IQ4_XS", kQKK, 2 + 2 + kQKK / 2 + kQKK / 64, false},  // 23
+    {"I8", 1, 1, false},  // 24
+    {"I16", 1, 2, false},  // 25
+    {"I32", 1, 4, false},  // 26
+    {"I64", 1, 8, false},  // 27
+    {"F64", 1, 8, false},  // 28
     {"IQ1_M", kQKK, kQKK / 8 + kQKK / 16 + kQKK / 32, false},  // 29
-    {"BF16", 1, 2, true},   // 30
+    {"BF16", 1, 2, true},  // 30
     {nullptr, 0, 0, false},  // 31 (Q4_0_4_4, removed)
     {nullptr, 0, 0, false},  // 32 (Q4_0_4_8, removed)
     {nullptr, 0, 0, false},  // 33 (Q4_0_8_8, removed)
     {"TQ1_0", kQKK, 2 + 4 * 13, false},  // 34
-    {"TQ2_0", kQKK, 2 + 64, false},      // 35
+    {"TQ2_0", kQKK, 2 + 64, false},  // 35
     {nullptr, 0, 0, false},  // 36 (IQ4_NL_4_4, removed)
     {nullptr, 0, 0, false},  // 37 (IQ4_NL_4_8, removed)
     {nullptr, 0, 0, false},  // 38 (IQ4_NL_8_8, removed)
@@ -67,8 +67,8 @@ constexpr uint32_t kNumTypes = sizeof(kTraits) / sizeof(kTraits[0]);
 
 uint16_t load_u16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 uint32_t load_u32(const uint8_t* p) {
-  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
-         (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
+  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) | (static_cast<uint32_t>(p[2]) << 16) |
+         (static_cast<uint32_t>(p[3]) << 24);
 }
 float load_fp16(const uint8_t* p) { return fp16_to_fp32(load_u16(p)); }
 

@@ -23,8 +23,8 @@
 namespace uio::format {
 namespace {
 
-constexpr uint32_t kMaxDims = 4;          // GGML_MAX_DIMS
-constexpr int kMaxArrayNesting = 8;       // arrays of arrays of ...; real files use at most 1
+constexpr uint32_t kMaxDims = 4;  // GGML_MAX_DIMS
+constexpr int kMaxArrayNesting = 8;  // arrays of arrays of ...; real files use at most 1
 constexpr uint64_t kDefaultAlignment = 32;
 
 std::string str(uint64_t v) { return std::to_string(v); }
@@ -38,19 +38,31 @@ std::string dims_string(const std::vector<int64_t>& dims) {
 // Size of one value of a fixed-size type, or 0 for STRING / ARRAY.
 uint64_t fixed_size(GgufValueType t) {
   switch (t) {
-    case GgufValueType::UINT8: case GgufValueType::INT8: case GgufValueType::BOOL: return 1;
-    case GgufValueType::UINT16: case GgufValueType::INT16: return 2;
-    case GgufValueType::UINT32: case GgufValueType::INT32: case GgufValueType::FLOAT32: return 4;
-    case GgufValueType::UINT64: case GgufValueType::INT64: case GgufValueType::FLOAT64: return 8;
+    case GgufValueType::UINT8:
+    case GgufValueType::INT8:
+    case GgufValueType::BOOL: return 1;
+    case GgufValueType::UINT16:
+    case GgufValueType::INT16: return 2;
+    case GgufValueType::UINT32:
+    case GgufValueType::INT32:
+    case GgufValueType::FLOAT32: return 4;
+    case GgufValueType::UINT64:
+    case GgufValueType::INT64:
+    case GgufValueType::FLOAT64: return 8;
     default: return 0;
   }
 }
 
 bool is_integer_type(GgufValueType type) {
   switch (type) {
-    case GgufValueType::UINT8: case GgufValueType::INT8: case GgufValueType::UINT16:
-    case GgufValueType::INT16: case GgufValueType::UINT32: case GgufValueType::INT32:
-    case GgufValueType::UINT64: case GgufValueType::INT64: return true;
+    case GgufValueType::UINT8:
+    case GgufValueType::INT8:
+    case GgufValueType::UINT16:
+    case GgufValueType::INT16:
+    case GgufValueType::UINT32:
+    case GgufValueType::INT32:
+    case GgufValueType::UINT64:
+    case GgufValueType::INT64: return true;
     default: return false;
   }
 }
@@ -127,8 +139,7 @@ class Reader {
   GgufArray read_array(int depth) {
     if (depth > kMaxArrayNesting) fail("arrays nested deeper than " + std::to_string(kMaxArrayNesting));
     const uint32_t elem = read<uint32_t>("array element type");
-    if (!known_value_type(elem))
-      fail("array element type " + str(elem) + " is not a GGUF value type (expected 0..12)");
+    if (!known_value_type(elem)) fail("array element type " + str(elem) + " is not a GGUF value type (expected 0..12)");
     const uint64_t count = read<uint64_t>("array length");
     GgufArray a;
     a.element_type = static_cast<GgufValueType>(elem);
@@ -160,21 +171,24 @@ bool mul_ok(int64_t a, int64_t b, int64_t* out) { return !__builtin_mul_overflow
 // Values
 
 std::string gguf_value_type_name(GgufValueType type) {
-  static const char* kNames[] = {"UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32",
-                                 "BOOL", "STRING", "ARRAY", "UINT64", "INT64", "FLOAT64"};
+  static const char* kNames[] = {"UINT8", "INT8",   "UINT16", "INT16",  "UINT32", "INT32",  "FLOAT32",
+                                 "BOOL",  "STRING", "ARRAY",  "UINT64", "INT64",  "FLOAT64"};
   const auto i = static_cast<uint32_t>(type);
   return i < 13 ? kNames[i] : "type " + std::to_string(i);
 }
 
 bool GgufValue::is_integer() const { return is_integer_type(type); }
 
-
 std::string GgufValue::to_string(size_t max_items) const {
   std::ostringstream os;
-  if (auto* i = std::get_if<int64_t>(&data)) os << *i;
-  else if (auto* u = std::get_if<uint64_t>(&data)) os << *u;
-  else if (auto* d = std::get_if<double>(&data)) os << *d;
-  else if (auto* b = std::get_if<bool>(&data)) os << (*b ? "true" : "false");
+  if (auto* i = std::get_if<int64_t>(&data))
+    os << *i;
+  else if (auto* u = std::get_if<uint64_t>(&data))
+    os << *u;
+  else if (auto* d = std::get_if<double>(&data))
+    os << *d;
+  else if (auto* b = std::get_if<bool>(&data))
+    os << (*b ? "true" : "false");
   else if (auto* s = std::get_if<std::string>(&data)) {
     std::string shown = s->size() > 80 ? s->substr(0, 77) + "..." : *s;
     for (auto& c : shown)
@@ -183,7 +197,8 @@ std::string GgufValue::to_string(size_t max_items) const {
   } else {
     const auto& a = std::get<GgufArray>(data);
     os << "[";
-    for (size_t i = 0; i < a.items.size() && i < max_items; ++i) os << (i ? ", " : "") << a.items[i].to_string(max_items);
+    for (size_t i = 0; i < a.items.size() && i < max_items; ++i)
+      os << (i ? ", " : "") << a.items[i].to_string(max_items);
     if (a.items.size() > max_items) os << ", ...";
     os << "] (" << a.items.size() << " x " << gguf_value_type_name(a.element_type) << ")";
   }
@@ -224,8 +239,10 @@ void GgufFile::parse() {
   version_ = r.read<uint32_t>("the version");
   if (version_ != 2 && version_ != 3) {
     const uint32_t swapped = __builtin_bswap32(version_);
-    if (swapped == 2 || swapped == 3) r.fail("big-endian GGUF files are not supported (version field reads " + str(version_) + ")");
-    if (version_ == 1) r.fail("GGUF version 1 is not supported (uio reads versions 2 and 3); reconvert with a current llama.cpp");
+    if (swapped == 2 || swapped == 3)
+      r.fail("big-endian GGUF files are not supported (version field reads " + str(version_) + ")");
+    if (version_ == 1)
+      r.fail("GGUF version 1 is not supported (uio reads versions 2 and 3); reconvert with a current llama.cpp");
     r.fail("unsupported GGUF version " + str(version_) + " (uio reads versions 2 and 3)");
   }
   const uint64_t n_tensors = r.read<uint64_t>("the tensor count");
@@ -329,7 +346,8 @@ void GgufFile::check_tiling() const {
     return "'" + t.name + "' (" + t.type_name() + ", dims " + dims_string(t.dims) + ", bytes [" + str(t.offset) + ", " +
            str(t.offset + t.nbytes) + "))";
   };
-  const char* fix = "; its type, dims or data offset disagree with the file's layout (the file is corrupt; download it again)";
+  const char* fix =
+      "; its type, dims or data offset disagree with the file's layout (the file is corrupt; download it again)";
   uint64_t covered = data_offset_;
   const GgufTensorInfo* previous = nullptr;
   for (const GgufTensorInfo* t : order) {
@@ -343,8 +361,8 @@ void GgufFile::check_tiling() const {
     previous = t;
   }
   if (size_ > align_up(covered))
-    fail("bytes [" + str(covered) + ", " + str(size_) + ") at the end of the file belong to no tensor (the last one is " +
-         describe(*previous) + ")" + fix);
+    fail("bytes [" + str(covered) + ", " + str(size_) +
+         ") at the end of the file belong to no tensor (the last one is " + describe(*previous) + ")" + fix);
 }
 
 const GgufValue& GgufFile::value(const std::string& key) const {
@@ -361,7 +379,8 @@ int64_t GgufFile::get_int(const std::string& key) const {
       fail("metadata key '" + key + "' is UINT64 " + str(*u) + ", too large for int64");
     return static_cast<int64_t>(*u);
   }
-  fail("metadata key '" + key + "' is " + gguf_value_type_name(v.type) + " (" + v.to_string() + "), expected an integer");
+  fail("metadata key '" + key + "' is " + gguf_value_type_name(v.type) + " (" + v.to_string() +
+       "), expected an integer");
 }
 
 double GgufFile::get_float(const std::string& key) const {
@@ -408,7 +427,8 @@ std::vector<int64_t> GgufFile::get_int_array(const std::string& key) const {
   std::vector<int64_t> out;
   out.reserve(a->items.size());
   for (const auto& item : a->items) {
-    if (auto* i = std::get_if<int64_t>(&item.data)) out.push_back(*i);
+    if (auto* i = std::get_if<int64_t>(&item.data))
+      out.push_back(*i);
     else {
       const uint64_t u = std::get<uint64_t>(item.data);
       if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
@@ -428,16 +448,20 @@ std::vector<float> GgufFile::get_float_array(const std::string& key) const {
   std::vector<float> out;
   out.reserve(a->items.size());
   for (const auto& item : a->items) {
-    if (auto* d = std::get_if<double>(&item.data)) out.push_back(static_cast<float>(*d));
-    else if (auto* i = std::get_if<int64_t>(&item.data)) out.push_back(static_cast<float>(*i));
-    else out.push_back(static_cast<float>(std::get<uint64_t>(item.data)));
+    if (auto* d = std::get_if<double>(&item.data))
+      out.push_back(static_cast<float>(*d));
+    else if (auto* i = std::get_if<int64_t>(&item.data))
+      out.push_back(static_cast<float>(*i));
+    else
+      out.push_back(static_cast<float>(std::get<uint64_t>(item.data)));
   }
   return out;
 }
 
 const GgufTensorInfo& GgufFile::tensor_info(const std::string& name) const {
   auto it = tensor_index_.find(name);
-  if (it == tensor_index_.end()) fail("no tensor named '" + name + "' (the file has " + str(tensors_.size()) + " tensors)");
+  if (it == tensor_index_.end())
+    fail("no tensor named '" + name + "' (the file has " + str(tensors_.size()) + " tensors)");
   return tensors_[it->second];
 }
 
@@ -462,13 +486,13 @@ torch::Tensor GgufFile::tensor(const std::string& name, torch::ScalarType out) c
 std::string describe_gguf(const GgufFile& file) {
   std::ostringstream os;
   os << file.path() << ": GGUF v" << file.version() << ", " << file.metadata().size() << " metadata keys, "
-     << file.tensors().size() << " tensors, alignment " << file.alignment() << ", data at byte "
-     << file.data_offset() << "\n";
+     << file.tensors().size() << " tensors, alignment " << file.alignment() << ", data at byte " << file.data_offset()
+     << "\n";
   for (const auto& [key, value] : file.metadata())
     os << "  " << key << " (" << gguf_value_type_name(value.type) << ") = " << value.to_string() << "\n";
   for (const auto& t : file.tensors())
-    os << "  tensor " << t.name << " " << t.type_name() << " " << dims_string(t.shape()) << " ("
-       << t.nbytes << " bytes at " << t.offset << ")\n";
+    os << "  tensor " << t.name << " " << t.type_name() << " " << dims_string(t.shape()) << " (" << t.nbytes
+       << " bytes at " << t.offset << ")\n";
   return os.str();
 }
 

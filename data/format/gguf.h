@@ -18,8 +18,19 @@ class MappedFile;
 
 // GGUF metadata value types (gguf.h `enum gguf_type`).
 enum class GgufValueType : uint32_t {
-  UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6, BOOL = 7,
-  STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
+  UINT8 = 0,
+  INT8 = 1,
+  UINT16 = 2,
+  INT16 = 3,
+  UINT32 = 4,
+  INT32 = 5,
+  FLOAT32 = 6,
+  BOOL = 7,
+  STRING = 8,
+  ARRAY = 9,
+  UINT64 = 10,
+  INT64 = 11,
+  FLOAT64 = 12,
 };
 std::string gguf_value_type_name(GgufValueType type);
 
@@ -42,9 +53,9 @@ struct GgufValue {
 
 struct GgufTensorInfo {
   std::string name;
-  uint32_t type = 0;           // ggml type id (model/dequant.h)
-  std::vector<int64_t> dims;   // as GGUF lists them: dims[0] varies fastest (ggml's ne[0])
-  uint64_t offset = 0;         // absolute byte offset of the data in the file
+  uint32_t type = 0;  // ggml type id (model/dequant.h)
+  std::vector<int64_t> dims;  // as GGUF lists them: dims[0] varies fastest (ggml's ne[0])
+  uint64_t offset = 0;  // absolute byte offset of the data in the file
   uint64_t nbytes = 0;
   int64_t num_elements = 0;
 
@@ -72,8 +83,8 @@ class GgufFile {
   const std::vector<std::pair<std::string, GgufValue>>& metadata() const { return metadata_; }
   bool has(const std::string& key) const { return key_index_.count(key) != 0; }
   const GgufValue& value(const std::string& key) const;  // throws naming the missing key
-  int64_t get_int(const std::string& key) const;          // any integer type
-  double get_float(const std::string& key) const;         // FLOAT32/FLOAT64 (integers accepted)
+  int64_t get_int(const std::string& key) const;  // any integer type
+  double get_float(const std::string& key) const;  // FLOAT32/FLOAT64 (integers accepted)
   bool get_bool(const std::string& key) const;
   std::string get_string(const std::string& key) const;
   std::vector<std::string> get_string_array(const std::string& key) const;

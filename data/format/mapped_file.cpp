@@ -17,7 +17,9 @@ void require_regular_file(const std::string& path, const std::string& expected) 
     throw FormatError(path + ": cannot open: " + std::strerror(errno) + " (expected " + expected + ")");
   if (!S_ISREG(st.st_mode))
     throw FormatError(path + ": is not a regular file (a " +
-                      std::string(S_ISDIR(st.st_mode) ? "directory" : S_ISFIFO(st.st_mode) ? "FIFO" : "special file") +
+                      std::string(S_ISDIR(st.st_mode)    ? "directory"
+                                  : S_ISFIFO(st.st_mode) ? "FIFO"
+                                                         : "special file") +
                       "); expected " + expected);
 }
 

@@ -40,9 +40,9 @@ struct DtypeEntry {
 // Ranks follow the declaration order of safetensors' Rust `Dtype` enum (BOOL < U8 < I8 < I16 < F16 < BF16
 // < I32 < F32 < F64 < I64), which its writer sorts by, descending, before the tensor name.
 const DtypeEntry kDtypes[] = {
-    {"BOOL", torch::kBool, 1, 0},    {"U8", torch::kByte, 1, 1},      {"I8", torch::kChar, 1, 2},
-    {"I16", torch::kShort, 2, 3},    {"F16", torch::kHalf, 2, 4},     {"BF16", torch::kBFloat16, 2, 5},
-    {"I32", torch::kInt, 4, 6},      {"F32", torch::kFloat, 4, 7},    {"F64", torch::kDouble, 8, 8},
+    {"BOOL", torch::kBool, 1, 0}, {"U8", torch::kByte, 1, 1},   {"I8", torch::kChar, 1, 2},
+    {"I16", torch::kShort, 2, 3}, {"F16", torch::kHalf, 2, 4},  {"BF16", torch::kBFloat16, 2, 5},
+    {"I32", torch::kInt, 4, 6},   {"F32", torch::kFloat, 4, 7}, {"F64", torch::kDouble, 8, 8},
     {"I64", torch::kLong, 8, 9},
 };
 
@@ -93,8 +93,9 @@ namespace {
 // section here, overlaps and holes later (they need all entries).
 TensorInfo parse_entry(const std::string& path, const std::string& name, const Json& v, uint64_t data_size) {
   const std::string where = "tensor '" + name + "'";
-  if (!v.is_object()) fail(path, where + " is a " + std::string(v.type_name()) + " (" + brief(v) +
-                                     "), expected an object with dtype, shape, data_offsets");
+  if (!v.is_object())
+    fail(path, where + " is a " + std::string(v.type_name()) + " (" + brief(v) +
+                   "), expected an object with dtype, shape, data_offsets");
   for (const char* key : {"dtype", "shape", "data_offsets"})
     if (!v.contains(key)) fail(path, where + " has no '" + key + "' (entry is " + brief(v) + ")");
 
@@ -103,8 +104,9 @@ TensorInfo parse_entry(const std::string& path, const std::string& name, const J
   const Json& dtype = v["dtype"];
   if (!dtype.is_string()) fail(path, where + ": 'dtype' is " + brief(dtype) + ", expected a string such as \"F32\"");
   const DtypeEntry* d = find_dtype(dtype.get<std::string>());
-  if (!d) fail(path, where + " has unknown or unsupported dtype '" + dtype.get<std::string>() + "' (supported: " +
-                         supported_list() + ")");
+  if (!d)
+    fail(path, where + " has unknown or unsupported dtype '" + dtype.get<std::string>() +
+                   "' (supported: " + supported_list() + ")");
   t.dtype = d->dtype;
 
   const Json& shape = v["shape"];
@@ -131,8 +133,7 @@ TensorInfo parse_entry(const std::string& path, const std::string& name, const J
     fail(path, where + ": 'data_offsets' is " + brief(offsets) + ", expected [begin, end] (two non-negative integers)");
   t.begin = offsets[0].get<uint64_t>();
   t.end = offsets[1].get<uint64_t>();
-  if (t.end < t.begin)
-    fail(path, where + ": data_offsets " + range_str(t.begin, t.end) + " end before they begin");
+  if (t.end < t.begin) fail(path, where + ": data_offsets " + range_str(t.begin, t.end) + " end before they begin");
   if (t.end > data_size)
     fail(path, where + ": data_offsets " + range_str(t.begin, t.end) + " are out of range: the data section holds " +
                    std::to_string(data_size) + " bytes (is the file truncated?)");
@@ -254,7 +255,8 @@ torch::Tensor SafetensorsFile::tensor(const std::string& name) const {
   }
   if (reinterpret_cast<uintptr_t>(src) % static_cast<uintptr_t>(element) == 0) {
     auto keep = mapping_;  // the tensor owns a reference to the mapping
-    return torch::from_blob(const_cast<uint8_t*>(src), t.shape, [keep](void*) mutable { keep.reset(); }, options);
+    return torch::from_blob(
+        const_cast<uint8_t*>(src), t.shape, [keep](void*) mutable { keep.reset(); }, options);
   }
   // Misaligned for the dtype (a header length not padded to 8): copy once.
   auto copy = torch::empty(t.shape, options);
@@ -381,8 +383,8 @@ SafetensorsDirectory::SafetensorsDirectory(const std::string& dir) : dir_(dir) {
       const fs::path rel(shard);
       if (shard.empty() || rel.is_absolute() ||
           std::any_of(rel.begin(), rel.end(), [](const fs::path& part) { return part == ".."; }))
-        fail(source_, "weight_map['" + it.key() + "'] is '" + shard +
-                          "', expected a file name inside the model directory");
+        fail(source_,
+             "weight_map['" + it.key() + "'] is '" + shard + "', expected a file name inside the model directory");
       auto found = shard_index.find(shard);
       if (found == shard_index.end()) {
         const fs::path file = root / rel;
@@ -402,8 +404,9 @@ SafetensorsDirectory::SafetensorsDirectory(const std::string& dir) : dir_(dir) {
     source_ = (root / "model.safetensors").string();
     files_.push_back(std::make_shared<SafetensorsFile>(source_));
   } else {
-    fail(dir, "no model.safetensors or model.safetensors.index.json (expected an HF model directory saved with "
-              "safetensors; convert .bin checkpoints with transformers' save_pretrained)");
+    fail(dir,
+         "no model.safetensors or model.safetensors.index.json (expected an HF model directory saved with "
+         "safetensors; convert .bin checkpoints with transformers' save_pretrained)");
   }
   for (const TensorInfo& t : files_[0]->tensors()) shard_of_[t.name] = 0;
 }
