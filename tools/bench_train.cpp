@@ -105,6 +105,25 @@ void print_python_row(const TrainBenchOptions& opt, const model::MemoryOptions& 
 
 }  // namespace
 
+// The frozen base of the bench: --model's weights, or a random-weight model of a published --shape (then
+// opt.base.model names the shape, for the header line).
+model::LoadedModel bench_model(TrainBenchOptions& opt, const model::LoadOptions& load) {
+  if (opt.shape.empty() == opt.base.model.empty())
+    throw OptionError("bench train: give --model (weights from a file) or --shape (random weights), not both");
+  if (opt.shape.empty()) return model::load_model(opt.base.model, load);
+  model::LoadedModel loaded;
+  try {
+    loaded.config = trainer::named_shape(opt.shape);
+  } catch (const std::invalid_argument& e) {
+    throw OptionError(std::string("--shape: ") + e.what());
+  }
+  loaded.config.architecture = "llama";
+  torch::manual_seed(static_cast<uint64_t>(opt.seed));
+  loaded.model = model::CausalLM(loaded.config, torch::TensorOptions().dtype(load.dtype).device(load.device));
+  opt.base.model = opt.shape + " (random weights)";
+  return loaded;
+}
+
 int bench_train_command(const std::vector<std::string>& args) {
   TrainBenchOptions opt;
   Schema schema("bench train",
@@ -149,23 +168,8 @@ int bench_train_command(const std::vector<std::string>& args) {
       throw OptionError("bench train: --tokens " + std::to_string(n) + " is shorter than one segment (" +
                         std::to_string(l) + ")");
 
-  if (opt.shape.empty() == opt.base.model.empty())
-    throw OptionError("bench train: give --model (weights from a file) or --shape (random weights), not both");
   const auto load = load_options(opt.base);
-  model::LoadedModel loaded;
-  if (!opt.shape.empty()) {
-    try {
-      loaded.config = trainer::named_shape(opt.shape);
-    } catch (const std::invalid_argument& e) {
-      throw OptionError(std::string("--shape: ") + e.what());
-    }
-    loaded.config.architecture = "llama";
-    torch::manual_seed(static_cast<uint64_t>(opt.seed));
-    loaded.model = model::CausalLM(loaded.config, torch::TensorOptions().dtype(load.dtype).device(load.device));
-    opt.base.model = opt.shape + " (random weights)";
-  } else {
-    loaded = model::load_model(opt.base.model, load);
-  }
+  auto loaded = bench_model(opt, load);
   const auto memory_init = model::eos_memory_init(loaded.model);
   std::cout << "bench train: " << loaded.config.architecture << " from " << opt.base.model << ", " << opt.base.dtype
             << " compute on " << opt.base.device << " (fp32 adapters and AdamW state), l = " << l

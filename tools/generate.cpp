@@ -59,6 +59,27 @@ class Utf8Stream {
   std::string pending_;
 };
 
+// The prompt: --prompt, else the text of --prompt_file (a regular file: a FIFO or a directory is named, not
+// waited on), else standard input; an empty prompt is an error.
+std::string read_prompt(std::string prompt, const std::string& prompt_file) {
+  if (prompt.empty() && !prompt_file.empty()) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(prompt_file, ec))
+      throw OptionError("--prompt_file: '" + prompt_file + "' is a directory; expected a text file");
+    if (std::filesystem::exists(prompt_file, ec) && !std::filesystem::is_regular_file(prompt_file, ec))
+      throw OptionError("--prompt_file: '" + prompt_file +
+                        "' is not a regular file (a FIFO or device); "
+                        "pipe it to standard input instead");
+    std::ifstream in(prompt_file, std::ios::binary);
+    if (!in) throw OptionError("--prompt_file: cannot open '" + prompt_file + "'");
+    prompt.assign(std::istreambuf_iterator<char>(in), {});
+    if (in.bad()) throw OptionError("--prompt_file: cannot read '" + prompt_file + "'");
+  }
+  if (prompt.empty()) prompt.assign(std::istreambuf_iterator<char>(std::cin), {});
+  if (prompt.empty()) throw OptionError("the prompt is empty: give --prompt TEXT or pipe text to standard input");
+  return prompt;
+}
+
 int run_generate(const std::vector<std::string>& args) {
   GenerateOptions opt;
   Schema schema("generate", "Continue a prompt with a base model (HF directory or .gguf)");
@@ -93,21 +114,7 @@ int run_generate(const std::vector<std::string>& args) {
     throw OptionError("--max_new_tokens is " + std::to_string(opt.max_new_tokens) + ", more than the " +
                       std::to_string(config.max_position) + " positions " + opt.base.model +
                       " was trained on (max_position_embeddings); ask for at most that many");
-  if (opt.prompt.empty() && !opt.prompt_file.empty()) {
-    std::error_code ec;
-    if (std::filesystem::is_directory(opt.prompt_file, ec))
-      throw OptionError("--prompt_file: '" + opt.prompt_file + "' is a directory; expected a text file");
-    if (std::filesystem::exists(opt.prompt_file, ec) && !std::filesystem::is_regular_file(opt.prompt_file, ec))
-      throw OptionError("--prompt_file: '" + opt.prompt_file +
-                        "' is not a regular file (a FIFO or device); "
-                        "pipe it to standard input instead");
-    std::ifstream in(opt.prompt_file, std::ios::binary);
-    if (!in) throw OptionError("--prompt_file: cannot open '" + opt.prompt_file + "'");
-    opt.prompt.assign(std::istreambuf_iterator<char>(in), {});
-    if (in.bad()) throw OptionError("--prompt_file: cannot read '" + opt.prompt_file + "'");
-  }
-  if (opt.prompt.empty()) opt.prompt.assign(std::istreambuf_iterator<char>(std::cin), {});
-  if (opt.prompt.empty()) throw OptionError("the prompt is empty: give --prompt TEXT or pipe text to standard input");
+  opt.prompt = read_prompt(opt.prompt, opt.prompt_file);
   // A checkpoint is verified (its manifest's sizes and checksums) before anything is loaded from it.
   const auto memory_dir = opt.memory.empty() ? std::string() : trainer::resolve_compressor_dir(opt.memory, std::cerr);
 
