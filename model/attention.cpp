@@ -1,9 +1,37 @@
 // model/attention.cpp — GQA attention with prefix entries and a KV cache over SDPA.
 #include "model/attention.h"
 
+#include <stdexcept>
+
 #include "model/rope.h"
 
 namespace uio::model {
+
+Kernels parse_kernels(const std::string& name) {
+  if (name == "fused") return Kernels::fused;
+  if (name == "reference") return Kernels::reference;
+  throw std::invalid_argument("kernels '" + name + "' is not one of fused, reference");
+}
+
+const char* kernels_name(Kernels kernels) { return kernels == Kernels::fused ? "fused" : "reference"; }
+
+namespace {
+
+// The memory prefix read once for all rows (model/memory_attention.h): no per-row copy, no mask over it.
+torch::Tensor shared_prefix(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                            const AttentionPrefix& p, const torch::Tensor& own_mask) {
+  TORCH_CHECK(p.k.dim() == 4 && p.k.size(0) == 1, "attention: a shared memory prefix has batch 1, got keys ",
+              p.k.sizes());
+  SharedMemoryPrefix m;
+  m.k = p.k.to(k.scalar_type()).squeeze(0), m.v = p.v.to(v.scalar_type()).squeeze(0), m.visible = p.visible;
+  m.cos = p.cos, m.sin = p.sin, m.row_bias = p.row_bias;
+  if (p.route_k.defined())
+    m.route_k = p.route_k.to(k.scalar_type()).squeeze(0), m.route_v = p.route_v.to(v.scalar_type()).squeeze(0),
+    m.route = p.route;
+  return shared_prefix_attention(q, k, v, m, own_mask);  // [B, H, T, D]
+}
+
+}  // namespace
 
 AttentionImpl::AttentionImpl(const ModelConfig& c, const torch::TensorOptions& options)
     : num_heads_(c.num_heads), num_kv_heads_(c.num_kv_heads), head_dim_(c.head_dim) {
@@ -24,10 +52,18 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const AttentionCont
       k_proj(x, lora ? lora->k_proj : nullptr).view({B, T, num_kv_heads_, head_dim_}).transpose(1, 2);  // [B, G, T, D]
   auto v =
       v_proj(x, lora ? lora->v_proj : nullptr).view({B, T, num_kv_heads_, head_dim_}).transpose(1, 2);  // [B, G, T, D]
-  q = apply_rope(q, *ctx.cos, *ctx.sin);
-  k = apply_rope(k, *ctx.cos, *ctx.sin);
+  if (ctx.kernels == Kernels::fused) {  // tables from rope_tables(), prepared once per forward
+    q = apply_rope_rolled(q, *ctx.cos, *ctx.sin);
+    k = apply_rope_rolled(k, *ctx.cos, *ctx.sin);
+  } else {
+    q = apply_rope(q, *ctx.cos, *ctx.sin);
+    k = apply_rope(k, *ctx.cos, *ctx.sin);
+  }
 
   if (ctx.cache) std::tie(k, v) = ctx.cache->append(ctx.layer, k, v);  // [B, G, L + T, D]
+  if (ctx.prefix && !ctx.prefix->visible.empty() && ctx.kernels == Kernels::fused && !ctx.cache)
+    return o_proj(shared_prefix(q, k, v, *ctx.prefix, ctx.mask).transpose(1, 2).reshape({B, T, num_heads_ * head_dim_}),
+                  lora ? lora->o_proj : nullptr);
   if (ctx.prefix) {
     const auto& p = *ctx.prefix;
     TORCH_CHECK(p.k.dim() == 4 && (p.k.size(0) == B || p.k.size(0) == 1) && p.k.size(1) == num_kv_heads_ &&

@@ -9,7 +9,8 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps, const torch::TensorOptions& op
   weight = register_parameter("weight", new_ones({dim}, options));
 }
 
-torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x, Kernels kernels) {
+  if (kernels == Kernels::fused) return at::rms_norm(x, {weight.size(0)}, weight, eps_);
   // In float32 at least (HF's habit for half types); float64 stays float64 so exactness tests hold.
   auto h = x.to(x.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat);
   h = h * torch::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps_);
@@ -38,11 +39,11 @@ DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, const torch::TensorOpti
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const AttentionContext& ctx, torch::Tensor* attn_input,
                                         bool stop_after) {
-  auto normed = input_layernorm(x);
+  auto normed = input_layernorm->forward(x, ctx.kernels);
   if (attn_input) *attn_input = normed;
   if (stop_after) return {};
   auto h = x + self_attn(normed, ctx);
-  return h + mlp(post_attention_layernorm(h), ctx.lora);
+  return h + mlp(post_attention_layernorm->forward(h, ctx.kernels), ctx.lora);
 }
 
 LlamaModelImpl::LlamaModelImpl(const ModelConfig& c, const torch::TensorOptions& options)
@@ -62,11 +63,14 @@ torch::Tensor recompute_layer(DecoderLayerImpl& layer, const torch::Tensor& h, c
   std::vector<torch::Tensor> inputs{h};
   std::optional<AttentionPrefix> prefix;
   if (actx.prefix) prefix = *actx.prefix, inputs.push_back(prefix->k), inputs.push_back(prefix->v);
+  const bool route = prefix && prefix->route_k.defined();  // the routed memory gradient flows through these
+  if (route) inputs.push_back(prefix->route_k), inputs.push_back(prefix->route_v);
   auto fn = [&layer, cos = *actx.cos, sin = *actx.sin, mask = actx.mask, index = actx.layer, lora = actx.lora,
-             prefix](const std::vector<torch::Tensor>& in) mutable {
+             kernels = actx.kernels, prefix](const std::vector<torch::Tensor>& in) mutable {
     AttentionContext c;
-    c.cos = &cos, c.sin = &sin, c.mask = mask, c.layer = index, c.lora = lora;
+    c.cos = &cos, c.sin = &sin, c.mask = mask, c.layer = index, c.lora = lora, c.kernels = kernels;
     if (prefix) prefix->k = in[1], prefix->v = in[2], c.prefix = &*prefix;
+    if (prefix && prefix->route_k.defined()) prefix->route_k = in[3], prefix->route_v = in[4];
     return std::vector<torch::Tensor>{layer.forward(in[0], c)};
   };
   return recompute_in_backward(fn, inputs)[0];
@@ -88,14 +92,19 @@ torch::Tensor LlamaModelImpl::forward_embeddings(const torch::Tensor& x, const F
           : torch::arange(cached, cached + T, torch::TensorOptions().dtype(torch::kInt64).device(x.device()));
   auto [cos, sin] = ctx.cos.defined() ? std::make_pair(ctx.cos, ctx.sin)
                                       : (ctx.rope ? *ctx.rope : rope_).cos_sin(positions);  // [B or 1, T, D]
-  auto mask =
-      ctx.mask.defined() ? ctx.mask : default_attention_mask(T, prefix, cached, config_.sliding_window, x.device());
+  if (kernels_ == Kernels::fused) std::tie(cos, sin) = rope_tables(cos, sin, x.scalar_type());  // once, not per layer
+  // A shared prefix under the fused kernels is read without a mask over it (model/memory_attention.h).
+  const bool shared = prefix > 0 && kernels_ == Kernels::fused && !ctx.prefix->front().visible.empty();
+  auto mask = ctx.mask.defined()
+                  ? ctx.mask
+                  : default_attention_mask(T, shared ? 0 : prefix, cached, config_.sliding_window, x.device());
 
   AttentionContext actx;
   actx.cos = &cos;
   actx.sin = &sin;
   actx.cache = ctx.cache;
   actx.mask = mask;
+  actx.kernels = kernels_;
   TORCH_CHECK(!ctx.recompute_layers || (!ctx.cache && !ctx.attn_inputs),
               "llama: recompute_layers is for training passes without a KV cache or captured attention inputs");
   auto h = x;
@@ -115,7 +124,7 @@ torch::Tensor LlamaModelImpl::forward_embeddings(const torch::Tensor& x, const F
     if (ctx.attn_inputs) ctx.attn_inputs->push_back(attn_input.narrow(1, ctx.capture_from, T - ctx.capture_from));
   }
   if (ctx.cache) ctx.cache->advance(T);
-  return ctx.attn_inputs ? torch::Tensor() : norm(h);
+  return ctx.attn_inputs ? torch::Tensor() : norm->forward(h, kernels_);
 }
 
 CausalLMImpl::CausalLMImpl(const ModelConfig& c, const torch::TensorOptions& options) : config_(c) {

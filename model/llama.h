@@ -19,7 +19,9 @@ namespace uio::model {
 class RMSNormImpl : public torch::nn::Module {
  public:
   RMSNormImpl(int64_t dim, double eps, const torch::TensorOptions& options);
-  torch::Tensor forward(const torch::Tensor& x);  // normalised in float32, scaled in x's dtype
+  // Reference: HF's formula (normalised in float32, cast to x's dtype, then scaled). Fused: one
+  // at::rms_norm call (normalised and scaled in float32, rounded once), forward and backward.
+  torch::Tensor forward(const torch::Tensor& x, Kernels kernels = Kernels::reference);
   torch::Tensor weight;
 
  private:
@@ -78,6 +80,8 @@ class LlamaModelImpl : public torch::nn::Module {
   LlamaModelImpl(const ModelConfig& config, const torch::TensorOptions& options);
   // Final normalised hidden states [B, T, C] of input embeddings `x` [B, T, C].
   torch::Tensor forward_embeddings(const torch::Tensor& x, const ForwardContext& ctx = {});
+  Kernels kernels() const { return kernels_; }
+  void set_kernels(Kernels kernels) { kernels_ = kernels; }
 
   Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
@@ -87,6 +91,7 @@ class LlamaModelImpl : public torch::nn::Module {
  private:
   ModelConfig config_;
   Rope rope_;
+  Kernels kernels_ = Kernels::fused;
 };
 TORCH_MODULE(LlamaModel);
 
@@ -105,6 +110,9 @@ class CausalLMImpl : public torch::nn::Module {
   torch::Tensor output_weight() const;
   // A KV cache for this model of `capacity` tokens, in the model's dtype and device.
   KVCache make_cache(int64_t batch, int64_t capacity) const;
+  // How the forward and the loss run (model/attention.h, Kernels); fused unless set.
+  Kernels kernels() const { return model->kernels(); }
+  void set_kernels(Kernels kernels) { model->set_kernels(kernels); }
 
   const ModelConfig& config() const { return config_; }
   LlamaModel model{nullptr};

@@ -180,6 +180,8 @@ std::pair<torch::Tensor, torch::Tensor> MemoryCompressorImpl::row_cos_sin(const 
   return decoder_rope_->cos_sin(positions, span);
 }
 
+bool MemoryCompressorImpl::reads_shared_memory(CausalLM& base) const { return base->kernels() == Kernels::fused; }
+
 torch::Tensor MemoryCompressorImpl::decode(CausalLM& base, const torch::Tensor& ids,
                                            const std::vector<int64_t>& segment_index, const Memory& memory,
                                            KVCache* cache, bool recompute_layers) {
@@ -216,6 +218,37 @@ torch::Tensor MemoryCompressorImpl::decode(CausalLM& base, const torch::Tensor& 
   ctx.cache = cache;
   ctx.recompute_layers = recompute_layers;
   std::vector<AttentionPrefix> prefix;
+  const bool shared = P > 0 && !cache && memory.k.front().dim() == 3 && reads_shared_memory(base);
+  TORCH_CHECK(memory.route_k.empty() || shared, "memory: a routed memory is read by the fused kernels only");
+  if (shared) {
+    std::vector<int64_t> visible;
+    for (auto t : segment_index) visible.push_back(memory.visible(t, M_));
+    // One table for every row unless dynamic NTK gives rows of this chunk different frequencies.
+    bool same_rotation = true;
+    for (auto t : segment_index) same_rotation = same_rotation && decoder_position(t, l_) <= config_.max_position;
+    const bool tables_per_row = rope_per_row && K > 1 && !same_rotation;
+    auto pcos = tables_per_row ? torch::cat(pcos_rows) : pcos_rows.front();  // [K or 1, P, D]
+    auto psin = tables_per_row ? torch::cat(psin_rows) : psin_rows.front();
+    const auto route = memory.route_k.empty() ? RouteEntries{} : route_entries(memory.route_weights, visible, device);
+    auto own = default_attention_mask(T, 0, cached, config_.sliding_window, device);  // [T, T] or plain causal
+    const auto row_bias =
+        row_part_bias(visible, T, own, config_.num_heads, base->model->embed_tokens->weight.options().device(device));
+    for (int64_t i = 0; i < config_.num_layers; ++i) {
+      AttentionPrefix p{memory.k[i].narrow(-2, 0, P).unsqueeze(0), memory.v[i].narrow(-2, 0, P).unsqueeze(0), pcos,
+                        psin};
+      p.visible = visible;
+      if (!memory.route_k.empty()) {
+        p.route_k = memory.route_k[i].narrow(-2, 0, P).unsqueeze(0);
+        p.route_v = memory.route_v[i].narrow(-2, 0, P).unsqueeze(0);
+        p.route = route;
+      }
+      p.row_bias = row_bias;
+      prefix.push_back(std::move(p));
+    }
+    ctx.prefix = &prefix;
+    if (own.defined()) ctx.mask = own;  // else plain causal
+    return base->model->forward_embeddings(base->model->embed_tokens(ids), ctx);  // [K, T, C]
+  }
   if (P > 0) {
     auto pcos = torch::cat(pcos_rows), psin = torch::cat(psin_rows);  // [K or 1, P, D]
     const bool per_row = memory.k.front().dim() == 4;  // one memory per row

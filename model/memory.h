@@ -43,6 +43,11 @@ struct Memory {
   // decoded row (the training estimators route each row's gradient differently; optim/).
   std::vector<torch::Tensor> k, v;
   int64_t sink = 0;  // the first `sink` entries are the attention sink (MemoryOptions::sink_tokens)
+  // Training's gradient routing with one shared memory (optim/estimator.cpp; model/memory_attention.h):
+  // L x [G, P, D] tensors with k's and v's values whose gradients are the per-row weighted sums, and the
+  // weights [rows, P] (float64, CPU) of the rows decoded next. Empty when not routing.
+  std::vector<torch::Tensor> route_k, route_v;
+  torch::Tensor route_weights;
   int64_t entries() const { return k.empty() ? 0 : k.front().size(-2); }
   // Entries a row of segment t reads: the sink and t segments' memory (none for segment 0, whose own
   // tokens include the sink tokens).
@@ -83,6 +88,10 @@ class MemoryCompressorImpl : public torch::nn::Module {
   // checkpointing of every decoder layer (training; model/recompute.h).
   torch::Tensor decode(CausalLM& base, const torch::Tensor& ids, const std::vector<int64_t>& segment_index,
                        const Memory& memory, KVCache* cache = nullptr, bool recompute_layers = false);
+
+  // Whether decode() reads a [G, P, D] memory once for all rows of a chunk instead of per-row copies
+  // (model/memory_attention.h): with the fused kernels.
+  bool reads_shared_memory(CausalLM& base) const;
 
   // The decoder's position of token j of segment t (after the sink and t segments' memory), and the RoPE
   // used for memory and segment.

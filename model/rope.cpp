@@ -112,4 +112,15 @@ torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const
   return x * c + rotated * s;
 }
 
+torch::Tensor apply_rope_rolled(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& signed_sin) {
+  return torch::addcmul(x * cos.unsqueeze(1), x.roll(x.size(-1) / 2, -1), signed_sin.unsqueeze(1));
+}
+
+std::pair<torch::Tensor, torch::Tensor> rope_tables(const torch::Tensor& cos, const torch::Tensor& sin,
+                                                    torch::ScalarType dtype) {
+  const int64_t half = sin.size(-1) / 2;
+  auto signed_sin = torch::cat({-sin.narrow(-1, 0, half), sin.narrow(-1, half, half)}, -1);
+  return {cos.to(dtype), signed_sin.to(dtype)};
+}
+
 }  // namespace uio::model

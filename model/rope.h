@@ -37,4 +37,12 @@ class Rope {
 // x: [B, H, T, D]; cos, sin: [B or 1, T, D] (float32; cast to x's dtype here).
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
 
+// The same rotation in three kernels instead of seven, for tables prepared once per forward by
+// rope_tables(): x * cos + roll(x, D/2) * sin', where sin' is sin with its first half negated (so
+// roll's halves take the signs rotate_half gives them). cos, sin': [B or 1, T, D] in x's dtype.
+torch::Tensor apply_rope_rolled(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& signed_sin);
+// cos and sin' of apply_rope_rolled from cos_sin()'s tables, cast to `dtype`.
+std::pair<torch::Tensor, torch::Tensor> rope_tables(const torch::Tensor& cos, const torch::Tensor& sin,
+                                                    torch::ScalarType dtype);
+
 }  // namespace uio::model

@@ -196,6 +196,7 @@ LoadedModel load_model(const std::string& path, const LoadOptions& options) {
     out.model = CausalLM(out.config, torch::TensorOptions().device(torch::kMeta).dtype(options.dtype));
     load_weights(out.model, source, options);
     check_every_tensor_used(out.config, source);
+    out.model->set_kernels(options.kernels);
   };
   if (is_gguf_path(path)) {
     out.format = "gguf";

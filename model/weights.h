@@ -44,6 +44,7 @@ class WeightSource {
 struct LoadOptions {
   torch::ScalarType dtype = torch::kFloat;  // compute dtype of the base weights
   torch::Device device = torch::kCPU;
+  Kernels kernels = Kernels::fused;  // how the forward runs (model/attention.h)
 };
 
 struct LoadedModel {

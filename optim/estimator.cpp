@@ -92,6 +92,17 @@ void add_row_memory(model::Memory& memory, const model::Memory& sink, size_t lay
   memory.v.push_back(torch::cat({rows(sink.v[layer]), v}, 2));
 }
 
+// One memory [G, sink + P, D] for every row (the sink first), with its routing twins (model/memory.h).
+void add_shared_memory(model::Memory& memory, const model::Memory& sink, size_t layer, const torch::Tensor& k,
+                       const torch::Tensor& v, const torch::Tensor& route_k, const torch::Tensor& route_v) {
+  auto after_sink = [&](const std::vector<torch::Tensor>& first, const torch::Tensor& t) {
+    return first.empty() ? t : torch::cat({first[layer].to(t.scalar_type()), t}, 1);
+  };
+  memory.sink = sink.sink;
+  memory.k.push_back(after_sink(sink.k, k)), memory.v.push_back(after_sink(sink.v, v));
+  memory.route_k.push_back(after_sink(sink.k, route_k)), memory.route_v.push_back(after_sink(sink.v, route_v));
+}
+
 }  // namespace
 
 model::DocumentLoss backward_full(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids,
@@ -261,12 +272,17 @@ model::DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCom
       doc.score(base, compressor->decode(base, segments, index, {}), c0);
     } else {
       data::Phase transfer_phase("uio::transfer");
-      const int64_t P = read * M;
-      auto weights = torch::empty({K, P}, torch::kDouble);  // the plan per row and memory entry
-      auto w = weights.accessor<double, 2>();
+      const int64_t P = read * M, s = sink.sink;
+      // The plan per row and memory entry, after the sink's entries (which carry no gradient).
+      auto host_weights = torch::zeros({K, s + P}, torch::kDouble);
+      auto w = host_weights.accessor<double, 2>();
       for (int64_t k = 0; k < K; ++k)
-        for (int64_t e = 0; e < P; ++e) w[k][e] = plan.weight(c0 + k, e / M);
-      weights = weights.to(device, compute == torch::kDouble ? torch::kDouble : torch::kFloat);
+        for (int64_t e = 0; e < P; ++e) w[k][s + e] = plan.weight(c0 + k, e / M);
+      // Fused kernels read one memory for all rows and route in the attention's backward; otherwise
+      // each row reads its own expanded copy through RouteMemory.
+      const bool shared = compressor->reads_shared_memory(base);
+      auto weights =
+          host_weights.narrow(1, s, P).to(device, compute == torch::kDouble ? torch::kDouble : torch::kFloat);
 
       std::vector<torch::Tensor> x, flat, direct, route;  // x: L leaves [P, C]; flat: k, v per layer
       std::vector<torch::Tensor> hidden_in;
@@ -283,9 +299,14 @@ model::DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCom
           direct.push_back(flat.back().detach().requires_grad_());
           route.push_back(flat.back().detach().requires_grad_());
         }
+        if (shared) {
+          add_shared_memory(memory, sink, i, direct[2 * i], direct[2 * i + 1], route[2 * i], route[2 * i + 1]);
+          continue;
+        }
         add_row_memory(memory, sink, i, RouteMemory::apply(direct[2 * i], route[2 * i], weights),  // [K, G, P, D]
                        RouteMemory::apply(direct[2 * i + 1], route[2 * i + 1], weights));
       }
+      if (shared) memory.route_weights = host_weights;
       transfer_phase.end();
       data::Phase decode_phase("uio::decode");
       auto hidden = compressor->decode(base, segments, index, memory, nullptr, activation_checkpointing);

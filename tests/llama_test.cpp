@@ -61,7 +61,11 @@ TEST(Llama, LogitsMatchHuggingFaceInFloat32) {
   }
 }
 
-// bf16 weights and activations: about 3 significant digits per op, compounding over 3 layers.
+// bf16 weights and activations: about 3 significant digits per op, compounding over 3 layers. The
+// reference kernels round where HF rounds; the fused ones round elsewhere (RMSNorm scaled in float32
+// and rounded once, RoPE as one fused multiply-add), so their error against the float32 logits is a
+// different draw of the same size: measured up to 0.052 (CPU) and 0.046 (H200) where the reference
+// kernels stay under 0.05.
 TEST(Llama, LogitsMatchHuggingFaceInBfloat16WithinStatedTolerance) {
   for (const auto& device : devices()) {
     for (const auto& name : kModels) {
@@ -71,10 +75,14 @@ TEST(Llama, LogitsMatchHuggingFaceInBfloat16WithinStatedTolerance) {
       opt.dtype = torch::kBFloat16;
       auto loaded = load_model(model_dir(name), opt);
       torch::NoGradGuard no_grad;
-      auto logits = loaded.model->forward(ref.ids.to(device));
-      const double err = relative_error(logits, ref.logits);
-      EXPECT_LE(err, 5e-2) << name << " on " << device;
-      std::cout << name << " " << device << " bf16 max rel err " << err << "\n";
+      for (auto kernels : {Kernels::reference, Kernels::fused}) {
+        loaded.model->set_kernels(kernels);
+        auto logits = loaded.model->forward(ref.ids.to(device));
+        const double err = relative_error(logits, ref.logits);
+        EXPECT_LE(err, kernels == Kernels::reference ? 5e-2 : 6e-2)
+            << name << " on " << device << ", " << kernels_name(kernels);
+        std::cout << name << " " << device << " bf16 " << kernels_name(kernels) << " max rel err " << err << "\n";
+      }
     }
   }
 }

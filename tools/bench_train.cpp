@@ -72,10 +72,10 @@ bool on_off(const std::string& word) {
 }
 
 // One table row: the setting, then seconds per step, tokens/s, peak memory, TFLOP/s and MFU (or why not).
-void print_row(const std::string& name, int64_t chunk, const std::string& ckpt, int64_t tokens, double flops,
-               const trainer::StepTiming& t, double peak_tflops) {
+void print_row(const std::string& name, int64_t chunk, const std::string& ckpt, model::Kernels kernels, int64_t tokens,
+               double flops, const trainer::StepTiming& t, double peak_tflops) {
   std::cout << std::left << std::setw(12) << name << std::right << std::setw(7) << chunk << std::setw(7) << ckpt
-            << std::setw(10) << tokens;
+            << std::setw(11) << model::kernels_name(kernels) << std::setw(10) << tokens;
   if (!t.failure.empty()) {
     std::cout << "   " << t.failure << "\n";
     return;
@@ -93,7 +93,7 @@ void print_python_row(const TrainBenchOptions& opt, const model::MemoryOptions& 
   std::string why;
   const double py = python_tokens_per_s(opt, memory, tokens, chunk, why);
   std::cout << std::left << std::setw(12) << "  python" << std::right << std::setw(7) << chunk << std::setw(7) << ""
-            << std::setw(10) << tokens;
+            << std::setw(11) << "eager" << std::setw(10) << tokens;
   if (py <= 0) {
     std::cout << "   " << why << "\n";
     return;
@@ -128,7 +128,8 @@ int bench_train_command(const std::vector<std::string>& args) {
   TrainBenchOptions opt;
   Schema schema("bench train",
                 "Training steps through memory: input tokens/s and peak memory per estimator, "
-                "chunk size, activation checkpointing and document length");
+                "chunk size, activation checkpointing and document length (--kernels takes a list here: "
+                "fused,reference times both kernel sets in one run)");
   add_model_options(schema, opt.base, "base model (HF directory or .gguf), frozen; or --shape", false);
   add_memory_options(schema, opt.memory);
   schema.add("tokens", &opt.tokens, "document lengths, comma-separated (rounded down to whole segments)")
@@ -168,7 +169,16 @@ int bench_train_command(const std::vector<std::string>& args) {
       throw OptionError("bench train: --tokens " + std::to_string(n) + " is shorter than one segment (" +
                         std::to_string(l) + ")");
 
-  const auto load = load_options(opt.base);
+  // --kernels takes a list here, so one run times the fused and the reference kernels side by side.
+  std::vector<model::Kernels> kernel_sets;
+  for (const auto& word : split_list("kernels", opt.base.kernels)) try {
+      kernel_sets.push_back(model::parse_kernels(word));
+    } catch (const std::invalid_argument& e) {
+      throw OptionError(std::string("--kernels: ") + e.what());
+    }
+  auto first = opt.base;
+  first.kernels = model::kernels_name(kernel_sets.front());
+  const auto load = load_options(first);
   auto loaded = bench_model(opt, load);
   const auto memory_init = model::eos_memory_init(loaded.model);
   std::cout << "bench train: " << loaded.config.architecture << " from " << opt.base.model << ", " << opt.base.dtype
@@ -180,8 +190,8 @@ int bench_train_command(const std::vector<std::string>& args) {
             << " TFLOP/s) count the encoder forward and the decoder forward + backward, 4N + attention per decoder "
                "token (trainer/train_flops.h)\n\n"
             << std::left << std::setw(12) << "estimator" << std::right << std::setw(7) << "K" << std::setw(7) << "ckpt"
-            << std::setw(10) << "tokens" << std::setw(11) << "s/step" << std::setw(13) << "tokens/s" << std::setw(11)
-            << "peak GB" << std::setw(10) << "TFLOP/s" << std::setw(8) << "MFU"
+            << std::setw(11) << "kernels" << std::setw(10) << "tokens" << std::setw(11) << "s/step" << std::setw(13)
+            << "tokens/s" << std::setw(11) << "peak GB" << std::setw(10) << "TFLOP/s" << std::setw(8) << "MFU"
             << "\n";
   for (int64_t n : lengths) {
     const int64_t T = n / l;
@@ -201,11 +211,15 @@ int bench_train_command(const std::vector<std::string>& args) {
           if (!opt.profile_trace.empty())
             b.profile_trace = opt.profile_trace + "-" + name + "-K" + std::to_string(std::min(K, T)) +
                               (ckpt ? "-ckpt-" : "-") + std::to_string(T * l) + ".json";
-          const auto timing = trainer::time_training_steps(loaded.model, memory_init, b);
-          print_row(name, std::min(K, T), ckpt ? "on" : "off", T * l,
-                    trainer::train_step_flops(loaded.config, l, memory_options.num_memory_tokens, T), timing,
-                    opt.peak_tflops);
-          std::cout << timing.profile;
+          trainer::StepTiming timing;
+          for (auto kernels : kernel_sets) {
+            loaded.model->set_kernels(kernels);
+            timing = trainer::time_training_steps(loaded.model, memory_init, b);
+            print_row(name, std::min(K, T), ckpt ? "on" : "off", kernels, T * l,
+                      trainer::train_step_flops(loaded.config, l, memory_options.num_memory_tokens, T), timing,
+                      opt.peak_tflops);
+            std::cout << timing.profile << std::flush;
+          }
           if (opt.compare_python && kind == kinds.front() && ckpt == checkpointing.front())
             print_python_row(opt, memory_options, T * l, std::min(K, T), timing);
           std::cout << std::flush;

@@ -8,7 +8,10 @@ namespace uio::cli {
 void add_model_options(Schema& schema, ModelInput& input, const std::string& model_help, bool model_required) {
   schema.add("model", &input.model, model_help)
       .add("dtype", &input.dtype, "compute dtype: float32, bfloat16, float16")
-      .add("device", &input.device, "cpu, cuda or cuda:N");
+      .add("device", &input.device, "cpu, cuda or cuda:N")
+      .add("kernels", &input.kernels,
+           "fused (default: libtorch's fused ops, chunked LM head + loss, memory attended once per chunk) or "
+           "reference (the plain eager formulas; for checking and before/after benchmarks)");
   if (model_required) schema.required("model");
 }
 
@@ -18,6 +21,11 @@ model::LoadOptions load_options(const ModelInput& input) {
     load.dtype = model::parse_dtype(input.dtype);
   } catch (const std::invalid_argument& e) {
     throw OptionError(std::string("--dtype: ") + e.what());
+  }
+  try {
+    load.kernels = model::parse_kernels(input.kernels);
+  } catch (const std::invalid_argument& e) {
+    throw OptionError(std::string("--kernels: ") + e.what());
   }
   try {
     load.device = torch::Device(input.device);

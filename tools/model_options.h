@@ -13,6 +13,7 @@ struct ModelInput {
   std::string model;
   std::string dtype = "float32";
   std::string device = "cpu";
+  std::string kernels = "fused";
 };
 
 // Registers model (required unless `model_required` is false), dtype and device.

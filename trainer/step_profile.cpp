@@ -91,6 +91,8 @@ StepProfile profile_step(const std::function<void()>& step, const torch::Device&
     const double ms = static_cast<double>(e->durationNs()) / 1e6;
     ++p.kernels;
     p.kind_ms[kernel_kind(e->name())] += ms;
+    auto& by_name = p.kernel_ms[e->name()];
+    by_name.first += ms, ++by_name.second;
     const auto launch = launch_ns.find(e->linkedCorrelationId());
     p.phase_device_ms[launch == launch_ns.end() ? "unattributed" : phase_at(launch->second)] += ms;
     intervals.emplace_back(e->startNs(), e->endNs());
@@ -123,6 +125,14 @@ std::string format_profile(const StepProfile& p) {
     o << "    by kind   ";
     for (const auto& [kind, ms] : p.kind_ms) o << "  " << kind << " " << ms << " ms (" << pct(ms, device_total) << "%)";
     o << "\n";
+    std::vector<std::pair<double, std::string>> top;  // the kernels that take the most device time
+    for (const auto& [name, t] : p.kernel_ms) top.emplace_back(t.first, name);
+    std::sort(top.rbegin(), top.rend());
+    for (size_t i = 0; i < std::min<size_t>(top.size(), 12); ++i) {
+      const auto& [ms, name] = top[i];
+      o << "    " << std::setw(8) << ms << " ms " << std::setw(5) << pct(ms, device_total) << "% " << std::setw(6)
+        << p.kernel_ms.at(name).second << "x  " << name.substr(0, 110) << "\n";
+    }
   }
   std::set<std::string> names;
   for (const auto& [name, ms] : p.phase_host_ms) names.insert(name);

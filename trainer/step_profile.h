@@ -18,6 +18,7 @@ struct StepProfile {
   double device_busy_ms = 0;  // the union of the intervals with a kernel or copy running
   int64_t kernels = 0;  // device activities (kernels, copies, sets)
   std::map<std::string, double> kind_ms;  // device ms per kind of kernel
+  std::map<std::string, std::pair<double, int64_t>> kernel_ms;  // device ms and launches per kernel name
   std::map<std::string, double> phase_device_ms;  // device ms of the kernels each phase launched
   std::map<std::string, double> phase_host_ms;  // wall ms inside each phase (host side)
 };
