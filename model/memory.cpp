@@ -79,6 +79,12 @@ MemoryCompressorImpl::MemoryCompressorImpl(const ModelConfig& config, const Memo
   const auto device = memory_init.device();
   encoder = register_module("encoder", LoraSet(config, options.encoder_lora, device));
   transfer_head = register_module("transfer", LoraSet(config, options.transfer_lora, device));
+  // Registered only when on, so a compressor without decoder adapters has today's parameters, names and
+  // random draws exactly (and its files and checkpoints are unchanged).
+  TORCH_CHECK(options.decoder_lora.rank >= 0, "memory: decoder_lora rank must be >= 0 (0 = off), got ",
+              options.decoder_lora.rank);
+  if (options.decoder_lora.rank > 0)
+    decoder = register_module("decoder", LoraSet(config, options.decoder_lora, device));
   memory_embedding = register_parameter("memory_embedding", memory_init.detach().to(torch::kFloat).clone());
   // Plain members, not buffers: Module::to(dtype) would turn the boolean mask into numbers.
   encoder_mask_ = encoder_attention_mask(l_, M_);
@@ -152,10 +158,15 @@ Memory MemoryCompressorImpl::sink(CausalLM& base, const torch::Tensor& first) {
   const int64_t k = options_.sink_tokens;
   TORCH_CHECK(k > 0 && first.dim() == 1 && first.size(0) == k, "memory: the attention sink takes the document's first ",
               k, " tokens, got ", first.sizes());
-  torch::NoGradGuard no_grad;  // the base model is frozen and the sink's tokens are data: nothing to train
+  // The base model is frozen and the sink's tokens are data: without decoder adapters there is nothing to
+  // train. With them the sink is what the decoder computes for those tokens, so gradient flows into it:
+  // the adapters then get the exact gradient of the loss, which also reads them through every later
+  // segment's sink (a detached sink would drop that path and bias their gradient).
+  torch::AutoGradMode grad_mode(decoder && torch::GradMode::is_enabled());
   std::vector<torch::Tensor> hidden;  // L x [1, k, C]
   ForwardContext ctx;
   ctx.attn_inputs = &hidden;
+  ctx.lora = decoder ? decoder.get() : nullptr;
   base->model->forward_embeddings(base->model->embed_tokens(first.unsqueeze(0)), ctx);
   Memory m;
   m.sink = k;
@@ -163,8 +174,11 @@ Memory MemoryCompressorImpl::sink(CausalLM& base, const torch::Tensor& first) {
   for (int64_t i = 0; i < config_.num_layers; ++i) {
     auto& attn = *base->model->layers[i]->as<DecoderLayer>()->self_attn;
     const auto& h = hidden.at(static_cast<size_t>(i));
-    m.k.push_back(attn.k_proj->forward(h).view({k, G, D}).permute({1, 0, 2}).contiguous());  // [G, k, D]
-    m.v.push_back(attn.v_proj->forward(h).view({k, G, D}).permute({1, 0, 2}).contiguous());
+    const auto* lora = decoder ? &decoder->layer(i) : nullptr;
+    auto keys = attn.k_proj(h, lora ? lora->k_proj : nullptr);  // [1, k, G * D]
+    auto values = attn.v_proj(h, lora ? lora->v_proj : nullptr);
+    m.k.push_back(keys.view({k, G, D}).permute({1, 0, 2}).contiguous());  // [G, k, D]
+    m.v.push_back(values.view({k, G, D}).permute({1, 0, 2}).contiguous());
   }
   return m;
 }
@@ -217,6 +231,7 @@ torch::Tensor MemoryCompressorImpl::decode(CausalLM& base, const torch::Tensor& 
   ctx.cos = torch::cat(cos_rows), ctx.sin = torch::cat(sin_rows);  // [K, T, D]
   ctx.cache = cache;
   ctx.recompute_layers = recompute_layers;
+  ctx.lora = decoder ? decoder.get() : nullptr;  // none: the paper's frozen decoder
   std::vector<AttentionPrefix> prefix;
   const bool shared = P > 0 && !cache && memory.k.front().dim() == 3 && reads_shared_memory(base);
   TORCH_CHECK(memory.route_k.empty() || shared, "memory: a routed memory is read by the fused kernels only");

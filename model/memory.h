@@ -1,7 +1,8 @@
 // model/memory.h — UIO-LLMs' memory (docs/method.md §2-5): the encoder (base model + encoder LoRA) compresses
 // each l-token segment into M memory tokens, the transfer head (transfer LoRA on W_K, W_V) turns their
-// hidden states into key/value entries, and the decoder (the untouched base model) reads a segment with
-// the memory of all earlier segments before it. One frozen base model serves all three passes.
+// hidden states into key/value entries, and the decoder (the untouched base model, or beyond the paper the
+// base model with the decoder LoRA) reads a segment with the memory of all earlier segments before it. One
+// frozen base model serves all three passes.
 // Owns the trainable parameters and the three passes; gradients through memory live in optim/.
 // Dims: S segments, K decoded rows, l segment length, M memory tokens per segment, P memory entries,
 // L layers, C model dim, G KV heads, D head dim.
@@ -29,11 +30,15 @@ struct MemoryOptions {
   // yarn. Default dynamic, so a 1M-token document runs.
   RopeKind memory_rope = RopeKind::dynamic;
   double memory_rope_factor = 1.0;
-  // Beyond the paper (0 = the paper's decoder): the document's first `sink_tokens` tokens, as the base
-  // model's own keys and values, stay ahead of the memory for every later segment (an attention sink, as
+  // Beyond the paper (0 = the paper's decoder): the document's first `sink_tokens` tokens, as the
+  // decoder's own keys and values, stay ahead of the memory for every later segment (an attention sink, as
   // Activation Beacon keeps for Llama-3): a decoder that met a foreign KV prefix keeps its usual first
   // keys to rest attention on. Decoder positions: sink 0..k-1, memory k.., the segment's tokens after.
   int64_t sink_tokens = 0;
+  // Beyond the paper (rank 0 = off = the paper's frozen decoder): a LoRA set on the decoder's own
+  // projections, active in every decoder pass (rows with and without memory, generation, the sink) and
+  // trained with the plain gradient of the loss (docs/method.md §13).
+  LoraOptions decoder_lora{0, 64.0, 0.0, {"q_proj", "k_proj", "v_proj", "o_proj"}};
 };
 
 // Memory of a document so far: per layer, un-rotated keys and values of every compressed segment,
@@ -77,13 +82,16 @@ class MemoryCompressorImpl : public torch::nn::Module {
   // encode + transfer, laid out as a Memory of S * M entries.
   Memory compress(CausalLM& base, const torch::Tensor& segments);
   // The attention sink of a document from its first tokens `first` [k] (k = options().sink_tokens): the
-  // base model's own un-rotated keys and values of those tokens (no adapter), as a Memory of k entries
-  // with sink = k, to which compress()'s memories are then appended. No gradient flows into it.
+  // decoder's own un-rotated keys and values of those tokens (the base model with the decoder adapters, if
+  // any), as a Memory of k entries with sink = k, to which compress()'s memories are then appended.
+  // Autograd follows the caller's grad mode when the decoder adapters exist (they are its only trainable
+  // input); without them no gradient flows into it.
   Memory sink(CausalLM& base, const torch::Tensor& first);
 
   // Decoder: final hidden states [K, T, C] of token rows `ids` [K, T]; row k is segment
   // `segment_index[k]` (0-based) and attends to the first segment_index[k] * M entries of `memory`
-  // and causally to its own tokens. With `cache` (one row), the tokens continue the cached ones. A
+  // and causally to its own tokens, through the decoder adapters when there are any (never the encoder's
+  // or the transfer head's). With `cache` (one row), the tokens continue the cached ones. A
   // per-row memory ([K, G, P, D] entries) gives row k its own copy. `recompute_layers`: activation
   // checkpointing of every decoder layer (training; model/recompute.h).
   torch::Tensor decode(CausalLM& base, const torch::Tensor& ids, const std::vector<int64_t>& segment_index,
@@ -105,6 +113,7 @@ class MemoryCompressorImpl : public torch::nn::Module {
 
   LoraSet encoder{nullptr};
   LoraSet transfer_head{nullptr};
+  LoraSet decoder{nullptr};  // null unless options().decoder_lora.rank > 0
   torch::Tensor memory_embedding;  // [C], fp32
 
  private:

@@ -1,6 +1,7 @@
 // model/memory_io.cpp — memory compressor directories.
 #include "model/memory_io.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -52,6 +53,14 @@ LoraOptions lora_from_json(const Json& j, const std::string& file, const std::st
   }
 }
 
+// The compressor's adapter sets by their uio_config.json keys; the decoder's only when on (rank > 0).
+std::vector<std::pair<const char*, const LoraOptions*>> adapter_sets(const MemoryOptions& o) {
+  std::vector<std::pair<const char*, const LoraOptions*>> sets = {{"encoder_lora", &o.encoder_lora},
+                                                                  {"transfer_lora", &o.transfer_lora}};
+  if (o.decoder_lora.rank > 0) sets.emplace_back("decoder_lora", &o.decoder_lora);
+  return sets;
+}
+
 // Sizes read from a file are checked before anything of their size is allocated (the encoder's mask
 // is [l + M, l + M], a LoRA's factors [r, C]): libtorch's allocator aborts on absurd ones.
 void check_sizes(const MemoryOptions& o, const std::string& file) {
@@ -65,11 +74,16 @@ void check_sizes(const MemoryOptions& o, const std::string& file) {
   if (o.sink_tokens < 0 || o.sink_tokens > o.segment_len)
     fail("sink_tokens is " + std::to_string(o.sink_tokens) + ", expected 0 .. segment_len (" +
          std::to_string(o.segment_len) + ")");
-  for (const auto& [key, lora] :
-       {std::pair{"encoder_lora", &o.encoder_lora}, std::pair{"transfer_lora", &o.transfer_lora}})
+  const auto& known = lora_target_names();
+  for (const auto& [key, lora] : adapter_sets(o)) {
     if (lora->rank <= 0 || !(lora->dropout >= 0 && lora->dropout < 1) || !std::isfinite(lora->alpha))
       fail(std::string(key) + " has rank " + std::to_string(lora->rank) + ", alpha " + std::to_string(lora->alpha) +
            ", dropout " + std::to_string(lora->dropout) + "; expected rank > 0, a finite alpha, dropout in [0, 1)");
+    for (const auto& target : lora->targets)
+      if (std::find(known.begin(), known.end(), target) == known.end())
+        fail(std::string(key) + " targets '" + target +
+             "', not one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj");
+  }
 }
 
 // The same against the base model: a segment fits the positions the model was trained on, and a LoRA's
@@ -80,8 +94,7 @@ void check_sizes_fit(const MemoryOptions& o, const ModelConfig& config, const st
                              ", but the base model holds " + std::to_string(config.max_position) +
                              " positions (max_position_embeddings); the encoder "
                              "reads a whole segment at once");
-  for (const auto& [key, lora] :
-       {std::pair{"encoder_lora", &o.encoder_lora}, std::pair{"transfer_lora", &o.transfer_lora}})
+  for (const auto& [key, lora] : adapter_sets(o))
     if (lora->rank > config.hidden_size)
       throw std::runtime_error(file + ": " + key + " has rank " + std::to_string(lora->rank) +
                                ", more than the base model's hidden_size " + std::to_string(config.hidden_size) +
@@ -117,24 +130,27 @@ namespace {
 
 // uio_config.json of a compressor directory (format uio-memory) or an export (uio-export).
 Json memory_config_json(const MemoryOptions& o, const BaseIdentity& base, const std::string& format) {
-  return {{"format", format},
-          {"version", 1},
-          {"segment_len", o.segment_len},
-          {"num_memory_tokens", o.num_memory_tokens},
-          {"memory_rope", rope_kind_name(o.memory_rope)},
-          {"memory_rope_factor", o.memory_rope_factor},
-          {"sink_tokens", o.sink_tokens},
-          {"encoder_lora", lora_json(o.encoder_lora)},
-          {"transfer_lora", lora_json(o.transfer_lora)},
-          {"base_model",
-           {{"path", base.path},
-            {"architecture", base.architecture},
-            {"num_layers", base.num_layers},
-            {"hidden_size", base.hidden_size},
-            {"vocab_size", base.vocab_size},
-            {"num_kv_heads", base.num_kv_heads},
-            {"head_dim", base.head_dim},
-            {"fingerprint", base.fingerprint}}}};
+  Json j = {{"format", format},
+            {"version", 1},
+            {"segment_len", o.segment_len},
+            {"num_memory_tokens", o.num_memory_tokens},
+            {"memory_rope", rope_kind_name(o.memory_rope)},
+            {"memory_rope_factor", o.memory_rope_factor},
+            {"sink_tokens", o.sink_tokens},
+            {"encoder_lora", lora_json(o.encoder_lora)},
+            {"transfer_lora", lora_json(o.transfer_lora)},
+            {"base_model",
+             {{"path", base.path},
+              {"architecture", base.architecture},
+              {"num_layers", base.num_layers},
+              {"hidden_size", base.hidden_size},
+              {"vocab_size", base.vocab_size},
+              {"num_kv_heads", base.num_kv_heads},
+              {"head_dim", base.head_dim},
+              {"fingerprint", base.fingerprint}}}};
+  // Only when on: a compressor without decoder adapters writes the file it wrote before the option.
+  if (o.decoder_lora.rank > 0) j["decoder_lora"] = lora_json(o.decoder_lora);
+  return j;
 }
 
 // Whole or not at all: a full disk is an error naming the file, never a 0-byte uio_config.json.
@@ -142,6 +158,7 @@ void write_json(const fs::path& path, const Json& j) { format::write_file_atomic
 
 constexpr const char* kEncoderAdapter = "encoder_adapter";
 constexpr const char* kTransferAdapter = "transfer_adapter";
+constexpr const char* kDecoderAdapter = "decoder_adapter";
 constexpr const char* kMemoryEmbedding = "memory_embedding.safetensors";
 
 }  // namespace
@@ -201,13 +218,16 @@ void export_memory(const std::string& from, const std::string& dir, const Export
     if (fs::is_regular_file(options.base_model)) checksum = format::file_checksum(options.base_model);
   }
   format::SafetensorsFile weights((fs::path(from) / "uio_memory.safetensors").string());
-  std::map<std::string, torch::Tensor> encoder, transfer;
+  const bool with_decoder = loaded.options.decoder_lora.rank > 0;
+  std::map<std::string, torch::Tensor> encoder, transfer, decoder;
   torch::Tensor embedding;
   for (const auto& info : weights.tensors()) {
     if (info.name.rfind("encoder.", 0) == 0)
       encoder[info.name.substr(8)] = weights.tensor(info.name);
     else if (info.name.rfind("transfer.", 0) == 0)
       transfer[info.name.substr(9)] = weights.tensor(info.name);
+    else if (with_decoder && info.name.rfind("decoder.", 0) == 0)
+      decoder[info.name.substr(8)] = weights.tensor(info.name);
     else if (info.name == "memory_embedding")
       embedding = weights.tensor(info.name);
     else
@@ -219,6 +239,14 @@ void export_memory(const std::string& from, const std::string& dir, const Export
                      loaded.base.path);
   write_peft_adapter((fs::path(dir) / kTransferAdapter).string(), transfer, loaded.options.transfer_lora,
                      loaded.base.path);
+  if (with_decoder) {
+    if (decoder.empty())
+      throw std::runtime_error(weights.path() + ": no 'decoder.' tensors, but " + from +
+                               "/uio_config.json has decoder_lora of rank " +
+                               std::to_string(loaded.options.decoder_lora.rank));
+    write_peft_adapter((fs::path(dir) / kDecoderAdapter).string(), decoder, loaded.options.decoder_lora,
+                       loaded.base.path);
+  }
   format::write_safetensors((fs::path(dir) / kMemoryEmbedding).string(), {{"memory_embedding", embedding}},
                             {{"format", "pt"}});
   auto j = memory_config_json(loaded.options, loaded.base, "uio-export");
@@ -226,6 +254,8 @@ void export_memory(const std::string& from, const std::string& dir, const Export
   j["files"] = {{kEncoderAdapter, "PEFT LoRA adapter of the encoder (q_proj, v_proj by default): compression"},
                 {kTransferAdapter, "PEFT LoRA adapter of the transfer head (k_proj, v_proj): memory keys and values"},
                 {kMemoryEmbedding, "the <mem> token embedding [hidden_size], float32"}};
+  if (with_decoder)
+    j["files"][kDecoderAdapter] = "PEFT LoRA adapter of the decoder (beyond the paper): reading with memory";
   write_json(fs::path(dir) / "uio_config.json", j);
 }
 
@@ -264,6 +294,8 @@ LoadedMemory read_memory_config(const std::string& dir) {
                 b.value("fingerprint", std::string())};
     o.encoder_lora = lora_from_json(j.at("encoder_lora"), config_path, "encoder_lora");
     o.transfer_lora = lora_from_json(j.at("transfer_lora"), config_path, "transfer_lora");
+    // Absent when off, and in compressors written before the option: the paper's frozen decoder.
+    if (j.contains("decoder_lora")) o.decoder_lora = lora_from_json(j.at("decoder_lora"), config_path, "decoder_lora");
   } catch (const Json::exception& e) {
     throw std::runtime_error(config_path + ": missing or wrongly typed key (" + e.what() + ")");
   } catch (const std::invalid_argument& e) {
@@ -300,8 +332,12 @@ void load_memory_weights(const std::string& dir, MemoryCompressor& compressor) {
   if (!fs::exists(fs::path(dir) / "uio_memory.safetensors") && fs::is_directory(fs::path(dir) / kEncoderAdapter)) {
     // An export: two PEFT adapters and the <mem> embedding.
     size_t count = 0;
-    for (const auto& [sub, prefix] :
-         {std::pair{kEncoderAdapter, "encoder."}, std::pair{kTransferAdapter, "transfer."}}) {
+    std::vector<std::pair<const char*, const char*>> adapters = {{kEncoderAdapter, "encoder."},
+                                                                 {kTransferAdapter, "transfer."}};
+    // A decoder adapter the compressor has no place for is refused by name below, not skipped.
+    if (compressor->decoder || fs::exists(fs::path(dir) / kDecoderAdapter))
+      adapters.emplace_back(kDecoderAdapter, "decoder.");
+    for (const auto& [sub, prefix] : adapters) {
       const auto adapter = read_peft_adapter((fs::path(dir) / sub).string());
       for (const auto& [name, t] : adapter.tensors) set(prefix + name, t, (fs::path(dir) / sub).string());
       count += adapter.tensors.size();
@@ -314,6 +350,11 @@ void load_memory_weights(const std::string& dir, MemoryCompressor& compressor) {
     return;
   }
   format::SafetensorsFile weights((fs::path(dir) / "uio_memory.safetensors").string());
+  for (const auto& info : weights.tensors())  // e.g. decoder adapters a compressor without them would drop
+    if (!params.find(info.name))
+      throw std::runtime_error(weights.path() + ": tensor '" + info.name +
+                               "' has no place in this compressor (its uio_config.json and this run's settings "
+                               "differ?)");
   for (auto& item : params)
     set(item.key(), weights.tensor(item.key(), item.value().sizes().vec(), "uio_config.json"), weights.path());
 }

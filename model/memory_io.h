@@ -1,6 +1,7 @@
 // model/memory_io.h — the trained memory compressor on disk: a directory with `uio_memory.safetensors`
-// (encoder LoRA, transfer LoRA, <mem> embedding, uio's names) and `uio_config.json` (l, M, memory_rope,
-// LoRA shapes and targets, and which base model it belongs to); or an export of it in PEFT's format.
+// (encoder LoRA, transfer LoRA, the decoder LoRA when on, <mem> embedding, uio's names) and
+// `uio_config.json` (l, M, memory_rope, LoRA shapes and targets, and which base model it belongs to); or
+// an export of it in PEFT's format.
 // Checkpoints (trainer/) build on it; `uio generate --memory DIR` reads either.
 #pragma once
 
@@ -40,11 +41,12 @@ struct ExportOptions {
 };
 
 // The memory compressor alone in formats other tools read, from a compressor directory or checkpoint
-// `from`: encoder_adapter/ and transfer_adapter/ (PEFT LoRA adapter directories, model/peft.h),
-// memory_embedding.safetensors, and uio_config.json (format uio-export: l, M, memory_rope, adapter
-// shapes and targets, the base model's identity and fingerprint, and its checksum when
-// options.base_model is given). Every file is written whole or not at all (format/atomic_file.h).
-// load_memory reads it back like a compressor directory. Throws naming `dir` for a target it may not use.
+// `from`: encoder_adapter/ and transfer_adapter/ (PEFT LoRA adapter directories, model/peft.h; and
+// decoder_adapter/ when the compressor has decoder adapters), memory_embedding.safetensors, and
+// uio_config.json (format uio-export: l, M, memory_rope, adapter shapes and targets, the base model's
+// identity and fingerprint, and its checksum when options.base_model is given). Every file is written
+// whole or not at all (format/atomic_file.h). load_memory reads it back like a compressor directory.
+// Throws naming `dir` for a target it may not use.
 void export_memory(const std::string& from, const std::string& dir, const ExportOptions& options = {});
 // The target rules of export_memory alone (throws std::runtime_error naming `dir` and the fix).
 void check_export_target(const std::string& dir, bool force);

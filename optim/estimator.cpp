@@ -71,10 +71,33 @@ struct RouteMemory : public torch::autograd::Function<RouteMemory> {
 
 at::Generator dropout_generator(const torch::Device& device) { return at::globalContext().defaultGenerator(device); }
 
-// The document's attention sink (none when the compressor keeps none): the same for every row, no gradient.
+// The document's attention sink (none when the compressor keeps none): the same for every row. Its only
+// trainable input is the decoder adapters (model/memory.h); without them it carries no gradient.
 model::Memory document_sink(model::CausalLM& base, model::MemoryCompressor& compressor, const torch::Tensor& ids) {
   const int64_t k = compressor->options().sink_tokens;
   return k > 0 ? compressor->sink(base, ids.narrow(0, 0, k)) : model::Memory{};
+}
+
+// With a graph, the sink's keys and values as leaves the chunks' decoders read: like the memories' leaves
+// (Eq. 6) they gather every loss's plain gradient, and the sink's own graph is back-propagated once, when
+// the document is done (back_propagate_sink). Without a graph, the sink itself.
+model::Memory sink_leaves(const model::Memory& sink) {
+  if (sink.k.empty() || !sink.k.front().requires_grad()) return sink;
+  model::Memory leaves;
+  leaves.sink = sink.sink;
+  for (size_t i = 0; i < sink.k.size(); ++i) {
+    leaves.k.push_back(sink.k[i].detach().requires_grad_());
+    leaves.v.push_back(sink.v[i].detach().requires_grad_());
+  }
+  return leaves;
+}
+
+void back_propagate_sink(const model::Memory& sink, const model::Memory& leaves) {
+  std::vector<torch::Tensor> roots, grads;
+  for (size_t i = 0; i < sink.k.size(); ++i)
+    for (auto [root, leaf] : {std::pair{sink.k[i], leaves.k[i]}, std::pair{sink.v[i], leaves.v[i]}})
+      if (root.requires_grad() && leaf.grad().defined()) roots.push_back(root), grads.push_back(leaf.grad());
+  if (!roots.empty()) torch::autograd::backward(roots, grads);
 }
 
 // Per-row memory entries [K, G, P, D] after the sink's entries (every row reads the same sink).
@@ -126,7 +149,6 @@ model::DocumentLoss backward_naive(model::CausalLM& base, model::MemoryCompresso
   TORCH_CHECK(chunk > 0, "estimator: chunk must be > 0");
   model::ScoredDocument doc(compressor->segment_len(), ids, loss_mask);
   check_plan(plan, doc.segments());
-  const auto sink = document_sink(base, compressor, ids);
   const int64_t M = compressor->num_memory_tokens(), T = doc.segments();
   // Every memory's hidden states without a graph: the paths the plan cuts read these.
   std::vector<torch::Tensor> detached;  // L x [T, M, C]
@@ -147,11 +169,15 @@ model::DocumentLoss backward_naive(model::CausalLM& base, model::MemoryCompresso
     const int64_t K = std::min(chunk, T - c0), read = c0 + K - 1;  // memories 0..read-1 are read
     auto segments = doc.segment_ids(c0, K);
     auto index = model::segment_rows(c0, K);
-    if (read == 0) {
-      torch::NoGradGuard no_grad;
-      doc.score(base, compressor->decode(base, segments, index, {}), c0);
+    if (read == 0) {  // no memory: only the decoder adapters, if any, take gradient from these rows
+      torch::AutoGradMode grad_mode(static_cast<bool>(compressor->decoder));
+      auto loss = doc.score(base, compressor->decode(base, segments, index, {}), c0);
+      if (loss.requires_grad()) (loss * loss_scale).backward();
       continue;
     }
+    // The sink afresh for every chunk, as everything here is recomputed per loss (with decoder adapters it
+    // has a graph, which the chunk's backward frees).
+    const auto sink = document_sink(base, compressor, ids);
     // Each (row, memory) path that carries gradient gets its own encoder pass, as if loss t alone
     // were back-propagated through its window.
     std::vector<std::vector<int64_t>> path(static_cast<size_t>(K), std::vector<int64_t>(static_cast<size_t>(read), -1));
@@ -203,7 +229,8 @@ model::DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCom
   TORCH_CHECK(chunk > 0, "estimator: chunk must be > 0");
   model::ScoredDocument doc(compressor->segment_len(), ids, loss_mask);
   check_plan(plan, doc.segments());
-  const auto sink = document_sink(base, compressor, ids);
+  const auto sink_graph = document_sink(base, compressor, ids);
+  const auto sink = sink_leaves(sink_graph);
   const int64_t M = compressor->num_memory_tokens(), T = doc.segments();
   const auto device = ids.device();
   const auto params = compressor->transfer_head->parameters();
@@ -266,10 +293,11 @@ model::DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCom
     peak = std::max(peak, alive);
 
     // Decoders: the chunk's rows read memories 0..read-1 through the transfer head.
-    if (read == 0) {
+    if (read == 0) {  // no memory: only the decoder adapters, if any, take gradient from these rows
       data::Phase phase("uio::decode");
-      torch::NoGradGuard no_grad;
-      doc.score(base, compressor->decode(base, segments, index, {}), c0);
+      torch::AutoGradMode grad_mode(static_cast<bool>(compressor->decoder));
+      auto loss = doc.score(base, compressor->decode(base, segments, index, {}, nullptr, activation_checkpointing), c0);
+      if (loss.requires_grad()) (loss * loss_scale).backward();
     } else {
       data::Phase transfer_phase("uio::transfer");
       const int64_t P = read * M, s = sink.sink;
@@ -337,6 +365,7 @@ model::DocumentLoss backward_incremental(model::CausalLM& base, model::MemoryCom
     }
   }
   for (auto& p : pending) close(p);
+  back_propagate_sink(sink_graph, sink);
   return doc.result(peak);
 }
 

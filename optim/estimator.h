@@ -13,6 +13,9 @@
 // Every estimator reads the document in chunks of `chunk` segments: encoders and decoders batched
 // inside a chunk, incremental across chunks. For a given plan, every chunk size gives the same
 // gradient; chunk 1 is the paper's sequential algorithm.
+// Only the encoder's gradient (encoder LoRA, <mem>) is cut or scaled by a plan: the transfer head and the
+// decoder adapters (when the compressor has them; with the attention sink they compute) take the plain
+// gradient of the loss under every estimator.
 #pragma once
 
 #include <torch/torch.h>

@@ -42,7 +42,8 @@ struct Tiny {
 
 // Built the same way every time from `seed`, as a new process would: the base and the compressor's
 // initial weights depend only on the seed.
-Tiny make_tiny(uint64_t seed, double dropout) {
+// With `decoder_rank` > 0, decoder adapters (beyond the paper) with the same dropout, and a sink.
+Tiny make_tiny(uint64_t seed, double dropout, int64_t decoder_rank = 0) {
   torch::manual_seed(seed);
   Tiny t;
   auto& c = t.config = uio::test::tiny_llama_config();
@@ -51,6 +52,8 @@ Tiny make_tiny(uint64_t seed, double dropout) {
   o.segment_len = 8, o.num_memory_tokens = 2;
   o.encoder_lora = {4, 8.0, dropout, {"q_proj", "v_proj"}};
   o.transfer_lora = {4, 8.0, dropout, {"k_proj", "v_proj"}};
+  if (decoder_rank > 0) o.decoder_lora = {decoder_rank, 6.0, dropout, {"q_proj", "k_proj", "v_proj", "o_proj"}};
+  if (decoder_rank > 0) o.sink_tokens = 2;
   t.memory = model::MemoryCompressor(c, o, torch::randn({c.hidden_size}));
   {
     torch::NoGradGuard no_grad;  // B random too, so every adapter's gradient is non-zero from the start
@@ -87,8 +90,9 @@ void expect_equal_files(const fs::path& a, const fs::path& b) {
 // Steps `from_step`..`to_step` of a run of `total` steps (the schedule depends on the total), writing
 // into `out`: resumed from `checkpoint` when given, and checkpointed at the end. Returns each step's loss.
 std::vector<double> train_tiny(const fs::path& out, int64_t total, int64_t to_step, int64_t seed,
-                               const std::string& checkpoint = "", std::string* saved = nullptr) {
-  auto t = make_tiny(seed, 0.2);
+                               const std::string& checkpoint = "", std::string* saved = nullptr,
+                               int64_t decoder_rank = 0) {
+  auto t = make_tiny(seed, 0.2, decoder_rank);
   data::RandomDocuments docs(48, 5 * 8, 9);
   trainer::Trainer trainer(config_for(out, total), t.base, t.memory, {}, docs, {});
   if (!checkpoint.empty()) trainer.restore(checkpoint);
@@ -131,6 +135,32 @@ TEST(Checkpoint, ResumingGivesBitIdenticalWeightsOptimizerStateAndLosses) {
   bool differs = false;
   for (int64_t i = 0; i < N; ++i) differs = differs || other.step().loss != straight[N + i];
   EXPECT_TRUE(differs) << "dropout draws should change the losses";
+}
+
+// The same with decoder adapters (beyond the paper), dropout on them too: they are checkpointed with the
+// optimiser state of their parameters, and the resumed run is the straight one bit for bit.
+TEST(Checkpoint, ResumingWithDecoderAdaptersGivesBitIdenticalWeightsOptimizerStateAndLosses) {
+  const auto dir = uio::test::scratch_dir();
+  const int64_t N = 3, seed = static_cast<int64_t>(uio::test::test_seed() % 1000);
+  auto straight = train_tiny(dir / "straight", 2 * N, 2 * N, seed, "", nullptr, /*decoder_rank=*/3);
+  std::string middle;
+  auto first = train_tiny(dir / "split", 2 * N, N, seed, "", &middle, /*decoder_rank=*/3);
+  torch::manual_seed(12345);
+  auto second = train_tiny(dir / "split", 2 * N, 2 * N, seed, middle, nullptr, /*decoder_rank=*/3);
+  first.insert(first.end(), second.begin(), second.end());
+  ASSERT_EQ(first.size(), straight.size());
+  for (size_t i = 0; i < straight.size(); ++i) EXPECT_EQ(first[i], straight[i]) << "step " << i + 1;
+  const auto a = dir / "straight/checkpoints/step-00000006", b = dir / "split/checkpoints/step-00000006";
+  expect_equal_files(a / "uio_memory.safetensors", b / "uio_memory.safetensors");
+  expect_equal_files(a / "optimizer.safetensors", b / "optimizer.safetensors");
+  const auto optimizer = tensors_of(a / "optimizer.safetensors");
+  int64_t decoder = 0;
+  for (const auto& [name, t] : tensors_of(a / "uio_memory.safetensors")) {
+    if (name.rfind("decoder.", 0) != 0) continue;
+    ++decoder;
+    EXPECT_TRUE(optimizer.count(name + ".exp_avg") && optimizer.count(name + ".exp_avg_sq")) << name;
+  }
+  EXPECT_EQ(decoder, 2 * 4 * uio::test::tiny_llama_config().num_layers);
 }
 
 TEST(Checkpoint, StoreKeepsTheLastNAndTheMarkedOnesAndPointsLatestAtTheNewest) {

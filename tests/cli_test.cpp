@@ -215,15 +215,18 @@ TEST(Cli, PrepareAndBenchTokenizerCountTheSameFiles) {
   EXPECT_NE(bench.out.find("2 binary files skipped"), std::string::npos) << bench.out;
 }
 
-// `uio generate --memory DIR` on SmolLM2 with a saved (random) compressor and l = 16: the prompt spans
-// several segments, so it is read with memory; the text equals the library's greedy memory decoding.
-TEST(Cli, GenerateWithMemoryMatchesTheLibrarysMemoryDecoding) {
+namespace {
+
+// `uio generate --memory` of a random compressor on SmolLM2 prints what the library's memory reader greedily
+// generates with it; with `decoder_rank` > 0 the compressor has decoder adapters (beyond the paper) and a sink.
+void expect_generate_with_memory_matches_the_library(int64_t decoder_rank) {
   const fs::path meta_path = uio::test::testdata("smollm2") / "reference.json";
   if (!fs::exists(meta_path)) GTEST_SKIP() << "no SmolLM2 GGUF under models/ (run scripts/get-model.sh)";
   const std::string gguf = nlohmann::json::parse(std::ifstream(meta_path))["gguf"];
   auto loaded = uio::model::load_model(gguf);
   uio::model::MemoryOptions o;
   o.segment_len = 16, o.num_memory_tokens = 4;
+  if (decoder_rank > 0) o.decoder_lora.rank = decoder_rank, o.decoder_lora.alpha = 16.0, o.sink_tokens = 2;
   torch::manual_seed(uio::test::test_seed());
   uio::model::MemoryCompressor compressor(loaded.config, o, torch::randn({loaded.config.hidden_size}) * 0.05);
   {
@@ -251,7 +254,25 @@ TEST(Cli, GenerateWithMemoryMatchesTheLibrarysMemoryDecoding) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, tokenizer->decode(std::vector<int32_t>(want.begin(), want.end()), /*skip_special=*/true) + "\n");
   EXPECT_NE(r.err.find("reading prompt"), std::string::npos) << r.err;
+  if (decoder_rank > 0) {  // the adapters change what is read (so a generate that dropped them would differ)
+    torch::NoGradGuard no_grad;
+    auto frozen = o;
+    frozen.decoder_lora.rank = 0;
+    uio::model::MemoryCompressor paper(loaded.config, frozen, torch::zeros({loaded.config.hidden_size}));
+    auto ours = compressor->named_parameters();
+    for (auto& item : paper->named_parameters()) item.value().copy_(ours[item.key()]);
+    uio::model::MemoryReader a(loaded.model, compressor), b(loaded.model, paper);
+    EXPECT_GT((a.read(ids) - b.read(ids)).abs().max().item<double>(), 1e-3);
+  }
 }
+
+}  // namespace
+
+// `uio generate --memory DIR` on SmolLM2 with a saved (random) compressor and l = 16: the prompt spans
+// several segments, so it is read with memory; the text equals the library's greedy memory decoding.
+TEST(Cli, GenerateWithMemoryMatchesTheLibrarysMemoryDecoding) { expect_generate_with_memory_matches_the_library(0); }
+
+TEST(Cli, GenerateWithMemoryReadsTheDecoderAdapters) { expect_generate_with_memory_matches_the_library(4); }
 
 // --device cuda where no GPU can be used says why (a CPU build, or no GPU visible) instead of libtorch's
 // raw message, and fails before any work.

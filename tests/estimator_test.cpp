@@ -21,8 +21,9 @@ struct Tiny {
   int64_t l = 4;
 };
 
-// 2 layers, GQA, l = 4, M = 2; every parameter random (adapters' B too), the base frozen.
-Tiny make_tiny(uint64_t seed, torch::Device device = torch::kCPU, int64_t sink_tokens = 0) {
+// 2 layers, GQA, l = 4, M = 2; every parameter random (adapters' B too), the base frozen. `decoder_rank` > 0
+// adds decoder adapters on q, k, v, o (beyond the paper), random like the rest.
+Tiny make_tiny(uint64_t seed, torch::Device device = torch::kCPU, int64_t sink_tokens = 0, int64_t decoder_rank = 0) {
   torch::manual_seed(seed);
   Tiny t;
   ModelConfig c;
@@ -35,6 +36,7 @@ Tiny make_tiny(uint64_t seed, torch::Device device = torch::kCPU, int64_t sink_t
   o.segment_len = t.l, o.num_memory_tokens = 2, o.sink_tokens = sink_tokens;
   o.encoder_lora = {4, 8.0, 0.0, {"q_proj", "v_proj"}};
   o.transfer_lora = {3, 5.0, 0.0, {"k_proj", "v_proj"}};
+  if (decoder_rank > 0) o.decoder_lora = {decoder_rank, 6.0, 0.0, {"q_proj", "k_proj", "v_proj", "o_proj"}};
   t.memory = MemoryCompressor(c, o, torch::randn({c.hidden_size}));
   t.memory->to(torch::kDouble);
   for (auto& p : t.memory->parameters()) p.normal_(0, 0.3);
@@ -168,8 +170,128 @@ TEST(Estimator, DirectGradientsOfEveryEstimatorEqualFull) {
   EXPECT_LT(rel_error(runs[2].second, runs[3].second), 1e-10);  // two independent runs of one reservoir plan
 }
 
-TEST(Estimator, EveryChunkSizeGivesTheSameGradientAndLoss) {
-  auto t = make_tiny(uio::test::test_seed());
+// Beyond the paper: the decoder adapters take the plain gradient of the loss, including the part that
+// reaches them through the attention sink's keys and values (which they compute). Central differences of
+// the float64 loss check full backpropagation's gradient; every other estimator must give the decoder
+// adapters and the transfer head exactly that, and incremental must still equal the recomputed windows
+// and, with a window covering the document, full backpropagation.
+TEST(Estimator, DecoderAdaptersTakeThePlainGradientOfTheLossUnderEveryEstimator) {
+  auto t = make_tiny(uio::test::test_seed(), torch::kCPU, /*sink_tokens=*/2, /*decoder_rank=*/3);
+  const int64_t T = 6;
+  auto ids = torch::randint(40, {T * t.l}, torch::kInt64);
+  auto full = grads_of(t, [&] { backward_full(t.base, t.memory, ids, 2, 1.0); });
+  {
+    torch::NoGradGuard no_grad;
+    auto params = t.memory->named_parameters();
+    const double eps = 1e-5;
+    int64_t checked = 0;
+    for (const char* name :
+         {"decoder.layers.0.q_proj.lora_A", "decoder.layers.0.k_proj.lora_B", "decoder.layers.0.v_proj.lora_B",
+          "decoder.layers.1.k_proj.lora_A", "decoder.layers.1.o_proj.lora_B"}) {
+      auto flat = params[name].detach().view(-1);  // shares the parameter's storage
+      for (int64_t draw = 0; draw < 2; ++draw) {
+        const int64_t i = torch::randint(flat.size(0), {1}, torch::kInt64).item<int64_t>();
+        const double x = flat[i].item<double>();
+        flat[i] = x + eps;
+        const double up = score_document(t.base, t.memory, ids, 2).loss();
+        flat[i] = x - eps;
+        const double down = score_document(t.base, t.memory, ids, 2).loss();
+        flat[i] = x;
+        const double numeric = (up - down) / (2 * eps), analytic = full.at(name).view(-1)[i].item<double>();
+        EXPECT_NEAR(analytic, numeric, 1e-6 * std::max(1.0, std::abs(numeric))) << name << "[" << i << "]";
+        ++checked;
+      }
+    }
+    EXPECT_EQ(checked, 10);
+  }
+  ReservoirRng rng(7);
+  auto reservoir = reservoir_plan(T, 2, rng.draws(T, 2));
+  std::vector<std::pair<std::string, Grads>> runs = {
+      {"full+checkpointing", grads_of(t, [&] { backward_full(t.base, t.memory, ids, 3, 1.0, true); })},
+      {"tbptt_naive", grads_of(t, [&] { backward_naive(t.base, t.memory, ids, window_plan(T, 1), 1, 1.0); })},
+      {"tbptt", grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, window_plan(T, 1), 1, false, 1.0); })},
+      {"unbiased", grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, reservoir, 3, false, 1.0); })},
+      {"unbiased+checkpointing",
+       grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, reservoir, 1, true, 1.0); })},
+      {"unbiased_naive", grads_of(t, [&] { backward_naive(t.base, t.memory, ids, reservoir, 3, 1.0); })},
+  };
+  for (auto& [name, g] : runs) {
+    EXPECT_LT(rel_error(g, full, "decoder."), 1e-10) << name;
+    EXPECT_LT(rel_error(g, full, "transfer."), 1e-10) << name;
+    if (name != "full+checkpointing") {
+      EXPECT_GT(rel_error(g, full, "encoder."), 1e-4) << name;
+    }
+  }
+  for (int64_t S : {1, 2}) {
+    auto naive = grads_of(t, [&] { backward_naive(t.base, t.memory, ids, window_plan(T, S), 2, 0.1); });
+    auto incremental =
+        grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, window_plan(T, S), 1, false, 0.1); });
+    EXPECT_LT(rel_error(incremental, naive), 1e-10) << "S = " << S;
+  }
+  auto covering = grads_of(t, [&] { backward_incremental(t.base, t.memory, ids, window_plan(T, T), 2, false, 1.0); });
+  EXPECT_LT(rel_error(covering, full), 1e-10);
+  // The decoder adapters move the loss: the paper's frozen decoder scores the document otherwise.
+  auto frozen = t.memory->options();
+  frozen.decoder_lora.rank = 0;
+  MemoryCompressor paper(t.base->config(), frozen, torch::zeros({16}, torch::kDouble));
+  paper->to(torch::kDouble);
+  {
+    torch::NoGradGuard no_grad;
+    auto ours = t.memory->named_parameters();
+    for (auto& item : paper->named_parameters()) item.value().copy_(ours[item.key()]);
+  }
+  EXPECT_GT(std::abs(score_document(t.base, paper, ids).loss() - score_document(t.base, t.memory, ids).loss()), 1e-4);
+}
+
+// Decoder adapters of rank 0 are today's compressor: no parameter more, and adapters whose update is zero
+// (B = 0, as a new set starts) change no loss and no other gradient, bit for bit, under every estimator.
+TEST(Estimator, DecoderAdaptersOfRankZeroOrOfZeroUpdateLeaveEveryOtherGradientAsItWas) {
+  auto plain = make_tiny(uio::test::test_seed(), torch::kCPU, /*sink_tokens=*/2);
+  auto with = make_tiny(uio::test::test_seed(), torch::kCPU, /*sink_tokens=*/2, /*decoder_rank=*/3);
+  EXPECT_FALSE(plain.memory->decoder);
+  std::vector<std::string> names;
+  for (const auto& item : plain.memory->named_parameters()) {
+    EXPECT_EQ(item.key().rfind("decoder.", 0), std::string::npos) << item.key();
+    names.push_back(item.key());
+  }
+  std::vector<std::string> others;
+  {
+    torch::NoGradGuard no_grad;
+    auto ours = plain.memory->named_parameters();
+    for (auto& item : with.memory->named_parameters())
+      if (item.key().rfind("decoder.", 0) != 0)
+        item.value().copy_(ours[item.key()]), others.push_back(item.key());
+      else if (item.key().find("lora_B") != std::string::npos)
+        item.value().zero_();
+  }
+  EXPECT_EQ(others, names);  // the same parameters, in the same order, beside the decoder's
+  const int64_t T = 5;
+  auto ids = torch::randint(40, {T * plain.l}, torch::kInt64);
+  ReservoirRng rng(3);
+  auto reservoir = reservoir_plan(T, 2, rng.draws(T, 2));
+  using Run = std::function<DocumentLoss(Tiny&)>;
+  const std::vector<std::pair<std::string, Run>> runs = {
+      {"full", [&](Tiny& t) { return backward_full(t.base, t.memory, ids, 2, 1.0); }},
+      {"tbptt_naive", [&](Tiny& t) { return backward_naive(t.base, t.memory, ids, window_plan(T, 1), 1, 1.0); }},
+      {"tbptt", [&](Tiny& t) { return backward_incremental(t.base, t.memory, ids, window_plan(T, 1), 1, false, 1.0); }},
+      {"unbiased+checkpointing",
+       [&](Tiny& t) { return backward_incremental(t.base, t.memory, ids, reservoir, 2, true, 1.0); }}};
+  for (const auto& [name, run] : runs) {
+    DocumentLoss a, b;
+    auto ga = grads_of(plain, [&] { a = run(plain); });
+    auto gb = grads_of(with, [&] { b = run(with); });
+    EXPECT_EQ(a.segment_loss, b.segment_loss) << name;
+    for (const auto& key : names) EXPECT_TRUE(torch::equal(ga.at(key), gb.at(key))) << name << ": " << key;
+    double decoder_norm = 0;
+    for (auto& [key, g] : gb)
+      if (key.rfind("decoder.", 0) == 0) decoder_norm += g.pow(2).sum().item<double>();
+    EXPECT_GT(decoder_norm, 0) << name << ": the zero-update adapters still learn";
+  }
+}
+
+namespace {
+
+void expect_every_chunk_size_agrees(Tiny& t) {
   const int64_t T = 6;
   auto ids = torch::randint(40, {T * t.l}, torch::kInt64);
   ReservoirRng rng(11);
@@ -204,12 +326,32 @@ TEST(Estimator, EveryChunkSizeGivesTheSameGradientAndLoss) {
   EXPECT_EQ(reference_loss.tokens(), T * t.l - 1);
 }
 
+}  // namespace
+
+TEST(Estimator, EveryChunkSizeGivesTheSameGradientAndLoss) {
+  auto t = make_tiny(uio::test::test_seed());
+  expect_every_chunk_size_agrees(t);
+}
+
+// Beyond the paper: with decoder adapters (and a sink, whose keys they compute) the chunk size still
+// changes nothing.
+TEST(Estimator, WithDecoderAdaptersAndASinkEveryChunkSizeGivesTheSameGradientAndLoss) {
+  auto t = make_tiny(uio::test::test_seed(), torch::kCPU, /*sink_tokens=*/2, /*decoder_rank=*/3);
+  expect_every_chunk_size_agrees(t);
+}
+
+namespace {
+
 // Activation checkpointing (encoders recomputed when their gradient is complete, decoder layers in the
 // backward pass) changes no gradient, with encoder dropout on: the replays repeat the dropout draws.
-TEST(Estimator, ActivationCheckpointingGivesTheSameGradientsWithDropout) {
+void expect_checkpointing_repeats_dropout(bool decoder) {
   auto t = make_tiny(uio::test::test_seed());
   auto options = t.memory->options();
   options.encoder_lora.dropout = 0.25;
+  if (decoder) {  // dropout on the decoder adapters too, which also compute the sink
+    options.decoder_lora = {3, 6.0, 0.25, {"q_proj", "k_proj", "v_proj", "o_proj"}};
+    options.sink_tokens = 2;
+  }
   MemoryCompressor dropped(t.base->config(), options, torch::randn({16}, torch::kDouble));
   dropped->to(torch::kDouble);
   {
@@ -236,7 +378,23 @@ TEST(Estimator, ActivationCheckpointingGivesTheSameGradientsWithDropout) {
     torch::manual_seed(79);
     auto full_checkpointed = grads_of(d, [&] { backward_full(d.base, d.memory, ids, K, 1.0, true); });
     EXPECT_LT(rel_error(full_checkpointed, full), 1e-12) << "full, K = " << K;
+    if (decoder) {  // the decoder's dropout is really on too
+      torch::manual_seed(77);
+      auto again = grads_of(d, [&] { backward_incremental(d.base, d.memory, ids, reservoir, K, true, 1.0); });
+      EXPECT_LT(rel_error(again, plain), 1e-12) << "K = " << K;
+      EXPECT_GT(rel_error(other, plain, "decoder."), 1e-4) << "K = " << K;
+    }
   }
+}
+
+}  // namespace
+
+TEST(Estimator, ActivationCheckpointingGivesTheSameGradientsWithDropout) {
+  expect_checkpointing_repeats_dropout(false);
+}
+
+TEST(Estimator, ActivationCheckpointingGivesTheSameGradientsWithDropoutOnTheDecoderAdapters) {
+  expect_checkpointing_repeats_dropout(true);
 }
 
 TEST(Estimator, IncrementalKeepsAtMostWindowPlusOneEncoderGraphs) {
@@ -253,11 +411,12 @@ TEST(Estimator, IncrementalKeepsAtMostWindowPlusOneEncoderGraphs) {
   EXPECT_EQ(backward_full(t.base, t.memory, ids, 1, 1.0).peak_encoder_graphs, T);
 }
 
+namespace {
+
 // Every reservoir path for T = 7, S = 2: the draws for memories 2..6 range over 3 * 4 * 5 * 6 * 7 =
 // 2,520 equally likely sequences. Paths that give the same plan are run once, with their summed
 // probability; the probability-weighted mean of the compensated estimator is the full gradient.
-TEST(Estimator, CompensatedReservoirGradientIsExactlyUnbiased) {
-  auto t = make_tiny(uio::test::test_seed());
+void expect_compensated_reservoir_unbiased(Tiny& t) {
   const int64_t T = 7, S = 2;
   auto ids = torch::randint(40, {T * t.l}, torch::kInt64);
   auto full = grads_of(t, [&] { backward_full(t.base, t.memory, ids, T, 1.0); });
@@ -292,8 +451,24 @@ TEST(Estimator, CompensatedReservoirGradientIsExactlyUnbiased) {
     } else {
       EXPECT_GT(rel_error(mean, full, "encoder."), 1e-3) << "without compensation the estimator is biased";
       EXPECT_LT(rel_error(mean, full, "transfer."), 1e-10);
+      if (t.memory->decoder) {
+        EXPECT_LT(rel_error(mean, full, "decoder."), 1e-10);
+      }
     }
   }
+}
+
+}  // namespace
+
+TEST(Estimator, CompensatedReservoirGradientIsExactlyUnbiased) {
+  auto t = make_tiny(uio::test::test_seed());
+  expect_compensated_reservoir_unbiased(t);
+}
+
+// The same enumeration with decoder adapters and a sink (beyond the paper): still exactly unbiased.
+TEST(Estimator, WithDecoderAdaptersAndASinkTheCompensatedReservoirGradientIsExactlyUnbiased) {
+  auto t = make_tiny(uio::test::test_seed(), torch::kCPU, /*sink_tokens=*/2, /*decoder_rank=*/3);
+  expect_compensated_reservoir_unbiased(t);
 }
 
 // Monte Carlo over the estimator's own generator: the mean of N draws approaches the full gradient

@@ -32,12 +32,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
-model::MemoryCompressor random_compressor(const model::ModelConfig& config, model::CausalLM& base, uint64_t seed) {
+model::MemoryCompressor random_compressor(const model::ModelConfig& config, model::CausalLM& base, uint64_t seed,
+                                          int64_t decoder_rank = 0) {
   torch::manual_seed(seed);
   model::MemoryOptions o;
   o.segment_len = 32, o.num_memory_tokens = 8;
   o.encoder_lora = {4, 8.0, 0.0, {"q_proj", "v_proj"}};
   o.transfer_lora = {4, 8.0, 0.0, {"k_proj", "v_proj"}};
+  o.decoder_lora.rank = decoder_rank, o.decoder_lora.alpha = 8.0;  // beyond the paper; rank 0: off
   model::MemoryCompressor c(config, o, model::eos_memory_init(base));
   torch::NoGradGuard no_grad;
   for (auto& p : c->parameters()) p.normal_(0, 0.05);
@@ -188,6 +190,43 @@ TEST(Eval, RunEvalWritesEveryMethodAndLengthToResultsJsonAndMarkdown) {
     EXPECT_NE(md.find(m), std::string::npos) << md;
   c.lengths = {40};
   EXPECT_THROW(trainer::run_eval(c, progress), std::invalid_argument);  // a length must exceed score_tokens
+}
+
+// `uio eval --memory` of a compressor with decoder adapters (beyond the paper) scores `uio` through them and
+// the truncate baseline (the base model alone) without: against the same compressor with its decoder
+// adapters dropped, the uio perplexity moves and the truncate one is the same to the last bit.
+TEST(Eval, ACompressorWithDecoderAdaptersScoresUioWithThemAndTruncateWithout) {
+  const auto dir = uio::test::scratch_dir();
+  const auto model_dir = uio::test::testdata("hf_models/qwen2_bias").string();
+  auto loaded = model::load_model(model_dir);
+  auto with = random_compressor(loaded.config, loaded.model, 7, /*decoder_rank=*/4);
+  auto options = with->options();
+  options.decoder_lora.rank = 0;
+  model::MemoryCompressor without(loaded.config, options, model::eos_memory_init(loaded.model));
+  {
+    torch::NoGradGuard no_grad;
+    auto ours = with->named_parameters();
+    for (auto& item : without->named_parameters()) item.value().copy_(ours[item.key()]);
+  }
+  model::save_memory((dir / "with").string(), with, model::identify(model_dir, loaded.config));
+  model::save_memory((dir / "without").string(), without, model::identify(model_dir, loaded.config));
+  trainer::EvalConfig c;
+  c.model = model_dir;
+  c.data = uio::test::write_random_store(dir / "store", 6, 500, uio::test::test_seed()).string();
+  c.methods = {trainer::EvalMethod::uio, trainer::EvalMethod::truncate};
+  c.lengths = {200}, c.score_tokens = 40, c.documents = 1, c.truncate_window = 64;
+  auto ppl = [&](const std::string& memory) {
+    c.memory = (dir / memory).string();
+    std::ostringstream progress;
+    const auto results = trainer::run_eval(c, progress);
+    std::map<std::string, double> out;
+    for (const auto& row : results["perplexity"]) out[row["method"].get<std::string>()] = row["ppl"].get<double>();
+    return out;
+  };
+  auto a = ppl("with"), b = ppl("without");
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a.at("truncate"), b.at("truncate"));
+  EXPECT_GT(std::abs(a.at("uio") - b.at("uio")), 1e-6 * b.at("uio")) << a.at("uio");
 }
 
 TEST(Eval, CliParsesItsOptionsIntoOneLibraryCall) {

@@ -1,7 +1,8 @@
 // tests/export_test.cpp — `uio export` output loads elsewhere: PEFT (peft.PeftModel.from_pretrained on
-// the HF base model, tests/python/peft_export.py) gives the same LoRA'd q/v (encoder) and k/v
-// (transfer) projections as uio on random inputs, for a tiny random Qwen2 and for SmolLM2 from its GGUF
-// file; reloading the export in uio gives the checkpoint's weights and logits exactly; PEFT names round-trip.
+// the HF base model, tests/python/peft_export.py) gives the same LoRA'd q/v (encoder), k/v (transfer)
+// and, when on, q/k/v/o (decoder) projections as uio on random inputs, for a tiny random Qwen2 and for
+// SmolLM2 from its GGUF file; reloading the export in uio gives the checkpoint's weights and logits exactly;
+// PEFT names round-trip.
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -24,13 +25,16 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A compressor with every adapter weight random (B too, so the LoRA term is not zero).
-model::MemoryCompressor random_compressor(const model::ModelConfig& config, uint64_t seed) {
+// A compressor with every adapter weight random (B too, so the LoRA term is not zero); with decoder
+// adapters on q, k, v, o and a sink whose keys they compute when `decoder_rank` > 0.
+model::MemoryCompressor random_compressor(const model::ModelConfig& config, uint64_t seed, int64_t decoder_rank = 0) {
   torch::manual_seed(seed);
   model::MemoryOptions o;
   o.segment_len = 16, o.num_memory_tokens = 4;
   o.encoder_lora = {4, 12.0, 0.0, {"q_proj", "v_proj"}};
   o.transfer_lora = {6, 9.0, 0.0, {"k_proj", "v_proj"}};
+  if (decoder_rank > 0)
+    o.decoder_lora = {decoder_rank, 10.0, 0.0, {"q_proj", "k_proj", "v_proj", "o_proj"}}, o.sink_tokens = 2;
   model::MemoryCompressor c(config, o, torch::randn({config.hidden_size}));
   torch::NoGradGuard no_grad;
   for (auto& p : c->parameters()) p.normal_(0, 0.05);
@@ -38,15 +42,16 @@ model::MemoryCompressor random_compressor(const model::ModelConfig& config, uint
 }
 
 // uio's projections with the compressor's adapters against PEFT's on the same random inputs.
-void check_against_peft(const std::string& base_path, double tolerance) {
+void check_against_peft(const std::string& base_path, double tolerance, int64_t decoder_rank = 0) {
   auto loaded = model::load_model(base_path);
-  auto compressor = random_compressor(loaded.config, uio::test::test_seed());
+  auto compressor = random_compressor(loaded.config, uio::test::test_seed(), decoder_rank);
   const auto dir = uio::test::scratch_dir();
   model::save_memory((dir / "compressor").string(), compressor, model::identify(base_path, loaded.config));
   model::export_memory((dir / "compressor").string(), (dir / "export").string(), {false, base_path});
 
   auto x = torch::randn({7, loaded.config.hidden_size});
-  uio::format::write_safetensors((dir / "x.safetensors").string(), {{"x", x}});
+  auto xo = torch::randn({7, loaded.config.num_heads * loaded.config.head_dim});  // o_proj's input
+  uio::format::write_safetensors((dir / "x.safetensors").string(), {{"x", x}, {"xo", xo}});
   const std::string command = uio::test::shell_quote(UIO_PYTHON_EXE) + " " +
                               uio::test::shell_quote(std::string(UIO_SOURCE_DIR) + "/tests/python/peft_export.py") +
                               " " + uio::test::shell_quote((dir / "export").string()) + " " +
@@ -61,11 +66,19 @@ void check_against_peft(const std::string& base_path, double tolerance) {
     auto& attn = *loaded.model->model->layers[i]->as<model::DecoderLayer>()->self_attn;
     const auto& enc = compressor->encoder->layer(i);
     const auto& tr = compressor->transfer_head->layer(i);
-    const std::vector<std::pair<std::string, torch::Tensor>> ours = {
+    std::vector<std::pair<std::string, torch::Tensor>> ours = {
         {"encoder.layers." + std::to_string(i) + ".q_proj", attn.q_proj(x, enc.q_proj)},
         {"encoder.layers." + std::to_string(i) + ".v_proj", attn.v_proj(x, enc.v_proj)},
         {"transfer.layers." + std::to_string(i) + ".k_proj", attn.k_proj(x, tr.k_proj)},
         {"transfer.layers." + std::to_string(i) + ".v_proj", attn.v_proj(x, tr.v_proj)}};
+    if (decoder_rank > 0) {
+      const auto& dec = compressor->decoder->layer(i);
+      const auto prefix = "decoder.layers." + std::to_string(i);
+      ours.push_back({prefix + ".q_proj", attn.q_proj(x, dec.q_proj)});
+      ours.push_back({prefix + ".k_proj", attn.k_proj(x, dec.k_proj)});
+      ours.push_back({prefix + ".v_proj", attn.v_proj(x, dec.v_proj)});
+      ours.push_back({prefix + ".o_proj", attn.o_proj(xo, dec.o_proj)});
+    }
     for (const auto& [name, y] : ours) {
       auto reference = peft.tensor(name);
       const double err = ((y - reference).norm() / reference.norm()).item<double>();
@@ -73,12 +86,14 @@ void check_against_peft(const std::string& base_path, double tolerance) {
       // The adapters really move the projection (so a dropped adapter would fail the check).
       auto plain = name.find(".q_proj") != std::string::npos   ? attn.q_proj(x)
                    : name.find(".k_proj") != std::string::npos ? attn.k_proj(x)
+                   : name.find(".o_proj") != std::string::npos ? attn.o_proj(xo)
                                                                : attn.v_proj(x);
       EXPECT_GT(((plain - reference).norm() / reference.norm()).item<double>(), 100 * tolerance) << name;
       ++checked;
     }
   }
-  EXPECT_EQ(checked, 4 * loaded.config.num_layers);
+  EXPECT_EQ(checked, (decoder_rank > 0 ? 8 : 4) * loaded.config.num_layers);
+  EXPECT_EQ(fs::exists(dir / "export/decoder_adapter/adapter_model.safetensors"), decoder_rank > 0);
 
   // Reloaded from the export, uio has the checkpoint's weights and gives identical logits.
   auto from_export = model::load_memory((dir / "export").string(), loaded.config,
@@ -94,6 +109,27 @@ void check_against_peft(const std::string& base_path, double tolerance) {
   EXPECT_EQ(config["num_memory_tokens"], 4);
   EXPECT_FALSE(config["base_model"]["fingerprint"].get<std::string>().empty());
   EXPECT_TRUE(config["base_model"].contains("checksum") || fs::is_directory(base_path));
+  EXPECT_EQ(config.contains("decoder_lora"), decoder_rank > 0) << config.dump();
+  if (decoder_rank > 0) {
+    EXPECT_EQ(config["decoder_lora"]["rank"], decoder_rank);
+    EXPECT_TRUE(config["files"].contains("decoder_adapter")) << config.dump();
+    // An export that lost its decoder adapter is refused naming it, not read as the paper's decoder.
+    fs::rename(dir / "export/decoder_adapter", dir / "decoder_adapter.moved");
+    try {
+      model::load_memory((dir / "export").string(), loaded.config, model::identify(base_path, loaded.config),
+                         torch::kCPU);
+      ADD_FAILURE() << "an export without its decoder adapter was accepted";
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find("decoder_adapter"), std::string::npos) << e.what();
+    }
+    // And one whose config says no decoder adapters but that holds some is refused too.
+    fs::rename(dir / "decoder_adapter.moved", dir / "export/decoder_adapter");
+    config.erase("decoder_lora");
+    uio::test::write_file(dir / "export/uio_config.json", config.dump(2));
+    EXPECT_THROW(model::load_memory((dir / "export").string(), loaded.config, model::identify(base_path, loaded.config),
+                                    torch::kCPU),
+                 std::runtime_error);
+  }
 }
 
 }  // namespace
@@ -106,6 +142,12 @@ TEST(Export, PeftLoadsTheAdaptersOnSmolLM2FromItsGguf) {
   const auto ref = uio::test::testdata("smollm2") / "reference.json";
   if (!fs::exists(ref)) GTEST_SKIP() << "no SmolLM2 GGUF under models/ (run scripts/get-model.sh)";
   check_against_peft(nlohmann::json::parse(std::ifstream(ref))["gguf"].get<std::string>(), 1e-4);
+}
+
+// Beyond the paper: decoder adapters export as a third PEFT adapter (decoder_adapter/, q, k, v, o) that PEFT
+// applies as uio does, and the export reloads with them exactly.
+TEST(Export, DecoderAdaptersExportAsAThirdPeftAdapterAndReloadExactly) {
+  check_against_peft(uio::test::testdata("hf_models/qwen2_bias").string(), 1e-5, /*decoder_rank=*/5);
 }
 
 TEST(Export, PeftNamesRoundTripAndUnknownNamesAreRefused) {

@@ -50,3 +50,39 @@ TEST(MemoryOptions, InconsistentValuesNameTheKey) {
   EXPECT_NE(message({"--encoder_lora_targets", "q_proj,w_proj"}).find("'w_proj' is not one of"), std::string::npos);
   EXPECT_NE(message({"--transfer_lora_targets", "q_proj"}).find("keys and values only"), std::string::npos);
 }
+
+// Beyond the paper: the decoder adapters are off unless decoder_lora_rank > 0, reach MemoryOptions from an
+// INI file and the command line, and a bad value in an INI file is refused naming the key.
+TEST(MemoryOptions, DecoderLoraIsOffByDefaultAndABadValueIsRefusedNamingTheKey) {
+  auto from_ini = [](const std::string& text) {
+    auto ini = uio::test::scratch_dir() / "m.ini";
+    uio::test::write_file(ini, "[memory]\nsegment_len = 64\nnum_memory_tokens = 8\n" + text);
+    MemoryOptionsInput in;
+    Schema s("test", "memory options");
+    add_memory_options(s, in);
+    std::ostringstream out;
+    if (!s.parse({"--config", ini.string()}, out)) throw OptionError(out.str());
+    return resolve_memory_options(in);
+  };
+  const auto off = from_ini("");
+  EXPECT_EQ(off.decoder_lora.rank, 0);
+  EXPECT_EQ(off.decoder_lora.targets, (std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj"}));
+  const auto on = from_ini("decoder_lora_rank = 8\ndecoder_lora_alpha = 16\ndecoder_lora_targets = q_proj, v_proj\n");
+  EXPECT_EQ(on.decoder_lora.rank, 8);
+  EXPECT_DOUBLE_EQ(on.decoder_lora.alpha, 16.0);
+  EXPECT_EQ(on.decoder_lora.targets, (std::vector<std::string>{"q_proj", "v_proj"}));
+  for (const auto& [text, key] : std::vector<std::pair<std::string, std::string>>{
+           {"decoder_lora_rank = -1\n", "decoder_lora_rank"},
+           {"decoder_lora_rank = four\n", "decoder_lora_rank"},
+           {"decoder_lora_rank = 4\ndecoder_lora_alpha = 0\n", "decoder_lora_alpha"},
+           {"decoder_lora_rank = 4\ndecoder_lora_dropout = 1\n", "decoder_lora_dropout"},
+           {"decoder_lora_rank = 4\ndecoder_lora_targets = q_proj,qkv\n", "decoder_lora_targets"},
+           {"decoder_lora_targets =\n", "decoder_lora_targets"}}) {
+    try {
+      from_ini(text);
+      ADD_FAILURE() << text << " was accepted";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << text << ": " << e.what();
+    }
+  }
+}

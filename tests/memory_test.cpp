@@ -26,8 +26,10 @@ struct Tiny {
   MemoryCompressor memory{nullptr};
 };
 
-// A 2-layer GQA model, l = 8, M = 2, every parameter random (adapters' B too, so they matter).
-Tiny make_tiny(const std::string& memory_rope = "none", int64_t max_position = 64, int64_t sink_tokens = 0) {
+// A 2-layer GQA model, l = 8, M = 2, every parameter random (adapters' B too, so they matter); decoder
+// adapters on q, k, v, o when `decoder_rank` > 0 (beyond the paper).
+Tiny make_tiny(const std::string& memory_rope = "none", int64_t max_position = 64, int64_t sink_tokens = 0,
+               int64_t decoder_rank = 0) {
   torch::manual_seed(uio::test::test_seed());
   Tiny t;
   auto& c = t.config;
@@ -41,6 +43,7 @@ Tiny make_tiny(const std::string& memory_rope = "none", int64_t max_position = 6
   o.sink_tokens = sink_tokens;
   o.encoder_lora = {4, 8.0, 0.0, {"q_proj", "v_proj"}};
   o.transfer_lora = {3, 5.0, 0.0, {"k_proj", "v_proj"}};
+  if (decoder_rank > 0) o.decoder_lora = {decoder_rank, 6.0, 0.0, {"q_proj", "k_proj", "v_proj", "o_proj"}};
   t.memory = MemoryCompressor(c, o, torch::randn({c.hidden_size}));
   t.memory->to(torch::kDouble);
   for (auto& p : t.memory->parameters()) p.normal_(0, 0.3);
@@ -210,6 +213,55 @@ TEST(Memory, SinkLeavesTheFirstSegmentAloneAndReadsLikeTheTeacherForcedForward) 
   EXPECT_EQ(reader.memory().sink, 2);
 }
 
+// Beyond the paper: decoder adapters act in every decoder pass and nowhere else. Rows without memory are the
+// base model with the decoder adapters (not the plain base model); the sink holds the keys and values that
+// model writes into a KV cache for the first tokens; reading token by token still equals the teacher-forced
+// forward; the encoder does not see them.
+TEST(Memory, DecoderAdaptersActInEveryDecoderPassAndTheSink) {
+  auto t = make_tiny("dynamic", 12, /*sink_tokens=*/3, /*decoder_rank=*/2);
+  auto plain = make_tiny("dynamic", 12, /*sink_tokens=*/3);
+  torch::NoGradGuard no_grad;
+  ASSERT_TRUE(t.memory->decoder);
+  auto same = plain.memory->named_parameters();  // t differs from plain by its decoder adapters alone
+  for (auto& item : t.memory->named_parameters())
+    if (item.key().rfind("decoder.", 0) != 0) item.value().copy_(same[item.key()]);
+  ForwardContext adapted;
+  adapted.lora = t.memory->decoder.get();
+  auto rows = torch::randint(50, {2, 8}, torch::kInt64);
+  auto decoded = t.memory->decode(t.base, rows, {0, 0}, Memory{});
+  EXPECT_TRUE(torch::equal(decoded, t.base->hidden_states(rows, adapted)));
+  EXPECT_GT(max_diff(decoded, t.base->hidden_states(rows)), 1e-6);
+  // The sink: what the adapted model caches for the first tokens (keys after RoPE at 0..k-1).
+  auto first = torch::randint(50, {3}, torch::kInt64);
+  auto sink = t.memory->sink(t.base, first);
+  auto cache = t.base->make_cache(1, 8);
+  ForwardContext cached = adapted;
+  cached.cache = &cache;
+  t.base->hidden_states(first.unsqueeze(0), cached);
+  auto [cos, sin] = t.base->model->rope().cos_sin(torch::arange(3, torch::kInt64));  // [1, 3, D]
+  for (int64_t i = 0; i < t.config.num_layers; ++i) {
+    auto none = torch::empty({1, t.config.num_kv_heads, 0, t.config.head_dim}, torch::kDouble);
+    auto [k, v] = cache.append(i, none, none);  // [1, G, 3, D]
+    EXPECT_LE(max_diff(apply_rope(sink.k[static_cast<size_t>(i)].unsqueeze(0), cos, sin), k), 1e-12) << "layer " << i;
+    EXPECT_LE(max_diff(sink.v[static_cast<size_t>(i)].unsqueeze(0), v), 1e-12) << "layer " << i;
+  }
+  EXPECT_GT(max_diff(sink.k[1], plain.memory->sink(t.base, first).k[1]), 1e-6);
+  // The encoder and transfer head are the decoder-less compressor's: the same memory.
+  EXPECT_TRUE(torch::equal(t.memory->compress(t.base, rows).k[1], plain.memory->compress(t.base, rows).k[1]));
+  // Generation reads through them too.
+  auto ids = torch::randint(50, {8 * 3 + 3}, torch::kInt64);
+  auto forced = document_logits(t.base, t.memory, ids, 2);
+  EXPECT_GT(max_diff(forced, document_logits(plain.base, plain.memory, ids, 2)), 1e-6);
+  std::vector<int64_t> all(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.size(0));
+  MemoryReader reader(t.base, t.memory, 2);
+  auto logits = reader.read(std::vector<int64_t>(all.begin(), all.begin() + 11));
+  EXPECT_LE(max_diff(logits, forced[10]), 1e-10);
+  for (size_t i = 11; i < all.size(); ++i) {
+    logits = reader.read({all[i]});
+    EXPECT_LE(max_diff(logits, forced[static_cast<int64_t>(i)]), 1e-10) << "token " << i;
+  }
+}
+
 TEST(Memory, ALongPromptCompressedInBatchedChunksReadsLikeTheTeacherForcedForward) {
   auto t = make_tiny("dynamic", /*max_position=*/12);
   torch::NoGradGuard no_grad;
@@ -277,6 +329,70 @@ TEST(Memory, SavedCompressorLoadsBackAndRefusesAnotherModel) {
     FAIL() << "expected a fingerprint mismatch";
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("has other weights"), std::string::npos) << e.what();
+  }
+}
+
+// A compressor with decoder adapters saves them (uio_config.json's decoder_lora, decoder.* tensors) and loads
+// back exactly; one without writes no decoder_lora key, as before the option; a bad decoder_lora is refused
+// naming the file and the key.
+TEST(Memory, DecoderAdaptersSaveLoadBackAndABadDecoderLoraIsRefusedNamingTheKey) {
+  auto t = make_tiny("dynamic", 12, /*sink_tokens=*/2, /*decoder_rank=*/2);
+  t.memory->to(torch::kFloat);  // as trained: fp32 adapters
+  const auto scratch = uio::test::scratch_dir();
+  const auto dir = scratch / "compressor";
+  save_memory(dir.string(), t.memory, identify("tiny", t.config));
+  auto config = nlohmann::json::parse(uio::test::read_file(dir / "uio_config.json"));
+  ASSERT_TRUE(config.contains("decoder_lora")) << config.dump();
+  EXPECT_EQ(config["decoder_lora"]["rank"], 2);
+  EXPECT_EQ(config["decoder_lora"]["targets"], nlohmann::json({"q_proj", "k_proj", "v_proj", "o_proj"}));
+  auto loaded = load_memory(dir.string(), t.config, identify("tiny", t.config), torch::kCPU);
+  EXPECT_EQ(loaded.options.decoder_lora.rank, 2);
+  EXPECT_DOUBLE_EQ(loaded.options.decoder_lora.alpha, 6.0);
+  EXPECT_EQ(loaded.options.decoder_lora.targets, t.memory->options().decoder_lora.targets);
+  auto a = t.memory->named_parameters(), b = loaded.compressor->named_parameters();
+  ASSERT_EQ(a.size(), b.size());
+  int64_t decoder_tensors = 0;
+  for (const auto& item : a) {
+    EXPECT_TRUE(torch::equal(item.value(), b[item.key()])) << item.key();
+    decoder_tensors += item.key().rfind("decoder.", 0) == 0;
+  }
+  EXPECT_EQ(decoder_tensors, 2 * 4 * t.config.num_layers);  // A and B of q, k, v, o in every layer
+  torch::NoGradGuard no_grad;
+  auto ids = torch::randint(50, {8 * 3 + 5}, torch::kInt64);
+  EXPECT_TRUE(torch::equal(document_logits(t.base, t.memory, ids), document_logits(t.base, loaded.compressor, ids)));
+
+  const auto plain_dir = scratch / "plain";
+  auto plain = make_tiny("dynamic", 12, /*sink_tokens=*/2);
+  save_memory(plain_dir.string(), plain.memory, identify("tiny", plain.config));
+  EXPECT_FALSE(nlohmann::json::parse(uio::test::read_file(plain_dir / "uio_config.json")).contains("decoder_lora"));
+  EXPECT_EQ(read_memory_config(plain_dir.string()).options.decoder_lora.rank, 0);
+
+  const std::vector<std::pair<std::string, nlohmann::json>> cases = {
+      {"/decoder_lora/rank", 0},      {"/decoder_lora/rank", 1000000000},
+      {"/decoder_lora/rank", 2.5},    {"/decoder_lora/alpha", -1.0},
+      {"/decoder_lora/dropout", 1.0}, {"/decoder_lora/targets", {"q_proj", "w_proj"}},
+      {"/decoder_lora", "on"}};
+  for (const auto& [pointer, value] : cases) {
+    auto edited = config;
+    edited[nlohmann::json::json_pointer(pointer)] = value;
+    uio::test::write_file(dir / "uio_config.json", edited.dump());
+    try {
+      load_memory(dir.string(), t.config, identify("tiny", t.config), torch::kCPU);
+      ADD_FAILURE() << pointer << " = " << value.dump() << " was accepted";
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find((dir / "uio_config.json").string()), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("decoder_lora"), std::string::npos) << pointer << ": " << e.what();
+    }
+  }
+  // A rank above the model's width is refused against the base model.
+  auto wide = config;
+  wide["decoder_lora"]["rank"] = 64;
+  uio::test::write_file(dir / "uio_config.json", wide.dump());
+  try {
+    load_memory(dir.string(), t.config, identify("tiny", t.config), torch::kCPU);
+    ADD_FAILURE() << "a decoder_lora rank above hidden_size was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("decoder_lora has rank 64"), std::string::npos) << e.what();
   }
 }
 

@@ -185,11 +185,12 @@ void compare(const Case& c, const Expected& e, const format::SafetensorsFile& py
 }
 
 model::MemoryOptions memory_options(int64_t l, int64_t M, const std::string& rope, double factor,
-                                    int64_t sink_tokens = 0) {
+                                    int64_t sink_tokens = 0, int64_t decoder_rank = 0) {
   model::MemoryOptions o;
   o.segment_len = l, o.num_memory_tokens = M, o.sink_tokens = sink_tokens;
   o.encoder_lora = {4, 8.0, 0.0, {"q_proj", "v_proj"}};
   o.transfer_lora = {3, 9.0, 0.0, {"k_proj", "v_proj"}};
+  if (decoder_rank > 0) o.decoder_lora = {decoder_rank, 4.0, 0.0, {"q_proj", "k_proj", "v_proj", "o_proj"}};
   o.memory_rope = model::parse_rope_kind(rope), o.memory_rope_factor = factor;
   return o;
 }
@@ -198,7 +199,8 @@ model::MemoryOptions memory_options(int64_t l, int64_t M, const std::string& rop
 
 // l = 16, M = 4 and a 32-position window: documents of 6 segments + 9 run positions up to 40, past the
 // window, so dynamic NTK and YaRN scale; memory_rope none stays inside it (4 segments + 7, and a shorter
-// generation). Generation starts 9 tokens into segment 2 and re-compresses at 48, 64 (and 80).
+// generation). Generation starts 9 tokens into segment 2 and re-compresses at 48, 64 (and 80). One case
+// has decoder adapters (beyond the paper) on q, k, v, o, with a sink whose keys they compute.
 TEST(PythonPackage, TinyLlamaQwen2AndMistralGiveUiosLogitsAndGenerationForEveryMemoryRope) {
   OneThread one_thread;
   const auto dir = uio::test::scratch_dir();
@@ -222,7 +224,9 @@ TEST(PythonPackage, TinyLlamaQwen2AndMistralGiveUiosLogitsAndGenerationForEveryM
         {"llama_ntk", memory_options(16, 4, "ntk", 3.0), 6, 9, 41, 45, false},
         {"llama_dynamic", memory_options(16, 4, "dynamic", 2.0), 6, 9, 41, 45, true},
         {"llama_yarn", memory_options(16, 4, "yarn", 4.0), 6, 9, 41, 45, false},
-        {"llama_dynamic_sink", memory_options(16, 4, "dynamic", 2.0, /*sink_tokens=*/3), 6, 9, 41, 45, false}}},
+        {"llama_dynamic_sink", memory_options(16, 4, "dynamic", 2.0, /*sink_tokens=*/3), 6, 9, 41, 45, false},
+        {"llama_dynamic_sink_decoder", memory_options(16, 4, "dynamic", 2.0, 3, /*decoder_rank=*/2), 6, 9, 41, 45,
+         false}}},
       {"qwen2", qwen2, {{"qwen2_dynamic", memory_options(16, 4, "dynamic", 2.0), 6, 9, 41, 45, false}}},
       {"mistral", mistral, {{"mistral_yarn", memory_options(16, 4, "yarn", 2.0), 6, 9, 41, 45, false}}}};
 

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "data/format/safetensors.h"
 #include "data/recall_task.h"
 #include "data/tokenizer.h"
 #include "model/loss.h"
@@ -541,4 +542,40 @@ TEST(Train, ADamagedTokenIdStopsTheRunAtLoadNotStepsLater) {
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("tokens.bin holds id 65535 at token 399 of document 'doc"), std::string::npos) << r.err;
   EXPECT_EQ(r.out.find("step 1/"), std::string::npos) << "training started before the check:\n" << r.out;
+}
+
+// Beyond the paper: `uio train --decoder_lora_rank` trains decoder adapters beside the compressor's other
+// parameters (their B starts at zero and moves), saves them with it, resumes, and refuses a resume that
+// changes them, naming the key.
+TEST(Train, DecoderAdaptersTrainSaveResumeAndMustMatchOnResume) {
+  const auto dir = uio::test::scratch_dir();
+  const auto store = uio::test::write_random_store(dir / "store", 4, 400, uio::test::test_seed());
+  auto args = tiny_train_args(store, dir / "run", 2);
+  args.insert(args.end(), {"--decoder_lora_rank", "2", "--decoder_lora_alpha", "4", "--sink_tokens", "2",
+                           "--val_documents", "0", "--checkpoint_every", "1"});
+  const auto first = uio::test::run_uio(args);
+  ASSERT_EQ(first.exit_code, 0) << first.err << first.out;
+  uio::format::SafetensorsFile trained((dir / "run" / "compressor" / "uio_memory.safetensors").string());
+  int64_t decoder = 0, moved = 0;
+  for (const auto& info : trained.tensors()) {
+    if (info.name.rfind("decoder.", 0) != 0) continue;
+    ++decoder;
+    if (info.name.find("lora_B") != std::string::npos)
+      moved += trained.tensor(info.name).abs().sum().item<double>() > 0;
+  }
+  const auto layers = model::load_model(uio::test::testdata("hf_models/qwen2_bias").string()).config.num_layers;
+  EXPECT_EQ(decoder, 2 * 4 * layers) << "A and B of q, k, v, o in every layer";
+  EXPECT_GT(moved, 0) << "no decoder adapter learned";
+  auto resumed = args;
+  resumed[std::find(resumed.begin(), resumed.end(), "--steps") - resumed.begin() + 1] = "3";
+  resumed.insert(resumed.end(), {"--resume", "auto"});
+  const auto again = uio::test::run_uio(resumed);
+  ASSERT_EQ(again.exit_code, 0) << again.err << again.out;
+  EXPECT_NE(again.out.find("(step 2 of 3)"), std::string::npos) << again.out;
+  auto changed = resumed;
+  changed[std::find(changed.begin(), changed.end(), "--decoder_lora_rank") - changed.begin() + 1] = "3";
+  changed[std::find(changed.begin(), changed.end(), "--steps") - changed.begin() + 1] = "4";
+  const auto refused = uio::test::run_uio(changed);
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("decoder_lora_rank: 2 -> 3"), std::string::npos) << refused.err;
 }

@@ -45,6 +45,7 @@ struct TrainBenchOptions {
 // its median input tokens/s, or a negative number with the reason in `why`.
 double python_tokens_per_s(const TrainBenchOptions& opt, const model::MemoryOptions& memory, int64_t tokens,
                            int64_t chunk, std::string& why) {
+  if (memory.decoder_lora.rank > 0) return why = "not comparable: the HF step has no decoder adapters", -1;
   const std::string script = data::helper_script("uio_step_hf.py");
   const std::string python = data::python_interpreter(opt.python);
   std::string command = data::shell_quote(python) + " " + data::shell_quote(script) + " " +

@@ -41,6 +41,12 @@ void add_memory_options(Schema& s, MemoryOptionsInput& in) {
       .add("transfer_lora_alpha", &o.transfer_lora.alpha, "alpha of the transfer head's LoRA")
       .add("transfer_lora_dropout", &o.transfer_lora.dropout, "dropout on the transfer LoRA's input")
       .add("transfer_lora_targets", &in.transfer_lora_targets, "projections of the transfer head (k_proj,v_proj)")
+      .add("decoder_lora_rank", &o.decoder_lora.rank,
+           "beyond the paper: rank of a LoRA on the decoder's own projections, trained with the compressor "
+           "(0 = off = the paper's frozen decoder)")
+      .add("decoder_lora_alpha", &o.decoder_lora.alpha, "alpha of the decoder's LoRA (scale alpha / rank)")
+      .add("decoder_lora_dropout", &o.decoder_lora.dropout, "dropout on the decoder LoRA's input")
+      .add("decoder_lora_targets", &in.decoder_lora_targets, "comma-separated projections the decoder LoRA adapts")
       .add("memory_rope", &in.memory_rope, "RoPE of memory + segment positions: none, linear, ntk, dynamic, yarn")
       .add("memory_rope_factor", &o.memory_rope_factor, "scaling factor of memory_rope (dynamic: 1 is fine)")
       .add("sink_tokens", &o.sink_tokens,
@@ -62,10 +68,12 @@ model::MemoryOptions resolve_memory_options(const MemoryOptionsInput& in) {
   if (o.sink_tokens > o.segment_len)
     throw OptionError("sink_tokens " + std::to_string(o.sink_tokens) + " exceeds segment_len " +
                       std::to_string(o.segment_len) + "; the sink is part of the first segment");
+  at_least("decoder_lora_rank", o.decoder_lora.rank, 0, "0: the paper's frozen decoder");
   for (const auto& [name, lora] :
-       {std::pair{"encoder_lora", &o.encoder_lora}, std::pair{"transfer_lora", &o.transfer_lora}}) {
+       {std::pair{"encoder_lora", &o.encoder_lora}, std::pair{"transfer_lora", &o.transfer_lora},
+        std::pair{"decoder_lora", &o.decoder_lora}}) {
     const std::string prefix = name;
-    at_least((prefix + "_rank").c_str(), lora->rank, 1, "the adapter's rank");
+    if (lora != &o.decoder_lora) at_least((prefix + "_rank").c_str(), lora->rank, 1, "the adapter's rank");
     if (!(lora->alpha > 0))
       throw OptionError("bad value " + std::to_string(lora->alpha) + " for '" + prefix + "_alpha': expected > 0");
     if (!(lora->dropout >= 0 && lora->dropout < 1))
@@ -93,6 +101,7 @@ model::MemoryOptions resolve_memory_options(const MemoryOptionsInput& in) {
     throw OptionError("memory_rope: llama3 is the base model's own scaling; choose none, linear, ntk, dynamic or yarn");
   o.encoder_lora.targets = split_targets("encoder_lora_targets", in.encoder_lora_targets);
   o.transfer_lora.targets = split_targets("transfer_lora_targets", in.transfer_lora_targets);
+  o.decoder_lora.targets = split_targets("decoder_lora_targets", in.decoder_lora_targets);
   for (const auto& t : o.transfer_lora.targets)
     if (t != "k_proj" && t != "v_proj")
       throw OptionError("transfer_lora_targets: the transfer head computes keys and values only; '" + t +

@@ -1,6 +1,6 @@
 // tools/memory_options.h — the memory model's settings as config keys, shared by every command that
 // builds a compressor (bench memory now; train and eval next): segment length, memory tokens (or the
-// compression ratio), both LoRA sets, memory_rope. The defaults are MemoryOptions' own.
+// compression ratio), the LoRA sets, memory_rope. The defaults are MemoryOptions' own.
 #pragma once
 
 #include <string>
@@ -16,6 +16,7 @@ struct MemoryOptionsInput {
   int64_t compression_ratio = 0;  // l / M; 0 = use num_memory_tokens
   std::string encoder_lora_targets = "q_proj,v_proj";
   std::string transfer_lora_targets = "k_proj,v_proj";
+  std::string decoder_lora_targets = "q_proj,k_proj,v_proj,o_proj";
   std::string memory_rope = model::rope_kind_name(model::MemoryOptions().memory_rope);
 };
 

@@ -31,6 +31,9 @@ const std::vector<std::string>& resume_must_match() {
                                                 "transfer_lora_rank",
                                                 "transfer_lora_alpha",
                                                 "transfer_lora_targets",
+                                                "decoder_lora_rank",
+                                                "decoder_lora_alpha",
+                                                "decoder_lora_targets",
                                                 "memory_rope",
                                                 "memory_rope_factor",
                                                 "sink_tokens",
@@ -201,7 +204,8 @@ TrainResult run_train_job(TrainJob job, std::ostream& out_all) {
         "); prepare the store with this model's tokenizer (uio prepare --tokenizer " + job.model + ")");
   store->check_ids(loaded.config.vocab_size, job.model);
   for (const auto& [key, rank] : {std::pair{"encoder_lora_rank", job.memory.encoder_lora.rank},
-                                  std::pair{"transfer_lora_rank", job.memory.transfer_lora.rank}})
+                                  std::pair{"transfer_lora_rank", job.memory.transfer_lora.rank},
+                                  std::pair{"decoder_lora_rank", job.memory.decoder_lora.rank}})
     if (rank >
         loaded.config.hidden_size)  // beyond it a LoRA adds nothing but memory (and absurd ones fail to allocate)
       throw std::invalid_argument(std::string(key) + " " + std::to_string(rank) + " exceeds the model's hidden_size " +

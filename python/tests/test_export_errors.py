@@ -121,3 +121,15 @@ def test_too_long_a_document_for_plain_memory_positions_names_the_limit(setup, g
     ids = torch.randint(model.config.vocab_size, (62 * 16,), generator=gen)
     with pytest.raises(ExportError, match=re.escape("at most 61 segments")):
         uio.segment_logits(ids)
+
+
+def test_decoder_adapters_named_in_the_config_but_missing_or_unnamed_but_present_are_refused(setup):
+    model, export = setup
+    spec = {"rank": 2, "alpha": 4.0, "dropout": 0.0, "targets": ["q_proj", "o_proj"]}
+    _edit_json(export / "uio_config.json", lambda j: j.update(decoder_lora=spec))
+    _refused(model, export, "decoder_adapter/adapter_config.json: no such file")
+    _edit_json(export / "uio_config.json", lambda j: j.update(decoder_lora=dict(spec, rank=0)))
+    _refused(model, export, "key 'decoder_lora.rank' is 0, expected > 0")
+    _edit_json(export / "uio_config.json", lambda j: j.pop("decoder_lora"))
+    (export / "decoder_adapter").mkdir()
+    _refused(model, export, "has no key 'decoder_lora'", "decoder_adapter")

@@ -3,6 +3,8 @@ followed by M <mem> tokens and keeps every layer's post-RMSNorm attention input 
 positions; the transfer head (transfer LoRA on k_proj, v_proj) turns those into the memory's keys and
 values. Segments are independent, so a batch of them is one forward. Reading with memory is decoder.py.
 Dims: S segments, l segment length, M memory tokens, C model dim, G KV heads, D head dim, P entries."""
+import contextlib
+
 import torch
 
 from .lora import LoraSet
@@ -60,9 +62,10 @@ class Compressor:
     """Encoder and transfer head over the user's base model (adapters applied per pass)."""
 
     def __init__(self, base, segment_len: int, num_memory_tokens: int, encoder: LoraSet, transfer: LoraSet,
-                 memory_embedding: torch.Tensor, sink_tokens: int = 0):
+                 memory_embedding: torch.Tensor, sink_tokens: int = 0, decoder: LoraSet | None = None):
         self.base, self.l, self.M, self.sink_tokens = base, segment_len, num_memory_tokens, sink_tokens
         self.encoder, self.transfer = encoder, transfer
+        self.decoder = decoder  # the decoder's adapters (beyond the paper): the sink is the decoder's own keys
         self.memory_embedding = memory_embedding  # [C] float32
         self._allowed = encoder_allowed(self.l, self.M)
         self._positions = encoder_positions(self.l, self.M)
@@ -114,22 +117,24 @@ class Compressor:
         memory.append(*self.compress(segments))
 
     def sink(self, first: torch.Tensor):
-        """The attention sink: the base model's own (no adapter) un-rotated keys and values L x [G, k, D] of the
-        document's first k tokens `first` [k], read by the plain model."""
+        """The attention sink: the decoder's own un-rotated keys and values L x [G, k, D] of the document's
+        first k tokens `first` [k], read by the base model with the decoder's adapters (none: the plain model)."""
         body, k = self.base.model, first.shape[0]
         hidden = [None] * len(body.layers)
         handles = [layer.input_layernorm.register_forward_hook(
             lambda mod, args, out, i=i: hidden.__setitem__(i, out.clone()))
             for i, layer in enumerate(body.layers)]
-        try:
-            body(input_ids=first[None], use_cache=False)
-        finally:
-            for handle in handles:
-                handle.remove()
+        adapters = self.decoder.applied(self.base) if self.decoder is not None else contextlib.nullcontext()
         keys, values = [], []
-        for h, layer in zip(hidden, body.layers):
-            attn = layer.self_attn
-            for proj, out in ((attn.k_proj, keys), (attn.v_proj, values)):
-                kv = proj(h).view(k, -1, attn.head_dim)  # [k, G, D]
-                out.append(kv.permute(1, 0, 2).contiguous())  # [G, k, D]
+        with adapters:
+            try:
+                body(input_ids=first[None], use_cache=False)
+            finally:
+                for handle in handles:
+                    handle.remove()
+            for h, layer in zip(hidden, body.layers):
+                attn = layer.self_attn
+                for proj, out in ((attn.k_proj, keys), (attn.v_proj, values)):
+                    kv = proj(h).view(k, -1, attn.head_dim)  # [k, G, D]
+                    out.append(kv.permute(1, 0, 2).contiguous())  # [G, k, D]
         return keys, values

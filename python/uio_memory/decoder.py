@@ -1,9 +1,11 @@
-"""The decoder with memory (uio docs/method.md §5): the untouched base model reads segment t with the memory of
+"""The decoder with memory (uio docs/method.md §5): the untouched base model (with the decoder's adapters when
+the export has them, beyond the paper, §13) reads segment t with the memory of
 segments 0..t-1 prepended in every layer, as a transformers DynamicCache prefix of rotated keys.
 Memory entry p is at position p (the sink's entries first, when the export keeps one), token j of the
 segment after the P entries it reads; every token sees all of that
 memory and its own segment causally (within a sliding window, for Mistral). Compression is
 compressor.py. Dims: T tokens, P memory entries, G KV heads, D head dim, C model dim."""
+import contextlib
 import inspect
 
 import torch
@@ -34,8 +36,9 @@ class SegmentDecoder:
     """Reads the tokens of one segment, in one call or several (generation), over a KV cache that
     starts with the segment's memory prefix."""
 
-    def __init__(self, base, rope: MemoryRope, segment_len: int, num_memory_tokens: int):
+    def __init__(self, base, rope: MemoryRope, segment_len: int, num_memory_tokens: int, decoder=None):
         self.base, self.rope = base, rope
+        self.decoder = decoder  # the decoder's LoraSet, or None: the frozen base model
         self.l, self.M = segment_len, num_memory_tokens
         self.sliding_window = getattr(base.config, "sliding_window", None)  # Mistral's; Qwen2's only when on
         self._cache_keyword = _cache_keyword(base.model)
@@ -72,7 +75,8 @@ class SegmentDecoder:
         dtype = self.base.get_input_embeddings().weight.dtype
         mask = additive_mask(decoder_allowed(P, self.cached, T, self.sliding_window, device), dtype)[None, None]
         positions = (P + self.cached + torch.arange(T, device=device))[None]  # [1, T]
-        with self.rope.installed(self.base.model, self.span):
+        adapters = self.decoder.applied(self.base) if self.decoder is not None else contextlib.nullcontext()
+        with self.rope.installed(self.base.model, self.span), adapters:
             out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                                   use_cache=True, **{self._cache_keyword: self.cache})
         self.cached += T

@@ -1,5 +1,6 @@
 """Reading the directory `uio export` writes (uio_config.json, encoder_adapter/ and transfer_adapter/ as
-PEFT LoRA adapters, memory_embedding.safetensors) and checking it against the base model the user
+PEFT LoRA adapters, decoder_adapter/ when the compressor has decoder adapters, memory_embedding.safetensors)
+and checking it against the base model the user
 loaded. Every error names the file and the key or tensor, what was found, what was expected, and
 the fix. The memory forward itself lives in compressor.py and decoder.py."""
 import json
@@ -16,6 +17,7 @@ from .lora import LoraAdapter, LoraSet, LoraSpec
 MEMORY_ROPE_KINDS = ("none", "linear", "ntk", "dynamic", "yarn")
 ENCODER_ADAPTER = "encoder_adapter"
 TRANSFER_ADAPTER = "transfer_adapter"
+DECODER_ADAPTER = "decoder_adapter"
 MEMORY_EMBEDDING = "memory_embedding.safetensors"
 CONFIG = "uio_config.json"
 
@@ -47,7 +49,7 @@ class BaseShape:
 
 @dataclass(frozen=True)
 class UioConfig:
-    """uio_config.json of an export: l, M, the decoder's memory RoPE, both adapter specs, the base."""
+    """uio_config.json of an export: l, M, the decoder's memory RoPE, the adapter specs, the base."""
 
     path: str
     segment_len: int          # l
@@ -59,6 +61,7 @@ class UioConfig:
     transfer_lora: LoraSpec
     base_path: str            # where the base model was when the compressor was trained
     base_shape: BaseShape
+    decoder_lora: LoraSpec | None = None  # beyond the paper; None (absent): the frozen decoder
 
     @staticmethod
     def read(path: pathlib.Path) -> "UioConfig":
@@ -116,8 +119,9 @@ class UioConfig:
         base = get(j, "base_model", dict)
         shape = BaseShape(*(get(base, key, int, "base_model.")
                             for key in ("num_layers", "hidden_size", "vocab_size", "num_kv_heads", "head_dim")))
+        decoder = lora("decoder_lora") if "decoder_lora" in j else None  # absent when off
         return UioConfig(str(path), l, M, kind, factor, sink, lora("encoder_lora"), lora("transfer_lora"),
-                         str(base.get("path", "")), shape)
+                         str(base.get("path", "")), shape, decoder)
 
     def check_base(self, model_config):
         """Throws when the loaded base model is not shaped like the one the compressor was trained on."""

@@ -1,4 +1,4 @@
-"""One LoRA adapter set (the encoder's or the transfer head's) applied to the base model's own linear
+"""One LoRA adapter set (the encoder's, the transfer head's or the decoder's) applied to the base model's own linear
 layers for the duration of one pass, through forward hooks: the base weights stay where the user put
 them, exactly once in memory. Reading adapters from disk lives in export.py."""
 import contextlib

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from .compressor import Compressor, Memory
 from .decoder import SegmentDecoder
-from .export import (CONFIG, ENCODER_ADAPTER, MEMORY_EMBEDDING, TRANSFER_ADAPTER, ExportError, UioConfig,
-                     read_adapter, read_memory_embedding)
+from .export import (CONFIG, DECODER_ADAPTER, ENCODER_ADAPTER, MEMORY_EMBEDDING, TRANSFER_ADAPTER, ExportError,
+                     UioConfig, read_adapter, read_memory_embedding)
 from .reader import MemoryReader
 from .rope import MemoryRope
 from .sampling import sample_token
@@ -24,12 +24,13 @@ class UioMemoryModel(torch.nn.Module):
     """`base` with the compressor of an export. Device and dtype follow the base model; inference only
     (training is `uio train`)."""
 
-    def __init__(self, base, config: UioConfig, encoder, transfer, memory_embedding: torch.Tensor, chunk: int = 8):
+    def __init__(self, base, config: UioConfig, encoder, transfer, memory_embedding: torch.Tensor, chunk: int = 8,
+                 decoder=None):
         super().__init__()
         if chunk < 1:
             raise ValueError(f"uio_memory: chunk must be >= 1, got {chunk}")
         self.base, self.config, self.chunk = base, config, chunk
-        self.encoder, self.transfer = encoder, transfer
+        self.encoder, self.transfer, self.decoder = encoder, transfer, decoder  # decoder: None = frozen
         self.register_buffer("memory_embedding", memory_embedding)
         self.rope = MemoryRope(config.memory_rope, config.memory_rope_factor, base.config, base.model.rotary_emb,
                                config.path)
@@ -53,17 +54,26 @@ class UioMemoryModel(torch.nn.Module):
                                base_model)
         transfer = read_adapter(export_dir / TRANSFER_ADAPTER, config.transfer_lora, "transfer_lora", config.path,
                                 base_model)
+        decoder = None  # beyond the paper: adapters on the decoder's own projections, when the export has them
+        if config.decoder_lora is not None:
+            decoder = read_adapter(export_dir / DECODER_ADAPTER, config.decoder_lora, "decoder_lora", config.path,
+                                   base_model)
+        elif (export_dir / DECODER_ADAPTER).exists():
+            raise ExportError(f"{config.path}: has no key 'decoder_lora', but {export_dir / DECODER_ADAPTER} exists; "
+                              f"the export is inconsistent (write it again with `uio export`)")
         embedding = read_memory_embedding(export_dir / MEMORY_EMBEDDING, base_model.config.hidden_size)
         device = base_model.get_input_embeddings().weight.device  # the export's tensors go where the model is
-        return cls(base_model, config, encoder.to(device), transfer.to(device), embedding.to(device), chunk).eval()
+        return cls(base_model, config, encoder.to(device), transfer.to(device), embedding.to(device), chunk,
+                   decoder.to(device) if decoder is not None else None).eval()
 
     # The passes: built per call, so they always see the base model where it is now.
     def _compressor(self) -> Compressor:
         return Compressor(self.base, self.config.segment_len, self.config.num_memory_tokens, self.encoder,
-                          self.transfer, self.memory_embedding, self.config.sink_tokens)
+                          self.transfer, self.memory_embedding, self.config.sink_tokens, self.decoder)
 
     def _decoder(self) -> SegmentDecoder:
-        return SegmentDecoder(self.base, self.rope, self.config.segment_len, self.config.num_memory_tokens)
+        return SegmentDecoder(self.base, self.rope, self.config.segment_len, self.config.num_memory_tokens,
+                              self.decoder)
 
     def reader(self) -> MemoryReader:
         """A fresh MemoryReader for streaming a long input piece by piece (generate() uses one)."""
