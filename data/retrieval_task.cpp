@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <tuple>
 
 namespace uio::data {
 namespace {
@@ -214,6 +215,7 @@ RetrievalDocuments::RetrievalDocuments(std::shared_ptr<DocumentSource> haystack,
   if (o.min_digits < 1 || o.max_digits < o.min_digits || o.max_digits > kMaxDigits)
     fail("min_digits and max_digits must satisfy 1 <= min_digits <= max_digits <= " + std::to_string(kMaxDigits) +
          ", got " + std::to_string(o.min_digits) + " and " + std::to_string(o.max_digits));
+  if (o.questions < 1) fail("questions must be >= 1, got " + std::to_string(o.questions));
   if (o.max_digits == 1 && o.max_facts > 9)
     fail("max_digits 1 gives 9 distinct numbers, fewer than max_facts " + std::to_string(o.max_facts));
   std::vector<int64_t> longest(kWordLists, 0);
@@ -241,10 +243,11 @@ RetrievalDocuments::RetrievalDocuments(std::shared_ptr<DocumentSource> haystack,
   if (longest_question_ > o.segment_len)
     fail("a question and its answer take up to " + std::to_string(longest_question_) +
          " tokens, more than segment_len " + std::to_string(o.segment_len) + " (they must fit one segment)" + fix);
-  if (longest_facts_ + longest_question_ > o.seq_len)
-    fail("seq_len " + std::to_string(o.seq_len) + " cannot hold " + std::to_string(o.max_facts) +
-         " facts and a question with its answer (up to " + std::to_string(longest_facts_ + longest_question_) +
-         " tokens)" + fix + ", or raise seq_len");
+  const int64_t document_longest = longest_facts_ + o.questions * longest_question_;
+  if (document_longest > o.seq_len)
+    fail("seq_len " + std::to_string(o.seq_len) + " cannot hold " + std::to_string(o.max_facts) + " facts and " +
+         std::to_string(o.questions) + " question(s) with their answers (up to " + std::to_string(document_longest) +
+         " tokens)" + fix + ", fewer questions, or raise seq_len");
 }
 
 RetrievalDocument RetrievalDocuments::make() {
@@ -278,17 +281,25 @@ RetrievalDocument RetrievalDocuments::make() {
     while (static_cast<int64_t>(n.size()) < digits) n += static_cast<char>('0' + rng.below(10));
     if (std::find(numbers.begin(), numbers.end(), n) == numbers.end()) numbers.push_back(n);
   }
-  // One fact asked, or several in a random order.
-  std::vector<int64_t> asked;
-  if (k == 1 || rng.below(2) == 0) {
-    asked.push_back(uniform(rng, 0, k - 1));
-  } else {
-    const int64_t m = uniform(rng, 2, k);
-    std::vector<int64_t> order(static_cast<size_t>(k));
-    for (int64_t i = 0; i < k; ++i) order[i] = i;
-    for (int64_t i = 0; i < m; ++i) std::swap(order[i], order[i + uniform(rng, 0, k - 1 - i)]);
-    asked.assign(order.begin(), order.begin() + m);
-  }
+  // Each question asks about one fact or several, in a random order; the last question (at the document's
+  // end) is drawn first, so that questions = 1 draws exactly what it drew before the option existed.
+  auto draw_asked = [&]() {
+    std::vector<int64_t> asked;
+    if (k == 1 || rng.below(2) == 0) {
+      asked.push_back(uniform(rng, 0, k - 1));
+    } else {
+      const int64_t m = uniform(rng, 2, k);
+      std::vector<int64_t> order(static_cast<size_t>(k));
+      for (int64_t i = 0; i < k; ++i) order[i] = i;
+      for (int64_t i = 0; i < m; ++i) std::swap(order[i], order[i + uniform(rng, 0, k - 1 - i)]);
+      asked.assign(order.begin(), order.begin() + m);
+    }
+    return asked;
+  };
+  const auto q = static_cast<size_t>(o.questions);
+  std::vector<std::vector<int64_t>> asked(q);
+  asked[q - 1] = draw_asked();
+  for (size_t j = 0; j + 1 < q; ++j) asked[j] = draw_asked();
   std::vector<Text> facts;
   facts.reserve(static_cast<size_t>(k));
   int64_t fact_tokens = 0;
@@ -297,41 +308,77 @@ RetrievalDocument RetrievalDocuments::make() {
     write_fact(facts.back(), format, keys[i], numbers[i]);
     fact_tokens += facts.back().size();
   }
-  std::vector<Key> asked_keys;
-  std::vector<std::string> asked_numbers;
-  for (auto i : asked) asked_keys.push_back(keys[i]), asked_numbers.push_back(numbers[i]);
-  Text question(tokenizer_, longest_word_, false), answer(tokenizer_, longest_word_, false);
-  write_question(question, format, asked_keys);
-  write_answer(answer, format, asked_numbers);
-  // Natural text takes what the facts, question and answer leave; the facts go in at sorted random points.
-  const int64_t text_len = o.seq_len - fact_tokens - question.size() - answer.size();
-  if (text_len < 0 || fact_tokens > longest_facts_ || question.size() + answer.size() > longest_question_)
+  std::vector<Text> questions, answers;  // questions[j], answers[j]
+  int64_t qa_tokens = 0;
+  for (size_t j = 0; j < q; ++j) {
+    std::vector<Key> asked_keys;
+    std::vector<std::string> asked_numbers;
+    for (auto i : asked[j]) asked_keys.push_back(keys[i]), asked_numbers.push_back(numbers[i]);
+    questions.emplace_back(tokenizer_, longest_word_, false), answers.emplace_back(tokenizer_, longest_word_, false);
+    write_question(questions.back(), format, asked_keys);
+    write_answer(answers.back(), format, asked_numbers);
+    const int64_t size = questions.back().size() + answers.back().size();
+    if (size > longest_question_)
+      throw std::logic_error("retrieval documents: a question outgrew the bound computed from its options");
+    qa_tokens += size;
+  }
+  // Natural text takes what the facts, questions and answers leave; the facts go in at sorted random points,
+  // each question but the last at a random point after the latest fact it asks about, the last at the end.
+  const int64_t text_len = o.seq_len - fact_tokens - qa_tokens;
+  if (text_len < 0 || fact_tokens > longest_facts_)
     throw std::logic_error("retrieval documents: a document outgrew the bound computed from its options");
   const auto text = haystack_tokens(*haystack_, o.seq_len, "retrieval documents");
   std::vector<int64_t> points(static_cast<size_t>(k));
   for (auto& p : points) p = uniform(rng, 0, text_len);
   std::sort(points.begin(), points.end());
+  // Facts keep their order (fact i lies at the i-th point); a question's point is drawn after its facts.
+  struct Event {
+    int64_t point, kind, index;  // kind 0: fact, 1: question (a fact at the same point goes first)
+    bool operator<(const Event& e) const { return std::tie(point, kind, index) < std::tie(e.point, e.kind, e.index); }
+  };
+  std::vector<Event> events;
+  for (int64_t i = 0; i < k; ++i) events.push_back({points[i], 0, i});
+  for (size_t j = 0; j + 1 < q; ++j) {
+    int64_t after = 0;
+    for (auto i : asked[j]) after = std::max(after, points[i]);
+    events.push_back({uniform(rng, after, text_len), 1, static_cast<int64_t>(j)});
+  }
+  events.push_back({text_len, 1, static_cast<int64_t>(q - 1)});
+  std::sort(events.begin(), events.end());
 
   RetrievalDocument doc;
+  doc.questions.resize(q);
   std::vector<int64_t> ids;
   ids.reserve(static_cast<size_t>(o.seq_len));
+  auto mask = torch::zeros({o.seq_len}, torch::kFloat);
   int64_t from = 0;
-  for (int64_t i = 0; i < k; ++i) {
-    ids.insert(ids.end(), text.begin() + from, text.begin() + points[i]);
-    from = points[i];
+  for (const auto& e : events) {
+    ids.insert(ids.end(), text.begin() + from, text.begin() + e.point);
+    from = e.point;
     const auto begin = static_cast<int64_t>(ids.size());
-    ids.insert(ids.end(), facts[i].ids().begin(), facts[i].ids().end());
-    doc.facts.push_back({begin, static_cast<int64_t>(ids.size()), numbers[i]});
+    if (e.kind == 0) {
+      ids.insert(ids.end(), facts[e.index].ids().begin(), facts[e.index].ids().end());
+      doc.facts.push_back({begin, static_cast<int64_t>(ids.size()), numbers[e.index]});
+      continue;
+    }
+    auto& question = doc.questions[static_cast<size_t>(e.index)];
+    const auto& asked_here = asked[static_cast<size_t>(e.index)];
+    question.asked = asked_here;
+    question.question_begin = begin;
+    ids.insert(ids.end(), questions[e.index].ids().begin(), questions[e.index].ids().end());
+    question.answer_begin = static_cast<int64_t>(ids.size());
+    ids.insert(ids.end(), answers[e.index].ids().begin(), answers[e.index].ids().end());
+    question.answer_end = static_cast<int64_t>(ids.size());
+    mask.narrow(0, question.answer_begin, question.answer_end - question.answer_begin).fill_(1.0f);
+    for (size_t i = 0; i < asked_here.size(); ++i) question.answer += (i > 0 ? ", " : " ") + numbers[asked_here[i]];
+    question.answer += format == FactFormat::id_list ? "\n" : ".";
   }
-  ids.insert(ids.end(), text.begin() + from, text.begin() + text_len);
-  doc.question_begin = static_cast<int64_t>(ids.size());
-  ids.insert(ids.end(), question.ids().begin(), question.ids().end());
-  doc.answer_begin = static_cast<int64_t>(ids.size());
-  ids.insert(ids.end(), answer.ids().begin(), answer.ids().end());
-  doc.asked = asked;
-  for (size_t i = 0; i < asked_numbers.size(); ++i) doc.answer += (i > 0 ? ", " : " ") + asked_numbers[i];
-  doc.answer += format == FactFormat::id_list ? "\n" : ".";
-  doc.document = training_document(ids, doc.answer_begin, o.seq_len);
+  if (static_cast<int64_t>(ids.size()) != o.seq_len || doc.questions.back().answer_end != o.seq_len)
+    throw std::logic_error("retrieval documents: a document's pieces do not add up to seq_len");
+  // Questions in document order (their draw order put the last first).
+  std::sort(doc.questions.begin(), doc.questions.end(),
+            [](const RetrievalQuestion& a, const RetrievalQuestion& b) { return a.question_begin < b.question_begin; });
+  doc.document = {torch::tensor(ids, torch::kInt64), mask};
   return doc;
 }
 

@@ -23,6 +23,7 @@ struct RetrievalOptions {
   int64_t seq_len = 0;  // tokens per document
   int64_t segment_len = 0;  // l: the question and its answer fit in one segment
   int64_t min_facts = 1, max_facts = 4;  // facts planted per document
+  int64_t questions = 1;  // per document: the last at its end, the others at random points after their facts
   int64_t min_digits = 4, max_digits = 7;  // of each planted number
   uint64_t seed = 0;
 };
@@ -32,22 +33,30 @@ struct PlantedFact {
   std::string number;  // the digits it holds
 };
 
-struct RetrievalDocument {
-  TrainingDocument document;  // [seq_len] ids; loss_mask 1 on the answer's tokens only
-  std::vector<PlantedFact> facts;  // in document order
+struct RetrievalQuestion {
   std::vector<int64_t> asked;  // indices into facts, in the order the question names them (and the answer gives them)
-  int64_t question_begin = 0;  // first token of the question (every fact lies before it)
-  int64_t answer_begin = 0;  // first token of the answer, which runs to the end of the document
+  int64_t question_begin = 0;  // first token of the question (every fact it asks about lies before it)
+  int64_t answer_begin = 0, answer_end = 0;  // the answer's tokens: [answer_begin, answer_end)
   std::string answer;  // the answer's text, e.g. " 40821, 7731." (the decoded masked tokens)
+};
+
+struct RetrievalDocument {
+  TrainingDocument document;  // [seq_len] ids; loss_mask 1 on the answers' tokens only
+  std::vector<PlantedFact> facts;  // in document order
+  std::vector<RetrievalQuestion> questions;  // in document order; the last one's answer ends the document
 };
 
 // Natural text of exactly seq_len tokens (the first seq_len tokens of one `haystack` document) with
 // min_facts..max_facts facts spliced in at uniformly random token positions (anywhere: early, late, in the
 // last segment, so local copying is trained too) and the text after them trimmed, then a question about one
-// fact or several (answered in the order asked) and its answer at the very end. Each document takes one
-// format for its facts (an access code for a coloured animal, a number in a numbered locker, an "ID word:
-// number" list, a parcel's tracking number). Every document draws from its own generator, seeded by (seed,
-// document number), so the state is a count and the haystack's state.
+// fact or several (answered in the order asked) and its answer at the very end. With `questions` > 1 the
+// other questions (each about facts planted before it) are spliced in at random points after the latest
+// fact they ask about, natural text resuming after each answer: one document then trains `questions`
+// answers instead of one, at every distance from their facts. Each document takes one format for its facts
+// (an access code for a coloured animal, a number in a numbered locker, an "ID word: number" list, a
+// parcel's tracking number). Every document draws from its own generator, seeded by (seed, document
+// number), so the state is a count and the haystack's state; with questions = 1 a seed gives the documents
+// it gave before the option existed.
 class RetrievalDocuments : public DocumentSource {
  public:
   // `tokenizer` must outlive this source. Throws std::invalid_argument naming the option when the facts and
@@ -59,7 +68,7 @@ class RetrievalDocuments : public DocumentSource {
   std::string state_json() const override;  // {"documents": made so far, "haystack": its state}
   void restore(const std::string& json) override;
 
-  // The most tokens a document's facts, and a question with its answer, can take (from the options).
+  // The most tokens a document's facts, and one question with its answer, can take (from the options).
   int64_t longest_facts() const { return longest_facts_; }
   int64_t longest_question() const { return longest_question_; }
 

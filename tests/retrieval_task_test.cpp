@@ -229,18 +229,90 @@ TEST(RetrievalDocuments, MaskCoversExactlyTheAnswerWhichGivesTheAskedFactsNumber
     EXPECT_EQ(digit_groups(answer), expected) << "question:" << question << "\nanswer:" << answer;
     EXPECT_TRUE(answer.back() == '.' || answer.back() == '\n') << answer;
     ++asked_counts[expected.size()];
-    EXPECT_EQ(answer, doc.answer);
+    ASSERT_EQ(doc.questions.size(), 1u);
+    const auto& q = doc.questions.front();
+    EXPECT_EQ(answer, q.answer);
     // The recorded positions agree with the text.
     ASSERT_EQ(doc.facts.size(), facts.size());
     for (const auto& f : doc.facts) {
-      EXPECT_LE(f.end, doc.question_begin);
+      EXPECT_LE(f.end, q.question_begin);
       EXPECT_EQ(find_whole(decode(*tokenizer, ids, f.begin, f.end), f.number).size(), 1u);
     }
-    EXPECT_EQ(doc.answer_begin, first);
+    EXPECT_EQ(q.answer_begin, first);
+    EXPECT_EQ(q.answer_end, o.seq_len);
   }
   EXPECT_EQ(formats.size(), 4u) << "every fact format occurs";
   EXPECT_EQ(fact_counts.size(), 4u) << "1 to 4 facts";
   EXPECT_GE(asked_counts.size(), 3u) << "questions about one fact and about several";
+}
+
+// With several questions per document: the mask is 1 exactly on the answers' tokens; each answer, decoded,
+// gives the numbers that the facts its question names hold, found by pattern in the text before that question;
+// the last answer ends the document; and the questions lie at many distances from their facts (some within a
+// segment, some many segments back), which is what makes one document train several recalls.
+TEST(RetrievalDocuments, SeveralQuestionsEachAnswerFactsPlantedBeforeIt) {
+  const auto* tokenizer = smollm2_tokenizer();
+  if (!tokenizer) GTEST_SKIP() << kNoModel;
+  auto o = retrieval_options(23);
+  o.questions = 6, o.max_facts = 6;
+  data::RetrievalDocuments source(std::make_shared<ProseSource>(*tokenizer, o.seq_len), *tokenizer, o);
+  int64_t near = 0, far = 0;
+  for (int d = 0; d < 80; ++d) {
+    const auto doc = source.make();
+    const auto& ids = doc.document.ids;
+    ASSERT_EQ(ids.size(0), o.seq_len);
+    ASSERT_EQ(doc.questions.size(), 6u);
+    auto expected_mask = torch::zeros({o.seq_len}, torch::kFloat);
+    int64_t previous_end = 0;
+    for (const auto& q : doc.questions) {
+      ASSERT_GE(q.question_begin, previous_end) << "questions in document order, not overlapping";
+      ASSERT_LT(q.question_begin, q.answer_begin);
+      ASSERT_LT(q.answer_begin, q.answer_end);
+      previous_end = q.answer_end;
+      expected_mask.narrow(0, q.answer_begin, q.answer_end - q.answer_begin).fill_(1.0f);
+      const auto answer = decode(*tokenizer, ids, q.answer_begin, q.answer_end);
+      EXPECT_EQ(answer, q.answer);
+      // The facts found in the text before this question, by pattern; the ones it names give its answer.
+      const auto facts = find_facts(decode(*tokenizer, ids, 0, q.question_begin));
+      const auto question = decode(*tokenizer, ids, q.question_begin, q.answer_begin);
+      std::vector<std::pair<size_t, std::string>> named;
+      for (const auto& f : facts) {
+        const auto at = find_whole(question, f.format == "access_code" ? "the " + f.key : f.key);
+        if (!at.empty()) named.emplace_back(at.front(), f.number);
+      }
+      std::sort(named.begin(), named.end());
+      std::vector<std::string> expected;
+      for (const auto& [at, number] : named) expected.push_back(number);
+      EXPECT_EQ(digit_groups(answer), expected) << "question:" << question << "\nanswer:" << answer;
+      ASSERT_EQ(expected.size(), q.asked.size());
+      for (auto i : q.asked) {
+        const auto& f = doc.facts.at(static_cast<size_t>(i));
+        ASSERT_LE(f.end, q.question_begin) << "a question asks only about facts planted before it";
+        const int64_t distance = q.answer_begin - f.end;
+        near += distance < o.segment_len, far += distance >= 4 * o.segment_len;
+      }
+    }
+    EXPECT_EQ(doc.questions.back().answer_end, o.seq_len);
+    ASSERT_TRUE(torch::equal(doc.document.loss_mask, expected_mask)) << "the mask is the answers' tokens, no more";
+  }
+  EXPECT_GT(near, 20) << "answers within a segment of their fact";
+  EXPECT_GT(far, 20) << "answers 4 or more segments after their fact";
+}
+
+// questions = 1 is the single question at the end; more questions than the document can hold fail naming
+// the option.
+TEST(RetrievalDocuments, TooManyQuestionsForTheDocumentFailNamingThem) {
+  const auto* tokenizer = smollm2_tokenizer();
+  if (!tokenizer) GTEST_SKIP() << kNoModel;
+  auto o = retrieval_options(1);
+  o.questions = 0;
+  expect_error_naming(
+      [&] { data::RetrievalDocuments(std::make_shared<ProseSource>(*tokenizer, o.seq_len), *tokenizer, o); },
+      "questions");
+  o.questions = 40;
+  expect_error_naming(
+      [&] { data::RetrievalDocuments(std::make_shared<ProseSource>(*tokenizer, o.seq_len), *tokenizer, o); },
+      "questions");
 }
 
 // Across many documents the facts lie early, in the middle and late, and in the last segment too.

@@ -39,6 +39,9 @@ int train_command(const std::vector<std::string>& args) {
            "share of auto-encoding documents (a segment repeated after a marker, loss on the copy only; beyond "
            "the paper's recipe)")
       .add("retrieval_max_facts", &job.retrieval_max_facts, "facts planted per retrieval document: 1 to this")
+      .add("retrieval_questions", &job.retrieval_questions,
+           "questions per retrieval document: the last at its end, the others at random points after the facts "
+           "they ask about (1: one answer per document)")
       .add("seed", &in.seed, "seed of the data order, the adapters' initialisation, dropout and the reservoir")
       .add("estimator", &in.estimator, "gradient through memory: full, tbptt_naive, tbptt, unbiased")
       .add("window", &c.estimator.window, "S: memories whose encoder keeps its graph (tbptt window, reservoir size)")

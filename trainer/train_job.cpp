@@ -135,6 +135,8 @@ void check_train_job(const TrainJob& job) {
   if (job.retrieval_max_facts < 1 || job.retrieval_max_facts > data::kRetrievalMaxFacts)
     throw std::invalid_argument("retrieval_max_facts must be in [1, " + std::to_string(data::kRetrievalMaxFacts) +
                                 "], got " + std::to_string(job.retrieval_max_facts));
+  if (job.retrieval_questions < 1)
+    throw std::invalid_argument("retrieval_questions must be >= 1, got " + std::to_string(job.retrieval_questions));
 }
 
 namespace {
@@ -159,6 +161,7 @@ std::shared_ptr<data::DocumentSource> training_source(const TrainJob& job,
   if (job.retrieval_share > 0) {
     data::RetrievalOptions ro;
     ro.seq_len = job.seq_len, ro.segment_len = job.memory.segment_len, ro.max_facts = job.retrieval_max_facts;
+    ro.questions = job.retrieval_questions;
     ro.seed = stream_seed(seed, 2 + 2 * r);
     shares.push_back(
         {"retrieval", job.retrieval_share, std::make_shared<data::RetrievalDocuments>(natural, *tokenizer, ro)});
@@ -240,8 +243,8 @@ TrainResult run_train_job(TrainJob job, std::ostream& out_all) {
       << "\n";
   if (job.retrieval_share > 0 || job.autoencode_share > 0)
     out << "train: documents: natural text " << 1.0 - job.retrieval_share - job.autoencode_share << ", retrieval "
-        << job.retrieval_share << ", auto-encoding " << job.autoencode_share
-        << " (synthetic documents, loss on their answers only: beyond the paper's recipe)\n";
+        << job.retrieval_share << " (" << job.retrieval_questions << " question(s) each), auto-encoding "
+        << job.autoencode_share << " (synthetic documents, loss on their answers only: beyond the paper's recipe)\n";
   Trainer trainer(c, loaded.model, compressor, model::identify(job.model, loaded.config), *documents, validation,
                   &comm);
   if (checkpoint) {

@@ -29,6 +29,7 @@ struct TrainJob {
   double retrieval_share = 0;
   double autoencode_share = 0;
   int64_t retrieval_max_facts = 4;  // facts planted per retrieval document: 1 to this
+  int64_t retrieval_questions = 1;  // questions (and answers trained) per retrieval document
   int64_t val_documents = 4;  // held-out documents scored before, during and after
   std::string resume;  // "", "auto" or a checkpoint directory
   std::string master_addr;  // data parallel rendezvous (empty: MASTER_ADDR)
