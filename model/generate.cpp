@@ -44,7 +44,7 @@ int64_t sample_token(const torch::Tensor& logits, const SamplingOptions& o, at::
 }
 
 std::vector<int64_t> generate(CausalLM& model, const std::vector<int64_t>& prompt, const SamplingOptions& o,
-                              const std::function<bool(int64_t)>& on_token, const Rope* rope) {
+                              const std::function<bool(int64_t)>& on_token, const Rope* rope, const LoraSetImpl* lora) {
   TORCH_CHECK(!prompt.empty(), "generate: the prompt is empty");
   torch::NoGradGuard no_grad;
   const auto device = model->output_weight().device();
@@ -56,6 +56,7 @@ std::vector<int64_t> generate(CausalLM& model, const std::vector<int64_t>& promp
   ForwardContext ctx;
   ctx.cache = &cache;
   ctx.rope = rope;
+  ctx.lora = lora;
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(o.seed);
   auto ids = torch::tensor(prompt, torch::kInt64).unsqueeze(0).to(device);  // [1, T]
   std::vector<int64_t> out;

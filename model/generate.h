@@ -42,9 +42,11 @@ int64_t sample_token(const torch::Tensor& logits, const SamplingOptions& options
 
 // Feeds `prompt`, then generates until max_new_tokens, EOS, or `on_token` returning false.
 // Returns the new ids (the prompt excluded). `rope` replaces the model's own RoPE (context-extension
-// baselines: position interpolation, NTK, YaRN at a longer window).
+// baselines: position interpolation, NTK, YaRN at a longer window); `lora`, when given, is active in every
+// pass (a memory export's decoder adapters read without memory).
 std::vector<int64_t> generate(CausalLM& model, const std::vector<int64_t>& prompt, const SamplingOptions& options,
-                              const std::function<bool(int64_t)>& on_token = {}, const Rope* rope = nullptr);
+                              const std::function<bool(int64_t)>& on_token = {}, const Rope* rope = nullptr,
+                              const LoraSetImpl* lora = nullptr);
 
 // The same with memory: the prompt is read in l-token segments (each full one compressed), and
 // generated tokens fill the current segment until it is compressed in turn. `on_segment(done, total)`

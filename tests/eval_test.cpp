@@ -229,6 +229,51 @@ TEST(Eval, ACompressorWithDecoderAdaptersScoresUioWithThemAndTruncateWithout) {
   EXPECT_GT(std::abs(a.at("uio") - b.at("uio")), 1e-6 * b.at("uio")) << a.at("uio");
 }
 
+// `truncate_lora` is the export's decoder (with its decoder LoRA) reading the truncation window without
+// memory: inside the first segment, where `uio` has no memory yet, the two are the same computation by two
+// code paths (a plain forward with the adapters against the memory pass), so their scores and greedy
+// answers agree; with the adapters they differ from `truncate`; without adapters the method is refused.
+TEST(Eval, TruncateLoraIsTheDecoderAdaptersWithoutMemory) {
+  auto loaded = model::load_model(uio::test::testdata("hf_models/qwen2_bias").string());
+  trainer::Evaluator ev;
+  ev.base = loaded.model;
+  ev.compressor = random_compressor(loaded.config, loaded.model, uio::test::test_seed(), /*decoder_rank=*/4);
+  ev.truncate_window = 64;
+  torch::manual_seed(uio::test::test_seed() + 3);
+  auto ids = torch::randint(3, loaded.config.vocab_size, {31}, torch::kInt64);  // segment_len is 32
+  torch::NoGradGuard no_grad;
+  auto [uio_loss, n1] = ev.score_tail(trainer::EvalMethod::uio, ids, 12);
+  auto [lora_loss, n2] = ev.score_tail(trainer::EvalMethod::truncate_lora, ids, 12);
+  auto [plain_loss, n3] = ev.score_tail(trainer::EvalMethod::truncate, ids, 12);
+  EXPECT_EQ(n1, 12);
+  EXPECT_EQ(n2, 12);
+  EXPECT_EQ(n3, 12);
+  EXPECT_NEAR(lora_loss, uio_loss, 1e-5 * std::abs(uio_loss));
+  EXPECT_GT(std::abs(lora_loss - plain_loss), 1e-3 * std::abs(plain_loss)) << "the adapters must change the score";
+  std::vector<int64_t> prompt(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + 20);
+  EXPECT_EQ(ev.greedy(trainer::EvalMethod::truncate_lora, prompt, 8), ev.greedy(trainer::EvalMethod::uio, prompt, 8));
+
+  ev.compressor = random_compressor(loaded.config, loaded.model, uio::test::test_seed(), /*decoder_rank=*/0);
+  try {
+    ev.score_tail(trainer::EvalMethod::truncate_lora, ids, 12);
+    ADD_FAILURE() << "truncate_lora without decoder adapters must be refused";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("truncate_lora"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(trainer::parse_eval_method("truncate_lora"), trainer::EvalMethod::truncate_lora);
+  trainer::EvalConfig c;
+  c.methods = {trainer::EvalMethod::truncate_lora};
+  c.model = uio::test::testdata("hf_models/qwen2_bias").string(), c.data = "unused", c.lengths = {64};
+  c.score_tokens = 16;
+  std::ostringstream progress;
+  try {
+    trainer::run_eval(c, progress);
+    ADD_FAILURE() << "truncate_lora without --memory must be refused";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("--memory"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Eval, CliParsesItsOptionsIntoOneLibraryCall) {
   const auto model_dir = uio::test::testdata("hf_models/qwen2_bias").string();
   auto bad = uio::test::run_uio({"eval", "--model", model_dir, "--methods", "uio,rope", "--lengths", "100"});

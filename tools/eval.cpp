@@ -40,7 +40,9 @@ int eval_command(const std::vector<std::string>& args) {
       .add("data", &opt.data, "token store (uio prepare) whose held-out documents are scored and used as haystack")
       .add("sampler", &opt.sampler, "held-out documents as whole long ones (long_only) or joined with EOS (join)")
       .add("documents", &opt.documents, "held-out documents (of the longest length) scored per length")
-      .add("methods", &opt.methods, "comma-separated: uio, truncate, linear, ntk, dynamic, yarn")
+      .add("methods", &opt.methods,
+           "comma-separated: uio, truncate, truncate_lora (truncate through --memory's decoder LoRA), linear, ntk, "
+           "dynamic, yarn")
       .add("lengths", &opt.lengths, "context lengths for perplexity, comma-separated")
       .add("score_tokens", &opt.score_tokens, "perplexity of this many last tokens of each prefix")
       .add("truncate_window", &opt.truncate_window, "tokens the truncate baseline sees (0: the model's trained window)")

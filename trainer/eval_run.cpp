@@ -92,9 +92,10 @@ bool answer_matches(const std::string& text, const std::string& expected) {
 
 Json run_eval(const EvalConfig& c, std::ostream& progress) {
   check(c);
-  const bool with_memory = std::find(c.methods.begin(), c.methods.end(), EvalMethod::uio) != c.methods.end();
+  const bool with_memory = std::any_of(c.methods.begin(), c.methods.end(), needs_memory);
   if (with_memory && c.memory.empty())
-    throw std::invalid_argument("eval: method uio needs --memory (a checkpoint, export or compressor directory)");
+    throw std::invalid_argument(
+        "eval: methods uio and truncate_lora: each needs --memory (a checkpoint, export or compressor directory)");
   const auto memory_dir = with_memory ? resolve_compressor_dir(c.memory, progress) : std::string();
   auto loaded = model::load_model(c.model, c.load);
   Evaluator ev;

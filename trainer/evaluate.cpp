@@ -13,17 +13,20 @@ namespace uio::trainer {
 EvalMethod parse_eval_method(const std::string& name) {
   if (name == "uio") return EvalMethod::uio;
   if (name == "truncate") return EvalMethod::truncate;
+  if (name == "truncate_lora") return EvalMethod::truncate_lora;
   if (name == "linear" || name == "pi") return EvalMethod::linear;
   if (name == "ntk") return EvalMethod::ntk;
   if (name == "dynamic") return EvalMethod::dynamic;
   if (name == "yarn") return EvalMethod::yarn;
-  throw std::invalid_argument("eval method '" + name + "' is not one of uio, truncate, linear, ntk, dynamic, yarn");
+  throw std::invalid_argument("eval method '" + name +
+                              "' is not one of uio, truncate, truncate_lora, linear, ntk, dynamic, yarn");
 }
 
 const char* eval_method_name(EvalMethod m) {
   switch (m) {
     case EvalMethod::uio: return "uio";
     case EvalMethod::truncate: return "truncate";
+    case EvalMethod::truncate_lora: return "truncate_lora";
     case EvalMethod::linear: return "linear";
     case EvalMethod::ntk: return "ntk";
     case EvalMethod::dynamic: return "dynamic";
@@ -33,8 +36,8 @@ const char* eval_method_name(EvalMethod m) {
 }
 
 model::Rope baseline_rope(const model::ModelConfig& config, EvalMethod method, int64_t length) {
-  TORCH_CHECK(method != EvalMethod::uio && method != EvalMethod::truncate, "eval: ", eval_method_name(method),
-              " has no RoPE scaling of its own");
+  TORCH_CHECK(method != EvalMethod::uio && method != EvalMethod::truncate && method != EvalMethod::truncate_lora,
+              "eval: ", eval_method_name(method), " has no RoPE scaling of its own");
   TORCH_CHECK(config.rope_scaling.type == model::RopeKind::none, "eval: the base model already scales RoPE ('",
               model::rope_kind_name(config.rope_scaling.type),
               "'); the RoPE-scaling baselines assume a plain RoPE base model");
@@ -48,6 +51,8 @@ model::Rope baseline_rope(const model::ModelConfig& config, EvalMethod method, i
   return model::Rope(config.head_dim, config.rope_theta, s, config.max_position);
 }
 
+bool needs_memory(EvalMethod method) { return method == EvalMethod::uio || method == EvalMethod::truncate_lora; }
+
 int64_t Evaluator::window() const { return truncate_window > 0 ? truncate_window : trained_window(); }
 
 namespace {
@@ -56,6 +61,15 @@ namespace {
 std::pair<double, int64_t> tail_loss(model::CausalLM& base, const torch::Tensor& hidden, const torch::Tensor& targets) {
   auto loss = model::row_cross_entropy(base, hidden, targets.unsqueeze(0));  // [1]
   return {loss.item<double>(), targets.size(0)};
+}
+
+// The decoder adapters `truncate_lora` reads through (none for every other method).
+const model::LoraSetImpl* window_lora(EvalMethod method, const model::MemoryCompressor& compressor) {
+  if (method != EvalMethod::truncate_lora) return nullptr;
+  TORCH_CHECK(compressor && compressor->decoder,
+              "eval: method truncate_lora needs a memory export with decoder adapters (trained with "
+              "decoder_lora_rank > 0); this one has none, so truncate_lora would equal truncate");
+  return compressor->decoder.get();
 }
 
 }  // namespace
@@ -70,10 +84,12 @@ std::pair<double, int64_t> Evaluator::score_tail(EvalMethod method, const torch:
   const int64_t first = L - scored - 1;  // the position whose output predicts the first scored token
   auto targets = ids.narrow(0, first + 1, scored);
 
-  if (method == EvalMethod::truncate) {
+  if (method == EvalMethod::truncate || method == EvalMethod::truncate_lora) {
     const int64_t W = std::min(L, window());
     TORCH_CHECK(W > scored, "eval: truncate_window ", W, " must exceed the scored tokens (", scored, ")");
-    auto hidden = base->hidden_states(ids.narrow(0, L - W, W).unsqueeze(0));  // [1, W, C]
+    model::ForwardContext ctx;
+    ctx.lora = window_lora(method, compressor);
+    auto hidden = base->hidden_states(ids.narrow(0, L - W, W).unsqueeze(0), ctx);  // [1, W, C]
     return tail_loss(base, hidden.narrow(1, W - scored - 1, scored), targets);
   }
   if (method != EvalMethod::uio) {
@@ -108,10 +124,11 @@ std::vector<int64_t> Evaluator::greedy(EvalMethod method, const std::vector<int6
     model::MemoryReader reader(base, compressor, chunk);
     return model::generate(reader, prompt, o);
   }
-  if (method == EvalMethod::truncate) {
+  if (method == EvalMethod::truncate || method == EvalMethod::truncate_lora) {
     const int64_t W = std::max<int64_t>(1, window() - max_new);  // room for the answer inside the window
     const auto start = prompt.size() > static_cast<size_t>(W) ? prompt.end() - W : prompt.begin();
-    return model::generate(base, std::vector<int64_t>(start, prompt.end()), o);
+    return model::generate(base, std::vector<int64_t>(start, prompt.end()), o, {}, nullptr,
+                           window_lora(method, compressor));
   }
   auto rope = baseline_rope(base->config(), method, static_cast<int64_t>(prompt.size()) + max_new);
   return model::generate(base, prompt, o, {}, &rope);
