@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "data/sampler.h"
 #include "data/splitmix.h"
@@ -25,6 +26,10 @@ class DocumentSource {
   virtual TrainingDocument next() = 0;
   virtual std::string state_json() const = 0;
   virtual void restore(const std::string& json) = 0;
+  // The kinds of document a mixed source gives (its sources' names; empty for a source of one kind), and
+  // which of them gave the last document (an index into kinds(); -1 before the first or without kinds).
+  virtual std::vector<std::string> kinds() const { return {}; }
+  virtual int64_t last_kind() const { return -1; }
 };
 
 // A token store's split through data/sampler.h.

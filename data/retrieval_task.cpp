@@ -460,6 +460,12 @@ TrainingDocument MixedSource::next() {
   return shares_[static_cast<size_t>(last_)].source->next();
 }
 
+std::vector<std::string> MixedSource::kinds() const {
+  std::vector<std::string> names;
+  for (const auto& s : shares_) names.push_back(s.name);
+  return names;
+}
+
 std::string MixedSource::state_json() const {
   nlohmann::json sources = nlohmann::json::object();
   for (const auto& s : shares_) sources[s.name] = nlohmann::json::parse(s.source->state_json());

@@ -137,6 +137,8 @@ class MixedSource : public DocumentSource {
   void restore(const std::string& json) override;
   // Which source gave the last document (an index into the shares; -1 before the first).
   int64_t last_source() const { return last_; }
+  std::vector<std::string> kinds() const override;  // the shares' names, in order
+  int64_t last_kind() const override { return last_; }
 
  private:
   std::vector<MixedShare> shares_;

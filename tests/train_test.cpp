@@ -8,6 +8,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include <gtest/gtest.h>
@@ -312,22 +313,45 @@ TEST(Train, RetrievalAndAutoencodingSharesTrainResumeAndAreChecked) {
                                          "0.5",
                                          "--autoencode_share",
                                          "0.25",
+                                         "--retrieval_questions",
+                                         "2",
+                                         "--log_every",
+                                         "1",
                                          "--out_dir",
                                          (dir / "run").string()};
   auto first_args = args;
   first_args.insert(first_args.end(), {"--steps", "1"});
   const auto first = uio::test::run_uio(first_args);
   ASSERT_EQ(first.exit_code, 0) << first.err << first.out;
-  EXPECT_NE(first.out.find("documents: natural text 0.25, retrieval 0.5, auto-encoding 0.25"), std::string::npos)
+  EXPECT_NE(first.out.find("documents: natural text 0.25, retrieval 0.5 (2 question(s) each), auto-encoding 0.25"),
+            std::string::npos)
       << first.out;
   auto resumed_args = args;
-  resumed_args.insert(resumed_args.end(), {"--steps", "2", "--resume", "auto"});
+  resumed_args.insert(resumed_args.end(), {"--steps", "5", "--resume", "auto"});
   const auto resumed = uio::test::run_uio(resumed_args);
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err << resumed.out;
-  EXPECT_NE(resumed.out.find("(step 1 of 2)"), std::string::npos) << resumed.out;
+  EXPECT_NE(resumed.out.find("(step 1 of 5)"), std::string::npos) << resumed.out;
+  // With one document per step and a log line per step, each line's loss by kind names the one kind that
+  // step drew, with the step's own loss; over the run more than one kind appears.
+  std::ifstream metrics(dir / "run" / "metrics.jsonl");
+  std::set<std::string> kinds_seen;
+  int logged = 0;
+  for (std::string line; std::getline(metrics, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (!j.contains("loss")) continue;
+    ++logged;
+    ASSERT_TRUE(j.contains("loss_by_kind")) << line;
+    ASSERT_EQ(j["loss_by_kind"].size(), 1u) << line;
+    const auto& [kind, loss] = *j["loss_by_kind"].items().begin();
+    EXPECT_TRUE(kind == "natural" || kind == "retrieval" || kind == "autoencode") << kind;
+    EXPECT_DOUBLE_EQ(loss.get<double>(), j["loss"].get<double>()) << line;
+    kinds_seen.insert(kind);
+  }
+  EXPECT_EQ(logged, 5);
+  EXPECT_GE(kinds_seen.size(), 2u);
   auto changed = resumed_args;
   changed[std::find(changed.begin(), changed.end(), "--retrieval_share") - changed.begin() + 1] = "0.4";
-  changed[std::find(changed.begin(), changed.end(), "--steps") - changed.begin() + 1] = "3";
+  changed[std::find(changed.begin(), changed.end(), "--steps") - changed.begin() + 1] = "6";
   const auto refused = uio::test::run_uio(changed);
   EXPECT_NE(refused.exit_code, 0);
   EXPECT_NE(refused.err.find("retrieval_share"), std::string::npos) << refused.err;

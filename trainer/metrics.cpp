@@ -36,20 +36,25 @@ void MetricsLog::write(const std::string& line) {
   if (!out_) throw std::runtime_error("train: cannot write " + path_ + " (is the disk full?)");
 }
 
-void MetricsLog::step(const StepResult& r, int64_t skipped, double elapsed, double peak_gb) {
+void MetricsLog::step(const StepResult& r, int64_t skipped, double elapsed, double peak_gb,
+                      const std::vector<std::pair<std::string, double>>& loss_by_kind) {
   std::vector<double> by_segment;
   for (size_t t = 0; t < r.segment_loss.size(); ++t)
     by_segment.push_back(r.segment_loss[t] / static_cast<double>(std::max<int64_t>(1, r.segment_tokens[t])));
-  write(nlohmann::json{{"step", r.step},
-                       {"loss", r.loss},
-                       {"segment_loss", by_segment},
-                       {"lr", r.lr},
-                       {"grad_norm", r.grad_norm},
-                       {"tokens_per_s", static_cast<double>(r.input_tokens) / r.seconds},
-                       {"peak_memory_gb", peak_gb},
-                       {"skipped", skipped},
-                       {"elapsed_s", elapsed}}
-            .dump());
+  nlohmann::json line{{"step", r.step},
+                      {"loss", r.loss},
+                      {"segment_loss", by_segment},
+                      {"lr", r.lr},
+                      {"grad_norm", r.grad_norm},
+                      {"tokens_per_s", static_cast<double>(r.input_tokens) / r.seconds},
+                      {"peak_memory_gb", peak_gb},
+                      {"skipped", skipped},
+                      {"elapsed_s", elapsed}};
+  if (!loss_by_kind.empty()) {
+    line["loss_by_kind"] = nlohmann::json::object();
+    for (const auto& [kind, loss] : loss_by_kind) line["loss_by_kind"][kind] = loss;
+  }
+  write(line.dump());
 }
 
 void MetricsLog::validation(int64_t step, const Perplexity& p) {

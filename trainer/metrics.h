@@ -24,13 +24,19 @@ struct StepResult {
   double seconds = 0;  // wall time of the step (synchronised with the device)
   std::vector<double> segment_loss;  // summed per segment position
   std::vector<int64_t> segment_tokens;
+  // Per kind of document (a mixed source's kinds(), in order; empty otherwise): the summed mean losses of
+  // the step's documents of that kind, and how many there were.
+  std::vector<double> kind_loss;
+  std::vector<int64_t> kind_documents;
 };
 
 // Appends to <out_dir>/metrics.jsonl (created when missing), flushing each line.
 class MetricsLog {
  public:
   explicit MetricsLog(const std::string& path);
-  void step(const StepResult& r, int64_t skipped, double elapsed_s, double peak_memory_gb);
+  // `loss_by_kind`: mean loss per kind of document since the last logged step (none: not written).
+  void step(const StepResult& r, int64_t skipped, double elapsed_s, double peak_memory_gb,
+            const std::vector<std::pair<std::string, double>>& loss_by_kind = {});
   void validation(int64_t step, const Perplexity& p);
 
  private:
