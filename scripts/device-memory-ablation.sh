@@ -24,6 +24,11 @@ declare -A rows=(
   [sink-retrieval]="--sink_tokens 4 --retrieval_share 0.3"
   [sink-retrieval-ae]="--sink_tokens 4 --retrieval_share 0.3 --autoencode_share 0.1"
   [tbptt]="--estimator tbptt"
+  [dlora]="--sink_tokens 4 --decoder_lora_rank 16 --decoder_lora_alpha 32"
+  [qa]="--sink_tokens 4 --retrieval_share 0.5 --retrieval_questions 16 --retrieval_max_facts 8"
+  [qa-dlora]="--sink_tokens 4 --retrieval_share 0.5 --retrieval_questions 16 --retrieval_max_facts 8 --decoder_lora_rank 16 --decoder_lora_alpha 32"
+  [qa-ratio8-dlora]="--sink_tokens 4 --retrieval_share 0.5 --retrieval_questions 16 --retrieval_max_facts 8 --decoder_lora_rank 16 --decoder_lora_alpha 32 --compression_ratio 8"
+  [seg4096-sink-dlora]="--segment_len 4096 --chunk 8 --sink_tokens 4 --decoder_lora_rank 16 --decoder_lora_alpha 32"
 )
 eval_args=(--model "$model" --data out/gpu-store --device cuda --dtype bfloat16 --score_tokens 1024 --documents 2
            --lengths 8192,32768 --passkey_lengths 8192,32768 --passkey_trials "${TRIALS:-2}" --needle_lengths 8192
