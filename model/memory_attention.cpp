@@ -156,6 +156,17 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> part_backward(const Part
   TORCH_CHECK(false, "memory attention: unknown backend");
 }
 
+// Part A with one set of RoPE tables attends the K rows of a chunk as one batch of K T queries per head:
+// [K, H, T, X] -> [1, H, K T, X] (or [K, H, T] -> [1, H, K T] for the log-sum-exp), and back.
+torch::Tensor rows_as_one(const torch::Tensor& t) {
+  const int64_t K = t.size(0), H = t.size(1), T = t.size(2);
+  return t.dim() == 3 ? t.transpose(0, 1).reshape({1, H, K * T}) : t.transpose(0, 1).reshape({1, H, K * T, -1});
+}
+torch::Tensor rows_apart(const torch::Tensor& t, int64_t K) {
+  const int64_t H = t.size(1);
+  return t.dim() == 3 ? t.reshape({H, K, -1}).transpose(0, 1) : t.reshape({H, K, -1, t.size(-1)}).transpose(0, 1);
+}
+
 // [B, G, S, D] -> [B, H, S, D]: each KV head repeated for its H / G query heads (the kernels' layout).
 torch::Tensor repeat_heads(const torch::Tensor& kv, int64_t heads) {
   const int64_t B = kv.size(0), G = kv.size(1), S = kv.size(2), D = kv.size(3);
@@ -308,9 +319,9 @@ struct SharedPrefixAttention : public torch::autograd::Function<SharedPrefixAtte
         a = part_forward(q, ka, va, torch::Tensor(), false, scale);
         lse_a = lse_rows(a.lse, T).to(acc), out_a = a.out.to(acc);
       } else {
-        a = part_forward(q.transpose(0, 1).reshape({1, H, K * T, D}), ka, va, torch::Tensor(), false, scale);
-        lse_a = lse_rows(a.lse, K * T).to(acc).reshape({H, K, T}).transpose(0, 1);  // [K, H, T]
-        out_a = a.out.to(acc).reshape({H, K, T, D}).transpose(0, 1);
+        a = part_forward(rows_as_one(q), ka, va, torch::Tensor(), false, scale);
+        lse_a = rows_apart(lse_rows(a.lse, K * T).to(acc), K);  // [K, H, T]
+        out_a = rows_apart(a.out.to(acc), K);
       }
       auto merged = torch::logaddexp(lse, lse_a);
       out = out * (lse - merged).exp().unsqueeze(-1) + out_a * (lse_a - merged).exp().unsqueeze(-1);
@@ -392,11 +403,10 @@ struct SharedPrefixAttention : public torch::autograd::Function<SharedPrefixAtte
         std::tie(dqa, dka, dva) = part_backward(part, dout, q, ka, va, torch::Tensor(), out, lse, scale);
         dq = dq + dqa;
       } else {
-        auto rows_first = [&](const torch::Tensor& t) { return t.transpose(0, 1).reshape({1, H, K * T, -1}); };
         torch::Tensor dqa;
-        std::tie(dqa, dka, dva) = part_backward(part, rows_first(dout), rows_first(q), ka, va, torch::Tensor(),
-                                                rows_first(out), lse.transpose(0, 1).reshape({1, H, K * T}), scale);
-        dq = dq + dqa.reshape({H, K, T, D}).transpose(0, 1);
+        std::tie(dqa, dka, dva) = part_backward(part, rows_as_one(dout), rows_as_one(q), ka, va, torch::Tensor(),
+                                                rows_as_one(out), rows_as_one(lse), scale);
+        dq = dq + rows_apart(dqa, K);
       }
       dmk.narrow(1, 0, shared).copy_(to_memory(sum_heads(dka, G), 0, shared));
       dmv.narrow(1, 0, shared).copy_(sum_heads(dva, G).sum(0));
