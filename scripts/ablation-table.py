@@ -2,7 +2,8 @@
 """The memory ablation table (docs/memory.md) from what scripts/device-memory-ablation.sh brought back:
 for each row, its training settings (from train-<row>.log), held-out perplexity past the first segment
 before and after training (metrics-<row>.jsonl), and `uio eval`'s perplexity, passkey and needle results
-(eval-<row>/results.json); then the truncate baselines. Usage: ablation-table.py DIR [DIR ...]"""
+(eval-<row>/results.json), with retrieval in the training's formats when the evaluation asked for it
+(`--retrieval_lengths`); then the truncate baselines. Usage: ablation-table.py DIR [DIR ...]"""
 import json
 import pathlib
 import sys
@@ -23,13 +24,14 @@ def eval_cells(results: pathlib.Path):
     cells = {}
     for row in r["perplexity"]:
         cells[f"ppl {row['length'] // 1024}K"] = f"{row['ppl']:.2f}" if row["status"] == "ok" else row["status"]
-    for kind in ("passkey", "needle"):
+    for kind in ("passkey", "needle", "retrieval"):
         by_length = {}
-        for row in r[kind]:
+        for row in r.get(kind, []):
             hits, n = by_length.get(row["length"], (0, 0))
             if row["status"] == "ok":
-                got = row["correct"] if kind == "passkey" else int(row["accuracy"])
-                hits, n = hits + got, n + (row["trials"] if kind == "passkey" else 1)
+                counted = kind != "needle"  # passkey and retrieval rows count correct answers over trials
+                got = row["correct"] if counted else int(row["accuracy"])
+                hits, n = hits + got, n + (row["trials"] if counted else 1)
             by_length[row["length"]] = (hits, n)
         for length, (hits, n) in sorted(by_length.items()):
             cells[f"{kind} {length // 1024}K"] = f"{hits}/{n}"
@@ -43,8 +45,7 @@ def eval_cells(results: pathlib.Path):
 def main() -> int:
     columns = ["row", "untrained ppl", "trained ppl", "truncated ppl", "ppl 8K", "ppl 32K", "passkey 8K",
                "passkey 32K", "needle 8K", "needle at depth 1"]
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
+    table = []
     for d in map(pathlib.Path, sys.argv[1:]):
         for results in sorted(d.glob("eval-*/results.json")):
             row = results.parent.name[len("eval-"):]
@@ -53,7 +54,13 @@ def main() -> int:
             if v:
                 cells.update({"untrained ppl": f"{v[0]:.2f}", "trained ppl": f"{v[1]:.2f}", "truncated ppl": f"{v[2]:.2f}"})
             cells.update(eval_cells(results))
-            print("| " + " | ".join(cells.get(c, "") for c in columns) + " |")
+            table.append(cells)
+    columns += sorted({c for cells in table for c in cells if c.startswith("retrieval ")},
+                      key=lambda c: int(c.split()[1][:-1]))
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for cells in table:
+        print("| " + " | ".join(cells.get(c, "") for c in columns) + " |")
     return 0
 
 

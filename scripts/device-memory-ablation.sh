@@ -4,7 +4,8 @@
 # configs/smollm2-135m-32k.ini with the row's overrides for STEPS steps of 32K-token documents, exports
 # the compressor, and evaluates it with `uio eval`: perplexity of the last 1,024 tokens at 8K and 32K,
 # passkey retrieval at 8K and 32K (5 depths x TRIALS keys), and the needle grid at 8K (depth 1 puts the
-# needle in the question's own segment). ROWS picks rows by name; the truncate baseline (the model's
+# needle in the question's own segment), and retrieval in the training's own synthetic formats over held-out
+# text at 8K and 32K (10 prompts each). ROWS picks rows by name; the truncate baseline (the model's
 # own 8K window) is evaluated once. Everything lands in $OUT/ablation.tgz (logs, metrics, results).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,7 +33,7 @@ declare -A rows=(
 )
 eval_args=(--model "$model" --data out/gpu-store --device cuda --dtype bfloat16 --score_tokens 1024 --documents 2
            --lengths 8192,32768 --passkey_lengths 8192,32768 --passkey_trials "${TRIALS:-2}" --needle_lengths 8192
-           --needle_depths 0,0.5,1 --plot false)
+           --needle_depths 0,0.5,1 --retrieval_lengths "${RETRIEVAL_LENGTHS:-8192,32768}" --retrieval_trials 10 --plot false)
 for name in ${ROWS:-baseline sink}; do
   [ -n "${rows[$name]+set}" ] || { echo "ablation: unknown row $name"; continue; }
   rm -rf "out/ablation-$name" "out/ablation-$name-export" "out/ablation-eval/$name"

@@ -192,6 +192,46 @@ TEST(Eval, RunEvalWritesEveryMethodAndLengthToResultsJsonAndMarkdown) {
   EXPECT_THROW(trainer::run_eval(c, progress), std::invalid_argument);  // a length must exceed score_tokens
 }
 
+// Retrieval scoring wants every asked number, in order, at the start of the answer.
+TEST(Eval, RetrievalAnswersMatchEveryAskedNumberInOrder) {
+  EXPECT_TRUE(trainer::answer_matches_all(" 40821, 7731. The", " 40821, 7731."));
+  EXPECT_TRUE(trainer::answer_matches_all(" 40821\nID", " 40821\n"));
+  EXPECT_FALSE(trainer::answer_matches_all(" 7731, 40821.", " 40821, 7731."));
+  EXPECT_FALSE(trainer::answer_matches_all(" 40821.", " 40821, 7731."));
+  EXPECT_FALSE(trainer::answer_matches_all(" 408210, 7731.", " 40821, 7731."));
+  EXPECT_FALSE(trainer::answer_matches_all(" 40821", " no number"));
+}
+
+// `--retrieval_lengths` asks the training's synthetic questions over held-out text and reports, per method
+// and length, how many of the trials were answered; the plain SmolLM2 reading a short prompt whole answers
+// some of them (the prompts end just before the answer, and the question is answerable from the text).
+TEST(Eval, RetrievalInTheTrainingFormatsIsScoredPerMethodAndLength) {
+  const auto gguf = smollm2_gguf();
+  if (gguf.empty()) GTEST_SKIP() << "no SmolLM2 GGUF under models/ (run scripts/get-model.sh)";
+  const auto dir = uio::test::scratch_dir();
+  trainer::EvalConfig c;
+  c.model = gguf;
+  c.data = uio::test::write_random_store(dir / "store", 6, 600, uio::test::test_seed()).string();
+  c.methods = {trainer::EvalMethod::truncate};
+  c.retrieval_lengths = {256, 320}, c.retrieval_trials = 6, c.documents = 2;
+  std::ostringstream progress, log;
+  const auto results = trainer::run_eval(c, progress);
+  ASSERT_EQ(results["retrieval"].size(), 2u);
+  int64_t correct = 0;
+  for (const auto& row : results["retrieval"]) {
+    EXPECT_EQ(row["status"], "ok") << row.dump();
+    EXPECT_EQ(row["trials"], 6);
+    EXPECT_DOUBLE_EQ(row["accuracy"].get<double>(), row["correct"].get<double>() / 6.0);
+    correct += row["correct"].get<int64_t>();
+  }
+  EXPECT_GT(correct, 0) << results["retrieval"].dump();
+  trainer::write_eval_report(results, (dir / "out").string(), /*plot=*/false, "", log);
+  EXPECT_NE(uio::test::read_file(dir / "out/results.md").find("Retrieval in the training's synthetic formats"),
+            std::string::npos);
+  c.retrieval_trials = 0;
+  EXPECT_THROW(trainer::run_eval(c, progress), std::invalid_argument);
+}
+
 // `uio eval --memory` of a compressor with decoder adapters (beyond the paper) scores `uio` through them and
 // the truncate baseline (the base model alone) without: against the same compressor with its decoder
 // adapters dropped, the uio perplexity moves and the truncate one is the same to the last bit.

@@ -20,6 +20,8 @@ struct EvalOptions {
   std::string passkey_lengths, passkey_depths = "0,0.25,0.5,0.75,1";
   int64_t passkey_trials = 2, digits = 5;
   std::string needle_lengths, needle_depths = "0,0.25,0.5,0.75,1";
+  std::string retrieval_lengths;
+  int64_t retrieval_trials = 10;
   bool plot = true;
   std::string python;  // empty: $UIO_PYTHON, else python3 on PATH
 };
@@ -52,6 +54,9 @@ int eval_command(const std::vector<std::string>& args) {
       .add("passkey_trials", &opt.passkey_trials, "keys per length and depth")
       .add("needle_lengths", &opt.needle_lengths, "prompt lengths for the needle grid over held-out text (empty: none)")
       .add("needle_depths", &opt.needle_depths, "needle depths, in [0, 1]")
+      .add("retrieval_lengths", &opt.retrieval_lengths,
+           "prompt lengths for retrieval in the training's synthetic formats over held-out text (empty: none)")
+      .add("retrieval_trials", &opt.retrieval_trials, "retrieval prompts per length")
       .add("digits", &opt.digits, "digits of the passkey and the needle's number")
       .add("seed", &opt.seed, "seed of the keys and of the document order")
       .add("out_dir", &opt.out_dir, "where results.json, results.md and the plots go")
@@ -70,6 +75,8 @@ int eval_command(const std::vector<std::string>& args) {
   c.passkey_trials = opt.passkey_trials, c.digits = opt.digits;
   c.needle_lengths = optional_int_list("needle_lengths", opt.needle_lengths);
   c.needle_depths = fraction_list("needle_depths", opt.needle_depths);
+  c.retrieval_lengths = optional_int_list("retrieval_lengths", opt.retrieval_lengths);
+  c.retrieval_trials = opt.retrieval_trials;
   c.settings_ini = schema.to_ini();
   const auto results = trainer::run_eval(c, std::cerr);
   trainer::write_eval_report(results, opt.out_dir, opt.plot, opt.python, std::cout);

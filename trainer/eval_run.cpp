@@ -14,6 +14,7 @@
 #include "data/format/atomic_file.h"
 #include "data/helper_scripts.h"
 #include "data/passkey.h"
+#include "data/retrieval_task.h"
 #include "data/progress.h"
 #include "data/sampler.h"
 #include "data/token_store.h"
@@ -74,6 +75,7 @@ void check(const EvalConfig& c) {
     if (L < 1) throw std::invalid_argument("eval: passkey_lengths: " + std::to_string(L) + " must be >= 1");
   for (auto L : c.needle_lengths)
     if (L < 1) throw std::invalid_argument("eval: needle_lengths: " + std::to_string(L) + " must be >= 1");
+  if (c.retrieval_trials < 1) throw std::invalid_argument("eval: retrieval_trials must be >= 1");
   data::parse_sampler_mode(c.sampler);
   for (auto L : c.lengths)
     if (L <= c.score_tokens)
@@ -81,7 +83,35 @@ void check(const EvalConfig& c) {
                                   std::to_string(c.score_tokens) + ")");
 }
 
+// The held-out documents as the haystack of retrieval prompts, in turn.
+class HeldoutHaystack : public data::DocumentSource {
+ public:
+  explicit HeldoutHaystack(const std::vector<torch::Tensor>& documents) : documents_(documents) {}
+  data::TrainingDocument next() override { return {documents_[next_++ % documents_.size()], {}}; }
+  std::string state_json() const override { return Json{{"next", next_}}.dump(); }
+  void restore(const std::string& json) override { next_ = Json::parse(json)["next"].get<size_t>(); }
+
+ private:
+  const std::vector<torch::Tensor>& documents_;
+  size_t next_ = 0;
+};
+
+std::vector<std::string> numbers_in(const std::string& text) {
+  std::vector<std::string> numbers;
+  for (size_t at = text.find_first_of("0123456789"); at != std::string::npos;) {
+    const auto end = text.find_first_not_of("0123456789", at);
+    numbers.push_back(text.substr(at, end == std::string::npos ? std::string::npos : end - at));
+    at = end == std::string::npos ? end : text.find_first_of("0123456789", end);
+  }
+  return numbers;
+}
+
 }  // namespace
+
+bool answer_matches_all(const std::string& text, const std::string& expected) {
+  const auto want = numbers_in(expected), got = numbers_in(text);
+  return !want.empty() && got.size() >= want.size() && std::equal(want.begin(), want.end(), got.begin());
+}
 
 bool answer_matches(const std::string& text, const std::string& expected) {
   const auto begin = text.find_first_of("0123456789");
@@ -109,14 +139,16 @@ Json run_eval(const EvalConfig& c, std::ostream& progress) {
     ev.compressor = memory.compressor;
   }
   std::unique_ptr<data::Tokenizer> tokenizer;  // for the prompts of the retrieval tests only
-  if (!c.passkey_lengths.empty() || !c.needle_lengths.empty()) tokenizer = data::load_tokenizer(c.model);
+  if (!c.passkey_lengths.empty() || !c.needle_lengths.empty() || !c.retrieval_lengths.empty())
+    tokenizer = data::load_tokenizer(c.model);
 
   std::vector<torch::Tensor> documents;
   std::vector<int64_t> haystack;
-  if (!c.lengths.empty() || !c.needle_lengths.empty()) {
+  if (!c.lengths.empty() || !c.needle_lengths.empty() || !c.retrieval_lengths.empty()) {
     int64_t longest = 1;
     for (auto L : c.lengths) longest = std::max(longest, L);
     for (auto L : c.needle_lengths) longest = std::max(longest, L);
+    for (auto L : c.retrieval_lengths) longest = std::max(longest, L);
     documents = heldout_documents(c, longest);
     if (!c.needle_lengths.empty()) {
       auto t = documents.front();
@@ -126,7 +158,8 @@ Json run_eval(const EvalConfig& c, std::ostream& progress) {
 
   const int64_t runs = static_cast<int64_t>(c.lengths.size() * documents.size()) +
                        static_cast<int64_t>(c.passkey_lengths.size() * c.passkey_depths.size()) * c.passkey_trials +
-                       static_cast<int64_t>(c.needle_lengths.size() * c.needle_depths.size());
+                       static_cast<int64_t>(c.needle_lengths.size() * c.needle_depths.size()) +
+                       static_cast<int64_t>(c.retrieval_lengths.size()) * c.retrieval_trials;
   data::ProgressBar bar(progress, "eval", static_cast<int64_t>(c.methods.size()) * runs, "runs",
                         data::ProgressBar::is_terminal(progress));
   int64_t done = 0;
@@ -143,7 +176,8 @@ Json run_eval(const EvalConfig& c, std::ostream& progress) {
                   {"documents", documents.size()},
                   {"perplexity", Json::array()},
                   {"passkey", Json::array()},
-                  {"needle", Json::array()}};
+                  {"needle", Json::array()},
+                  {"retrieval", Json::array()}};
   if (ev.compressor) {
     results["segment_len"] = ev.compressor->segment_len();
     results["num_memory_tokens"] = ev.compressor->num_memory_tokens();
@@ -201,6 +235,30 @@ Json run_eval(const EvalConfig& c, std::ostream& progress) {
         results["needle"].push_back(row);
         bar.update(++done, name + " needle " + std::to_string(L));
       }
+    for (auto L : c.retrieval_lengths) {
+      // The same documents for every method: a fresh source per method and length, seeded by the length.
+      data::RetrievalOptions ro;
+      ro.seq_len = L, ro.segment_len = L, ro.seed = static_cast<uint64_t>(c.seed * 1000003 + L + 29);
+      data::RetrievalDocuments prompts(std::make_shared<HeldoutHaystack>(documents), *tokenizer, ro);
+      int64_t correct = 0;
+      std::string status = "ok";
+      for (int64_t trial = 0; trial < c.retrieval_trials; ++trial) {
+        const auto doc = prompts.make();
+        const auto& q = doc.questions.back();
+        const auto* ids = doc.document.ids.data_ptr<int64_t>();
+        const std::vector<int64_t> prompt(ids, ids + q.answer_begin);
+        if (status == "ok")
+          status = guarded(device, [&] {
+            const auto out = ev.greedy(method, prompt, q.answer_end - q.answer_begin + 2);
+            correct +=
+                answer_matches_all(tokenizer->decode(std::vector<int32_t>(out.begin(), out.end()), true), q.answer);
+          });
+        bar.update(++done, name + " retrieval " + std::to_string(L));
+      }
+      Json row = {{"method", name}, {"length", L}, {"trials", c.retrieval_trials}, {"status", status}};
+      if (status == "ok") row["correct"] = correct, row["accuracy"] = static_cast<double>(correct) / c.retrieval_trials;
+      results["retrieval"].push_back(row);
+    }
   }
   bar.finish();
   const std::time_t now = std::time(nullptr);
@@ -251,6 +309,9 @@ std::string eval_markdown(const Json& r) {
   table("Perplexity of the last tokens by context length", r["perplexity"], "ppl", false);
   table("Passkey retrieval (accuracy over depths and trials)", r["passkey"], "accuracy", true);
   table("Needle in a haystack (accuracy over depths)", r["needle"], "accuracy", true);
+  if (r.contains("retrieval"))
+    table("Retrieval in the training's synthetic formats (held-out text; accuracy over trials)", r["retrieval"],
+          "accuracy", true);
   return md.str();
 }
 

@@ -35,6 +35,10 @@ struct EvalConfig {
   int64_t passkey_trials = 2, digits = 5;
   std::vector<int64_t> needle_lengths;
   std::vector<double> needle_depths;
+  // Retrieval in the training's own synthetic formats (data/retrieval_task.h) over held-out text: did the
+  // run learn what it was trained on, apart from whether that transfers to the passkey's template?
+  std::vector<int64_t> retrieval_lengths;
+  int64_t retrieval_trials = 10;
   std::string settings_ini;  // the resolved options, recorded in the results
 };
 
@@ -53,5 +57,9 @@ void write_eval_report(const nlohmann::json& results, const std::string& out_dir
 
 // Whether the greedy answer's first number is `expected` (passkey and needle scoring).
 bool answer_matches(const std::string& text, const std::string& expected);
+
+// Whether the greedy answer's first numbers are the numbers of `expected` in order (" 40821, 7731." asks for
+// 40821 then 7731; retrieval scoring).
+bool answer_matches_all(const std::string& text, const std::string& expected);
 
 }  // namespace uio::trainer
