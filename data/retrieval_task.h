@@ -135,9 +135,8 @@ class MixedSource : public DocumentSource {
   TrainingDocument next() override;
   std::string state_json() const override;  // {"mix_state": generator, "sources": {name: state, ...}}
   void restore(const std::string& json) override;
-  // Which source gave the last document (an index into the shares; -1 before the first).
-  int64_t last_source() const { return last_; }
   std::vector<std::string> kinds() const override;  // the shares' names, in order
+  // Which source gave the last document (an index into the shares; -1 before the first).
   int64_t last_kind() const override { return last_; }
 
  private:

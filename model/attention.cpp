@@ -60,10 +60,13 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const AttentionCont
     k = apply_rope(k, *ctx.cos, *ctx.sin);
   }
 
+  // [B, H, T, D] attention output -> [B, T, C] through o_proj.
+  auto project = [&](const torch::Tensor& y) {
+    return o_proj(y.transpose(1, 2).reshape({B, T, num_heads_ * head_dim_}), lora ? lora->o_proj : nullptr);
+  };
   if (ctx.cache) std::tie(k, v) = ctx.cache->append(ctx.layer, k, v);  // [B, G, L + T, D]
   if (ctx.prefix && !ctx.prefix->visible.empty() && ctx.kernels == Kernels::fused && !ctx.cache)
-    return o_proj(shared_prefix(q, k, v, *ctx.prefix, ctx.mask).transpose(1, 2).reshape({B, T, num_heads_ * head_dim_}),
-                  lora ? lora->o_proj : nullptr);
+    return project(shared_prefix(q, k, v, *ctx.prefix, ctx.mask));
   if (ctx.prefix) {
     const auto& p = *ctx.prefix;
     TORCH_CHECK(p.k.dim() == 4 && (p.k.size(0) == B || p.k.size(0) == 1) && p.k.size(1) == num_kv_heads_ &&
@@ -83,7 +86,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const AttentionCont
       at::scaled_dot_product_attention(q, k, v, ctx.mask.defined() ? std::optional<at::Tensor>(ctx.mask) : std::nullopt,
                                        /*dropout_p=*/0.0, /*is_causal=*/causal, /*scale=*/std::nullopt,
                                        /*enable_gqa=*/num_heads_ != num_kv_heads_);  // [B, H, T, D]
-  return o_proj(y.transpose(1, 2).reshape({B, T, num_heads_ * head_dim_}), lora ? lora->o_proj : nullptr);
+  return project(y);
 }
 
 torch::Tensor default_attention_mask(int64_t tokens, int64_t prefix, int64_t cached,

@@ -406,7 +406,7 @@ TEST(MixedSource, DrawsEachSourceWithItsShare) {
   std::vector<int> counts(shares.size(), 0);
   for (int d = 0; d < n; ++d) {
     const auto tag = mix.next().ids[0].item<int64_t>();
-    ASSERT_EQ(tag, mix.last_source());
+    ASSERT_EQ(tag, mix.last_kind());
     ++counts[static_cast<size_t>(tag)];
   }
   for (size_t i = 0; i < shares.size(); ++i) {

@@ -114,10 +114,8 @@ bool answer_matches_all(const std::string& text, const std::string& expected) {
 }
 
 bool answer_matches(const std::string& text, const std::string& expected) {
-  const auto begin = text.find_first_of("0123456789");
-  if (begin == std::string::npos) return false;
-  const auto end = text.find_first_not_of("0123456789", begin);
-  return text.substr(begin, end == std::string::npos ? std::string::npos : end - begin) == expected;
+  const auto got = numbers_in(text);
+  return !got.empty() && got.front() == expected;
 }
 
 Json run_eval(const EvalConfig& c, std::ostream& progress) {
