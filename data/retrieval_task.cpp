@@ -243,11 +243,15 @@ RetrievalDocuments::RetrievalDocuments(std::shared_ptr<DocumentSource> haystack,
   if (longest_question_ > o.segment_len)
     fail("a question and its answer take up to " + std::to_string(longest_question_) +
          " tokens, more than segment_len " + std::to_string(o.segment_len) + " (they must fit one segment)" + fix);
-  const int64_t document_longest = longest_facts_ + o.questions * longest_question_;
+  if (o.min_distance < 0 || o.min_distance >= o.seq_len)
+    fail("min_distance must lie in [0, seq_len " + std::to_string(o.seq_len) + "), got " +
+         std::to_string(o.min_distance));
+  const int64_t document_longest = longest_facts_ + o.questions * longest_question_ + o.min_distance;
   if (document_longest > o.seq_len)
     fail("seq_len " + std::to_string(o.seq_len) + " cannot hold " + std::to_string(o.max_facts) + " facts and " +
          std::to_string(o.questions) + " question(s) with their answers (up to " + std::to_string(document_longest) +
-         " tokens)" + fix + ", fewer questions, or raise seq_len");
+         " tokens" + (o.min_distance > 0 ? ", " + std::to_string(o.min_distance) + " of them after the facts" : "") +
+         ")" + fix + ", fewer questions, a smaller min_distance, or raise seq_len");
 }
 
 RetrievalDocument RetrievalDocuments::make() {
@@ -328,8 +332,15 @@ RetrievalDocument RetrievalDocuments::make() {
   if (text_len < 0 || fact_tokens > longest_facts_)
     throw std::logic_error("retrieval documents: a document outgrew the bound computed from its options");
   const auto text = haystack_tokens(*haystack_, o.seq_len, "retrieval documents");
+  // A fact at text point p ends at most fact_tokens + (the other questions' tokens) later in the document,
+  // and the last question with its answer follows all of the text: so p <= text_len + that question's
+  // tokens - min_distance keeps every fact min_distance from the end (0: anywhere in the text).
+  const int64_t last_qa = questions[q - 1].size() + answers[q - 1].size();
+  const int64_t latest = std::min(text_len, text_len + last_qa - o.min_distance);
+  if (latest < 0)
+    throw std::logic_error("retrieval documents: min_distance outgrew the bound computed from its options");
   std::vector<int64_t> points(static_cast<size_t>(k));
-  for (auto& p : points) p = uniform(rng, 0, text_len);
+  for (auto& p : points) p = uniform(rng, 0, latest);
   std::sort(points.begin(), points.end());
   // Facts keep their order (fact i lies at the i-th point); a question's point is drawn after its facts.
   struct Event {

@@ -25,6 +25,10 @@ struct RetrievalOptions {
   int64_t min_facts = 1, max_facts = 4;  // facts planted per document
   int64_t questions = 1;  // per document: the last at its end, the others at random points after their facts
   int64_t min_digits = 4, max_digits = 7;  // of each planted number
+  // Every fact ends at least this many tokens before the document does (0: anywhere). With the segment
+  // length l, and seq_len a multiple of it, every fact lies in an earlier segment than the last question:
+  // its answer can come through memory only.
+  int64_t min_distance = 0;
   uint64_t seed = 0;
 };
 
@@ -48,15 +52,14 @@ struct RetrievalDocument {
 
 // Natural text of exactly seq_len tokens (the first seq_len tokens of one `haystack` document) with
 // min_facts..max_facts facts spliced in at uniformly random token positions (anywhere: early, late, in the
-// last segment, so local copying is trained too) and the text after them trimmed, then a question about one
-// fact or several (answered in the order asked) and its answer at the very end. With `questions` > 1 the
-// other questions (each about facts planted before it) are spliced in at random points after the latest
-// fact they ask about, natural text resuming after each answer: one document then trains `questions`
-// answers instead of one, at every distance from their facts. Each document takes one format for its facts
-// (an access code for a coloured animal, a number in a numbered locker, an "ID word: number" list, a
-// parcel's tracking number). Every document draws from its own generator, seeded by (seed, document
-// number), so the state is a count and the haystack's state; with questions = 1 a seed gives the documents
-// it gave before the option existed.
+// last segment, so local copying is trained too; min_distance keeps them that far from the end) and the text after them
+// trimmed, then a question about one fact or several (answered in the order asked) and its answer at the very end. With
+// `questions` > 1 the other questions (each about facts planted before it) are spliced in at random points after the
+// latest fact they ask about, natural text resuming after each answer: one document then trains `questions` answers
+// instead of one, at every distance from their facts. Each document takes one format for its facts (an access code for
+// a coloured animal, a number in a numbered locker, an "ID word: number" list, a parcel's tracking number). Every
+// document draws from its own generator, seeded by (seed, document number), so the state is a count and the haystack's
+// state; with questions = 1 a seed gives the documents it gave before the option existed.
 class RetrievalDocuments : public DocumentSource {
  public:
   // `tokenizer` must outlive this source. Throws std::invalid_argument naming the option when the facts and

@@ -292,6 +292,20 @@ TEST(Checkpoint, ConfigComparisonNamesEveryMismatchedShapeKey) {
   auto bad = trainer::compare_configs(saved, now, {"segment_len", "num_memory_tokens", "estimator"}, &changed);
   EXPECT_EQ(bad, (std::vector<std::string>{"estimator: unbiased -> tbptt", "segment_len: 1024 -> 512"}));
   EXPECT_EQ(changed, (std::vector<std::string>{"lr: 0.0001 -> 5e-05"}));
+  // A key added after the saved run: absent there, it means the value every earlier run had; a run that
+  // now asks for another value is still refused, and a key present in the saved config is not overridden.
+  const std::string older = "[train]\nsegment_len = 1024\nsink_tokens = 4\n";
+  const std::map<std::string, std::string> added = {{"retrieval_questions", "1"}, {"sink_tokens", "0"}};
+  const std::vector<std::string> keys = {"segment_len", "retrieval_questions", "sink_tokens"};
+  EXPECT_TRUE(trainer::compare_configs(older, "segment_len = 1024\nretrieval_questions = 1\nsink_tokens = 4\n", keys,
+                                       nullptr, added)
+                  .empty());
+  EXPECT_EQ(trainer::compare_configs(older, "segment_len = 1024\nretrieval_questions = 16\nsink_tokens = 0\n", keys,
+                                     nullptr, added),
+            (std::vector<std::string>{"retrieval_questions: 1 -> 16", "sink_tokens: 4 -> 0"}));
+  EXPECT_EQ(trainer::compare_configs(older, "segment_len = 1024\nretrieval_questions = 1\nsink_tokens = 4\n", keys),
+            (std::vector<std::string>{"retrieval_questions: (unset) -> 1"}))
+      << "without absent_means an added key is a mismatch";
 }
 
 // `uio train` on a tiny HF model, killed with SIGKILL at random moments (checkpoint writes slowed so

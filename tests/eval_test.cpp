@@ -230,6 +230,23 @@ TEST(Eval, RetrievalInTheTrainingFormatsIsScoredPerMethodAndLength) {
             std::string::npos);
   c.retrieval_trials = 0;
   EXPECT_THROW(trainer::run_eval(c, progress), std::invalid_argument);
+  // --retrieval_distance keeps the facts that far from the answer (data/retrieval_task's min_distance,
+  // tested there): the rows and the table say so, and a length that cannot hold it is refused naming both.
+  c.retrieval_trials = 2, c.retrieval_lengths = {320}, c.retrieval_distance = 128;
+  const auto far = trainer::run_eval(c, progress);
+  ASSERT_EQ(far["retrieval"].size(), 1u);
+  EXPECT_EQ(far["retrieval"][0]["distance"], 128);
+  EXPECT_EQ(far["retrieval"][0]["status"], "ok");
+  trainer::write_eval_report(far, (dir / "far").string(), /*plot=*/false, "", log);
+  EXPECT_NE(uio::test::read_file(dir / "far/results.md").find("every fact at least 128 tokens before the answer"),
+            std::string::npos);
+  c.retrieval_distance = 320;
+  try {
+    trainer::run_eval(c, progress);
+    FAIL() << "a distance the prompt cannot hold";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("retrieval_distance"), std::string::npos) << e.what();
+  }
 }
 
 // `uio eval --memory` of a compressor with decoder adapters (beyond the paper) scores `uio` through them and

@@ -335,6 +335,48 @@ TEST(RetrievalDocuments, PlantsFactsAtDepthsAcrossTheWholeDocument) {
   EXPECT_GT(last_segment, total / 20) << "facts in the last segment, beside the question";
 }
 
+// min_distance keeps every fact that far from the document's end (with several questions spliced in too),
+// so that with the segment length every fact lies before the last segment; the facts still spread over the
+// rest, the answers stay right, and a distance the document cannot hold fails naming the option.
+TEST(RetrievalDocuments, MinDistanceKeepsEveryFactBeforeTheLastSegment) {
+  const auto* tokenizer = smollm2_tokenizer();
+  if (!tokenizer) GTEST_SKIP() << kNoModel;
+  for (int64_t questions : {1, 4}) {
+    auto o = retrieval_options(31 + questions);
+    o.min_distance = o.segment_len, o.questions = questions;
+    data::RetrievalDocuments source(std::make_shared<ProseSource>(*tokenizer, o.seq_len), *tokenizer, o);
+    int64_t closest = o.seq_len, just_before = 0;
+    std::vector<int> halves(2, 0);
+    for (int d = 0; d < 150; ++d) {
+      const auto doc = source.make();
+      const auto& last = doc.questions.back();
+      EXPECT_EQ(decode(*tokenizer, doc.document.ids, last.answer_begin, last.answer_end), last.answer);
+      for (const auto& f : doc.facts) {
+        ASSERT_LE(f.end, o.seq_len - o.min_distance) << "questions " << questions;
+        closest = std::min(closest, o.seq_len - f.end);
+        just_before += f.end > o.seq_len - 2 * o.segment_len;
+        ++halves[static_cast<size_t>(2 * f.begin / o.seq_len)];
+      }
+    }
+    EXPECT_LT(closest, o.min_distance + o.segment_len / 2) << "the bound is reached, not overshot by a margin";
+    EXPECT_GT(just_before, 5) << "facts in the segment before the last";
+    EXPECT_GT(halves[0], 50);
+    EXPECT_GT(halves[1], 50);
+  }
+  // Distance 0 gives exactly the documents the option's absence gave.
+  auto o = retrieval_options(7);
+  data::RetrievalDocuments a(std::make_shared<ProseSource>(*tokenizer, o.seq_len), *tokenizer, o);
+  o.min_distance = 0;
+  data::RetrievalDocuments b(std::make_shared<ProseSource>(*tokenizer, o.seq_len), *tokenizer, o);
+  for (int d = 0; d < 5; ++d) expect_same(a.next(), b.next(), "document " + std::to_string(d));
+  for (int64_t bad : {int64_t{-1}, o.seq_len, o.seq_len - 8}) {
+    o.min_distance = bad;
+    expect_error_naming(
+        [&] { data::RetrievalDocuments(std::make_shared<ProseSource>(*tokenizer, o.seq_len), *tokenizer, o); },
+        "min_distance");
+  }
+}
+
 TEST(RetrievalDocuments, AreDeterministicAndResumeExactly) {
   const auto* tokenizer = smollm2_tokenizer();
   if (!tokenizer) GTEST_SKIP() << kNoModel;

@@ -428,6 +428,8 @@ TEST(Train, EverySettingOutOfRangeIsRefusedNamingItBeforeAnyWork) {
       {"val_documents", [](auto& j) { j.val_documents = -1; }},
       {"master_port", [](auto& j) { j.master_port = 70000; }},
       {"sampler", [](auto& j) { j.sampler = "shuffled"; }},
+      {"retrieval_min_distance", [](auto& j) { j.retrieval_min_distance = 64; }},
+      {"init_memory", [](auto& j) { j.init_memory = "/nonexistent/export"; }},
   };
   for (const auto& [key, edit] : cases) {
     auto job = good;
@@ -602,4 +604,51 @@ TEST(Train, DecoderAdaptersTrainSaveResumeAndMustMatchOnResume) {
   const auto refused = uio::test::run_uio(changed);
   EXPECT_NE(refused.exit_code, 0);
   EXPECT_NE(refused.err.find("decoder_lora_rank: 2 -> 3"), std::string::npos) << refused.err;
+}
+
+// --init_memory starts a new run (a curriculum's next stage) from an earlier run's compressor: with a
+// negligible lr the new run's compressor is the earlier one (trained adapters, where a new compressor's B
+// matrices are zero), whatever its own seed would have drawn; a
+// segment length that differs is listed, a compressor whose tensors do not fit is refused naming the
+// file, and a resumed run keeps its own weights.
+TEST(Train, InitMemoryStartsANewStageFromAnEarlierRunsCompressor) {
+  const auto dir = uio::test::scratch_dir();
+  const auto store = uio::test::write_random_store(dir / "store", 4, 400, uio::test::test_seed());
+  auto first = tiny_train_args(store, dir / "a", 3);
+  first.insert(first.end(), {"--val_documents", "0", "--lr", "1e-2"});
+  const auto a = uio::test::run_uio(first);
+  ASSERT_EQ(a.exit_code, 0) << a.err << a.out;
+  auto next = tiny_train_args(store, dir / "b", 1);
+  next[std::find(next.begin(), next.end(), "--segment_len") - next.begin() + 1] = "32";
+  next.insert(next.end(), {"--val_documents", "0", "--lr", "1e-9", "--weight_decay", "0", "--seed", "5",
+                           "--init_memory", (dir / "a").string()});
+  const auto b = uio::test::run_uio(next);
+  ASSERT_EQ(b.exit_code, 0) << b.err << b.out;
+  EXPECT_NE(b.out.find("init_memory: the compressor starts from"), std::string::npos) << b.out;
+  EXPECT_NE(b.out.find("segment_len 16 -> 32"), std::string::npos) << b.out;
+  uio::format::SafetensorsFile was((dir / "a" / "compressor" / "uio_memory.safetensors").string());
+  uio::format::SafetensorsFile now((dir / "b" / "compressor" / "uio_memory.safetensors").string());
+  ASSERT_EQ(was.tensors().size(), now.tensors().size());
+  int64_t lora_b = 0;
+  for (const auto& info : was.tensors()) {
+    EXPECT_TRUE(torch::allclose(was.tensor(info.name), now.tensor(info.name), 0, 1e-6)) << info.name;
+    lora_b += info.name.find("lora_B") != std::string::npos && was.tensor(info.name).abs().sum().item<double>() > 0;
+  }
+  EXPECT_GT(lora_b, 0) << "the first run trained its adapters (B starts at zero)";
+
+  auto misfit = tiny_train_args(store, dir / "c", 1);
+  misfit[std::find(misfit.begin(), misfit.end(), "--encoder_lora_rank") - misfit.begin() + 1] = "2";
+  misfit.insert(misfit.end(), {"--val_documents", "0", "--init_memory", (dir / "a").string()});
+  const auto c = uio::test::run_uio(misfit);
+  EXPECT_NE(c.exit_code, 0);
+  EXPECT_NE(c.err.find("has shape"), std::string::npos) << c.err;
+
+  // A resume of run b (its checkpoint holds b's weights) does not start from --init_memory again.
+  auto resumed = next;
+  resumed[std::find(resumed.begin(), resumed.end(), "--steps") - resumed.begin() + 1] = "2";
+  resumed.insert(resumed.end(), {"--resume", "auto"});
+  const auto again = uio::test::run_uio(resumed);
+  ASSERT_EQ(again.exit_code, 0) << again.err << again.out;
+  EXPECT_EQ(again.out.find("init_memory:"), std::string::npos) << again.out;
+  EXPECT_NE(again.out.find("(step 1 of 2)"), std::string::npos) << again.out;
 }

@@ -21,7 +21,7 @@ struct EvalOptions {
   int64_t passkey_trials = 2, digits = 5;
   std::string needle_lengths, needle_depths = "0,0.25,0.5,0.75,1";
   std::string retrieval_lengths;
-  int64_t retrieval_trials = 10;
+  int64_t retrieval_trials = 10, retrieval_distance = 0;
   bool plot = true;
   std::string python;  // empty: $UIO_PYTHON, else python3 on PATH
 };
@@ -57,6 +57,9 @@ int eval_command(const std::vector<std::string>& args) {
       .add("retrieval_lengths", &opt.retrieval_lengths,
            "prompt lengths for retrieval in the training's synthetic formats over held-out text (empty: none)")
       .add("retrieval_trials", &opt.retrieval_trials, "retrieval prompts per length")
+      .add("retrieval_distance", &opt.retrieval_distance,
+           "tokens every planted fact lies before the answer at least (0: anywhere, as in training; the segment "
+           "length puts every fact in memory)")
       .add("digits", &opt.digits, "digits of the passkey and the needle's number")
       .add("seed", &opt.seed, "seed of the keys and of the document order")
       .add("out_dir", &opt.out_dir, "where results.json, results.md and the plots go")
@@ -76,7 +79,7 @@ int eval_command(const std::vector<std::string>& args) {
   c.needle_lengths = optional_int_list("needle_lengths", opt.needle_lengths);
   c.needle_depths = fraction_list("needle_depths", opt.needle_depths);
   c.retrieval_lengths = optional_int_list("retrieval_lengths", opt.retrieval_lengths);
-  c.retrieval_trials = opt.retrieval_trials;
+  c.retrieval_trials = opt.retrieval_trials, c.retrieval_distance = opt.retrieval_distance;
   c.settings_ini = schema.to_ini();
   const auto results = trainer::run_eval(c, std::cerr);
   trainer::write_eval_report(results, opt.out_dir, opt.plot, opt.python, std::cout);

@@ -42,6 +42,12 @@ int train_command(const std::vector<std::string>& args) {
       .add("retrieval_questions", &job.retrieval_questions,
            "questions per retrieval document: the last at its end, the others at random points after the facts "
            "they ask about (1: one answer per document)")
+      .add("retrieval_min_distance", &job.retrieval_min_distance,
+           "tokens every planted fact lies before its document's end at least (0: anywhere; segment_len: every "
+           "fact before the last question's segment, so its answer comes through memory only)")
+      .add("init_memory", &job.init_memory,
+           "start from this compressor's weights (a run directory, checkpoint, export or compressor directory; a "
+           "fresh optimiser, schedule and data order): the next stage of a curriculum. Ignored on --resume")
       .add("seed", &in.seed, "seed of the data order, the adapters' initialisation, dropout and the reservoir")
       .add("estimator", &in.estimator, "gradient through memory: full, tbptt_naive, tbptt, unbiased")
       .add("window", &c.estimator.window, "S: memories whose encoder keeps its graph (tbptt window, reservoir size)")

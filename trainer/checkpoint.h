@@ -101,9 +101,12 @@ TrainState read_train_state(const std::string& dir);
 void checkpoint_fault_point(const std::string& file);
 
 // Compares two resolved configs (INI text, `key = value` lines): returns "key: saved -> now" for every
-// key in `must_match` whose value differs, and fills `changed` with the same for the other keys.
+// key in `must_match` whose value differs, and fills `changed` with the same for the other keys. A key
+// the saved config lacks takes its value from `absent_means` when it is there (an option added after the
+// run was written: the value every run had before it existed).
 std::vector<std::string> compare_configs(const std::string& saved_ini, const std::string& current_ini,
                                          const std::vector<std::string>& must_match,
-                                         std::vector<std::string>* changed = nullptr);
+                                         std::vector<std::string>* changed = nullptr,
+                                         const std::map<std::string, std::string>& absent_means = {});
 
 }  // namespace uio::trainer

@@ -76,6 +76,11 @@ void check(const EvalConfig& c) {
   for (auto L : c.needle_lengths)
     if (L < 1) throw std::invalid_argument("eval: needle_lengths: " + std::to_string(L) + " must be >= 1");
   if (c.retrieval_trials < 1) throw std::invalid_argument("eval: retrieval_trials must be >= 1");
+  if (c.retrieval_distance < 0) throw std::invalid_argument("eval: retrieval_distance must be >= 0");
+  for (auto L : c.retrieval_lengths)
+    if (L <= c.retrieval_distance)
+      throw std::invalid_argument("eval: retrieval_lengths: " + std::to_string(L) +
+                                  " must exceed retrieval_distance (" + std::to_string(c.retrieval_distance) + ")");
   data::parse_sampler_mode(c.sampler);
   for (auto L : c.lengths)
     if (L <= c.score_tokens)
@@ -236,7 +241,8 @@ Json run_eval(const EvalConfig& c, std::ostream& progress) {
     for (auto L : c.retrieval_lengths) {
       // The same documents for every method: a fresh source per method and length, seeded by the length.
       data::RetrievalOptions ro;
-      ro.seq_len = L, ro.segment_len = L, ro.seed = static_cast<uint64_t>(c.seed * 1000003 + L + 29);
+      ro.seq_len = L, ro.segment_len = L, ro.min_distance = c.retrieval_distance;
+      ro.seed = static_cast<uint64_t>(c.seed * 1000003 + L + 29);
       data::RetrievalDocuments prompts(std::make_shared<HeldoutHaystack>(documents), *tokenizer, ro);
       int64_t correct = 0;
       std::string status = "ok";
@@ -253,7 +259,11 @@ Json run_eval(const EvalConfig& c, std::ostream& progress) {
           });
         bar.update(++done, name + " retrieval " + std::to_string(L));
       }
-      Json row = {{"method", name}, {"length", L}, {"trials", c.retrieval_trials}, {"status", status}};
+      Json row = {{"method", name},
+                  {"length", L},
+                  {"distance", c.retrieval_distance},
+                  {"trials", c.retrieval_trials},
+                  {"status", status}};
       if (status == "ok") row["correct"] = correct, row["accuracy"] = static_cast<double>(correct) / c.retrieval_trials;
       results["retrieval"].push_back(row);
     }
@@ -307,9 +317,15 @@ std::string eval_markdown(const Json& r) {
   table("Perplexity of the last tokens by context length", r["perplexity"], "ppl", false);
   table("Passkey retrieval (accuracy over depths and trials)", r["passkey"], "accuracy", true);
   table("Needle in a haystack (accuracy over depths)", r["needle"], "accuracy", true);
-  if (r.contains("retrieval"))
-    table("Retrieval in the training's synthetic formats (held-out text; accuracy over trials)", r["retrieval"],
-          "accuracy", true);
+  if (r.contains("retrieval")) {
+    const int64_t distance = r["retrieval"].empty() ? 0 : r["retrieval"][0].value("distance", int64_t{0});
+    const auto title =
+        distance == 0
+            ? std::string("Retrieval in the training's synthetic formats (held-out text; accuracy over trials)")
+            : "Retrieval in the training's synthetic formats (held-out text, every fact at least " +
+                  std::to_string(distance) + " tokens before the answer; accuracy over trials)";
+    table(title.c_str(), r["retrieval"], "accuracy", true);
+  }
   return md.str();
 }
 

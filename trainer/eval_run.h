@@ -39,6 +39,9 @@ struct EvalConfig {
   // run learn what it was trained on, apart from whether that transfers to the passkey's template?
   std::vector<int64_t> retrieval_lengths;
   int64_t retrieval_trials = 10;
+  // Every planted fact ends at least this many tokens before the answer (0: anywhere, as in training); the
+  // compressor's segment length puts every fact in memory, out of the question's own segment.
+  int64_t retrieval_distance = 0;
   std::string settings_ini;  // the resolved options, recorded in the results
 };
 

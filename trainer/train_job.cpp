@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <sstream>
 
 #include "data/format/remove_tree.h"
 #include "data/retrieval_task.h"
@@ -42,7 +44,10 @@ const std::vector<std::string>& resume_must_match() {
                                                 "seq_len",
                                                 "sampler",
                                                 "retrieval_share",
-                                                "autoencode_share"};
+                                                "autoencode_share",
+                                                "retrieval_max_facts",
+                                                "retrieval_questions",
+                                                "retrieval_min_distance"};
   return keys;
 }
 
@@ -67,7 +72,14 @@ std::optional<std::string> resume_checkpoint(const std::string& resume, const st
   if (!saved) throw CheckpointError(saved_path + ": cannot open; the checkpoint has no config");
   const std::string saved_text((std::istreambuf_iterator<char>(saved)), {});
   std::vector<std::string> changed;
-  const auto mismatched = compare_configs(saved_text, config_text, resume_must_match(), &changed);
+  // Options added after the first release: a checkpoint written before one existed ran with its "off".
+  static const std::map<std::string, std::string> added_later = {
+      {"sink_tokens", "0"},           {"decoder_lora_rank", "0"},
+      {"decoder_lora_alpha", "64"},   {"decoder_lora_targets", "q_proj,k_proj,v_proj,o_proj"},
+      {"retrieval_share", "0"},       {"autoencode_share", "0"},
+      {"retrieval_max_facts", "4"},   {"retrieval_questions", "1"},
+      {"retrieval_min_distance", "0"}};
+  const auto mismatched = compare_configs(saved_text, config_text, resume_must_match(), &changed, added_later);
   if (!mismatched.empty()) {
     std::string list;
     for (const auto& m : mismatched) list += "\n  " + m;
@@ -137,6 +149,12 @@ void check_train_job(const TrainJob& job) {
                                 "], got " + std::to_string(job.retrieval_max_facts));
   if (job.retrieval_questions < 1)
     throw std::invalid_argument("retrieval_questions must be >= 1, got " + std::to_string(job.retrieval_questions));
+  if (job.retrieval_min_distance < 0 || job.retrieval_min_distance >= job.seq_len)
+    throw std::invalid_argument("retrieval_min_distance must lie in [0, seq_len " + std::to_string(job.seq_len) +
+                                "), got " + std::to_string(job.retrieval_min_distance));
+  if (!job.init_memory.empty() && !std::filesystem::exists(job.init_memory))
+    throw std::invalid_argument("init_memory: " + job.init_memory +
+                                " does not exist; give a run directory, checkpoint, export or compressor directory");
 }
 
 namespace {
@@ -161,7 +179,7 @@ std::shared_ptr<data::DocumentSource> training_source(const TrainJob& job,
   if (job.retrieval_share > 0) {
     data::RetrievalOptions ro;
     ro.seq_len = job.seq_len, ro.segment_len = job.memory.segment_len, ro.max_facts = job.retrieval_max_facts;
-    ro.questions = job.retrieval_questions;
+    ro.questions = job.retrieval_questions, ro.min_distance = job.retrieval_min_distance;
     ro.seed = stream_seed(seed, 2 + 2 * r);
     shares.push_back(
         {"retrieval", job.retrieval_share, std::make_shared<data::RetrievalDocuments>(natural, *tokenizer, ro)});
@@ -173,6 +191,38 @@ std::shared_ptr<data::DocumentSource> training_source(const TrainJob& job,
         {"autoencode", job.autoencode_share, std::make_shared<data::AutoencodeDocuments>(natural, *tokenizer, ao)});
   }
   return std::make_shared<data::MixedSource>(std::move(shares), stream_seed(seed, 1));
+}
+
+// A curriculum's next stage starts from an earlier compressor's weights: its base model must be this one,
+// its tensors must fit this compressor (load_memory_weights names a misfit), and the options that differ
+// without changing a shape (segment length, LoRA scales, RoPE, sink) are listed on `log`.
+void init_from(const std::string& path, model::MemoryCompressor& compressor, const model::BaseIdentity& base,
+               std::ostream& log) {
+  const auto dir = resolve_compressor_dir(path, log);
+  const auto saved = model::read_memory_config(dir);
+  const auto file = (std::filesystem::path(dir) / "uio_config.json").string();
+  model::check_same_base(saved.base, base, file);
+  const auto& a = saved.options;
+  const auto& b = compressor->options();
+  std::vector<std::string> differ;
+  auto note = [&](const char* key, auto was, auto now) {
+    if (was != now) {
+      std::ostringstream line;
+      line << key << " " << was << " -> " << now;
+      differ.push_back(line.str());
+    }
+  };
+  note("segment_len", a.segment_len, b.segment_len);
+  note("encoder_lora_alpha", a.encoder_lora.alpha, b.encoder_lora.alpha);
+  note("transfer_lora_alpha", a.transfer_lora.alpha, b.transfer_lora.alpha);
+  note("decoder_lora_alpha", a.decoder_lora.alpha, b.decoder_lora.alpha);
+  note("memory_rope", model::rope_kind_name(a.memory_rope), model::rope_kind_name(b.memory_rope));
+  note("memory_rope_factor", a.memory_rope_factor, b.memory_rope_factor);
+  note("sink_tokens", a.sink_tokens, b.sink_tokens);
+  model::load_memory_weights(dir, compressor);
+  log << "train: init_memory: the compressor starts from " << dir << " (a fresh optimiser and schedule)";
+  for (const auto& d : differ) log << (&d == &differ.front() ? "; it was trained with " : ", ") << d;
+  log << "\n";
 }
 
 }  // namespace
@@ -245,6 +295,8 @@ TrainResult run_train_job(TrainJob job, std::ostream& out_all) {
     out << "train: documents: natural text " << 1.0 - job.retrieval_share - job.autoencode_share << ", retrieval "
         << job.retrieval_share << " (" << job.retrieval_questions << " question(s) each), auto-encoding "
         << job.autoencode_share << " (synthetic documents, loss on their answers only: beyond the paper's recipe)\n";
+  if (!job.init_memory.empty() && !checkpoint)
+    init_from(job.init_memory, compressor, model::identify(job.model, loaded.config), out);
   Trainer trainer(c, loaded.model, compressor, model::identify(job.model, loaded.config), *documents, validation,
                   &comm);
   if (checkpoint) {
