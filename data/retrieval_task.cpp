@@ -111,9 +111,48 @@ void list_separator(Text& t, size_t i, size_t m, const std::string& after = "") 
   t.literal((i + 1 == m ? " and" : ",") + after);
 }
 
-// The question about `keys` (in the order the answer gives them).
-void write_question(Text& t, FactFormat format, const std::vector<Key>& keys) {
+// The cue of RetrievalOptions::cue: the fact's own words up to its number, so that the answer completes
+// a phrase the text already holds (one fact).
+void write_cue(Text& t, FactFormat format, const Key& key) {
+  switch (format) {
+    case FactFormat::access_code:  // " Answer: the access code for the red fox is"
+      t.literal(" Answer: the access code for the"), t.word(kColors, key.first), t.word(kAnimals, key.second);
+      t.literal(" is");
+      break;
+    case FactFormat::locker:  // " Maria keeps"
+      t.word(kNames, key.first), t.literal(" keeps");
+      break;
+    case FactFormat::id_list:  // "\nID cedar:"
+      t.literal("\nID"), t.word(kTags, key.first), t.literal(":");
+      break;
+    case FactFormat::tracking:  // " The parcel to Oslo has tracking number"
+      t.literal(" The parcel to"), t.word(kCities, key.first), t.literal(" has tracking number");
+      break;
+  }
+}
+
+// The question about `keys` (in the order the answer gives them); with `cue` (one key) it ends with the
+// fact's own words up to the number.
+void write_question(Text& t, FactFormat format, const std::vector<Key>& keys, bool cue) {
   const size_t m = keys.size();
+  if (cue) {
+    if (m != 1) throw std::logic_error("retrieval documents: a cued question asks about one fact");
+    switch (format) {
+      case FactFormat::access_code:
+        t.literal(" Question: what is the access code for the"), t.word(kColors, keys[0].first);
+        t.word(kAnimals, keys[0].second), t.literal("?");
+        break;
+      case FactFormat::locker:
+        t.literal(" Which number is in locker"), t.number(std::to_string(keys[0].second)), t.literal("?");
+        break;
+      case FactFormat::id_list: break;  // the list's own line is the question
+      case FactFormat::tracking:
+        t.literal(" Tracking number of the parcel to"), t.word(kCities, keys[0].first), t.literal("?");
+        break;
+    }
+    write_cue(t, format, keys[0]);
+    return;
+  }
   switch (format) {
     case FactFormat::access_code:
       t.literal(m == 1 ? " Question: what is the access code for the" : " Question: what are the access codes for the");
@@ -231,9 +270,9 @@ RetrievalDocuments::RetrievalDocuments(std::shared_ptr<DocumentSource> haystack,
     Text fact(tokenizer, longest, true);
     write_fact(fact, format, worst, widest);
     longest_facts_ = std::max(longest_facts_, o.max_facts * fact.size());
-    for (int64_t m = 1; m <= o.max_facts; ++m) {
+    for (int64_t m = 1; m <= (o.cue ? 1 : o.max_facts); ++m) {
       Text qa(tokenizer, longest, true);
-      write_question(qa, format, std::vector<Key>(static_cast<size_t>(m), worst));
+      write_question(qa, format, std::vector<Key>(static_cast<size_t>(m), worst), o.cue);
       write_answer(qa, format, std::vector<std::string>(static_cast<size_t>(m), widest));
       longest_question_ = std::max(longest_question_, qa.size());
     }
@@ -289,7 +328,7 @@ RetrievalDocument RetrievalDocuments::make() {
   // end) is drawn first, so that questions = 1 draws exactly what it drew before the option existed.
   auto draw_asked = [&]() {
     std::vector<int64_t> asked;
-    if (k == 1 || rng.below(2) == 0) {
+    if (k == 1 || o.cue || rng.below(2) == 0) {
       asked.push_back(uniform(rng, 0, k - 1));
     } else {
       const int64_t m = uniform(rng, 2, k);
@@ -319,7 +358,7 @@ RetrievalDocument RetrievalDocuments::make() {
     std::vector<std::string> asked_numbers;
     for (auto i : asked[j]) asked_keys.push_back(keys[i]), asked_numbers.push_back(numbers[i]);
     questions.emplace_back(tokenizer_, longest_word_, false), answers.emplace_back(tokenizer_, longest_word_, false);
-    write_question(questions.back(), format, asked_keys);
+    write_question(questions.back(), format, asked_keys, o.cue);
     write_answer(answers.back(), format, asked_numbers);
     const int64_t size = questions.back().size() + answers.back().size();
     if (size > longest_question_)

@@ -29,6 +29,11 @@ struct RetrievalOptions {
   // length l, and seq_len a multiple of it, every fact lies in an earlier segment than the last question:
   // its answer can come through memory only.
   int64_t min_distance = 0;
+  // Every question asks about one fact and ends with that fact's own words up to its number ("... Answer:
+  // the access code for the red fox is" -> " 40821."), as a reader completes a phrase it has seen; the
+  // plain model does that in its window, so what is left to learn is carrying the fact through memory.
+  // Off: a question may ask several facts, answered in order, after "Answer:" or a list's arrow.
+  bool cue = false;
   uint64_t seed = 0;
 };
 

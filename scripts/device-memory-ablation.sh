@@ -6,7 +6,7 @@
 # passkey retrieval at 8K and 32K (5 depths x TRIALS keys), and the needle grid at 8K (depth 1 puts the
 # needle in the question's own segment), and retrieval in the training's own synthetic formats over held-out
 # text at 8K and 32K (10 prompts each; LENGTHS, PASSKEY_LENGTHS, NEEDLE_LENGTHS, RETRIEVAL_LENGTHS, RETRIEVAL_TRIALS
-# and RETRIEVAL_DISTANCE change the evaluation, an empty list drops its test). ROWS picks rows by name; the truncate baseline (the model's
+# RETRIEVAL_DISTANCE and RETRIEVAL_CUE change the evaluation, an empty list drops its test). ROWS picks rows by name; the truncate baseline (the model's
 # own 8K window) is evaluated once. Everything lands in $OUT/ablation.tgz (logs, metrics, results).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,6 +37,10 @@ declare -A rows=(
   [near]="--seq_len 2048 --chunk 2 --accumulation 4 --sink_tokens 4 --retrieval_share 1 --retrieval_questions 4 --retrieval_min_distance 1024"
   [near-ratio8]="--seq_len 2048 --chunk 2 --accumulation 4 --sink_tokens 4 --retrieval_share 1 --retrieval_questions 4 --retrieval_min_distance 1024 --compression_ratio 8"
   [near-ratio8-dlora]="--seq_len 2048 --chunk 2 --accumulation 4 --sink_tokens 4 --retrieval_share 1 --retrieval_questions 4 --retrieval_min_distance 1024 --compression_ratio 8 --decoder_lora_rank 16 --decoder_lora_alpha 32"
+  [near-mix]="--seq_len 2048 --chunk 2 --accumulation 2 --sink_tokens 4 --retrieval_share 0.5 --retrieval_questions 4 --retrieval_min_distance 1024"
+  [near-cue]="--seq_len 2048 --chunk 2 --accumulation 2 --sink_tokens 4 --retrieval_share 0.5 --retrieval_questions 4 --retrieval_min_distance 1024 --retrieval_cue"
+  [near-cue-ratio8]="--seq_len 2048 --chunk 2 --accumulation 2 --sink_tokens 4 --retrieval_share 0.5 --retrieval_questions 4 --retrieval_min_distance 1024 --retrieval_cue --compression_ratio 8"
+  [ae-near]="--seq_len 2048 --chunk 2 --accumulation 2 --sink_tokens 4 --autoencode_share 0.5"
   [far-ratio8]="--init_memory out/ablation-near-ratio8-export --compression_ratio 8 --sink_tokens 4 --retrieval_share 0.5 --retrieval_questions 16 --retrieval_max_facts 8"
   [far]="--init_memory out/ablation-near-export --sink_tokens 4 --retrieval_share 0.5 --retrieval_questions 16 --retrieval_max_facts 8"
 )
@@ -44,7 +48,7 @@ eval_args=(--model "$model" --data out/gpu-store --device cuda --dtype bfloat16 
            --lengths "${LENGTHS-8192,32768}" --passkey_lengths "${PASSKEY_LENGTHS-8192,32768}" --passkey_trials "${TRIALS:-2}"
            --needle_lengths "${NEEDLE_LENGTHS-8192}" --needle_depths 0,0.5,1
            --retrieval_lengths "${RETRIEVAL_LENGTHS-8192,32768}" --retrieval_trials "${RETRIEVAL_TRIALS:-10}"
-           --retrieval_distance "${RETRIEVAL_DISTANCE:-0}" --plot false)
+           --retrieval_distance "${RETRIEVAL_DISTANCE:-0}" --retrieval_cue "${RETRIEVAL_CUE:-false}" --plot false)
 for name in ${ROWS:-baseline sink}; do
   [ -n "${rows[$name]+set}" ] || { echo "ablation: unknown row $name"; continue; }
   rm -rf "out/ablation-$name" "out/ablation-$name-export" "out/ablation-eval/$name"

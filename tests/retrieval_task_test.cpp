@@ -377,6 +377,38 @@ TEST(RetrievalDocuments, MinDistanceKeepsEveryFactBeforeTheLastSegment) {
   }
 }
 
+// With cue, every question asks one fact and ends with that fact's own words up to its number, so the
+// answer (the fact's number) completes a phrase the text holds; every format has its cue.
+TEST(RetrievalDocuments, CuedQuestionsEndWithTheFactsOwnWordsBeforeItsNumber) {
+  const auto* tokenizer = smollm2_tokenizer();
+  if (!tokenizer) GTEST_SKIP() << kNoModel;
+  auto o = retrieval_options(41);
+  o.cue = true, o.questions = 3;
+  data::RetrievalDocuments source(std::make_shared<ProseSource>(*tokenizer, o.seq_len), *tokenizer, o);
+  std::set<std::string> formats;
+  for (int d = 0; d < 120; ++d) {
+    const auto doc = source.make();
+    const auto& ids = doc.document.ids;
+    for (const auto& q : doc.questions) {
+      ASSERT_EQ(q.asked.size(), 1u) << "a cued question asks one fact";
+      const auto& fact = doc.facts.at(static_cast<size_t>(q.asked[0]));
+      const auto fact_text = decode(*tokenizer, ids, fact.begin, fact.end);
+      const auto at = find_whole(fact_text, fact.number);
+      ASSERT_EQ(at.size(), 1u) << fact_text;
+      std::string before_number = fact_text.substr(0, at[0]);
+      while (!before_number.empty() && before_number.back() == ' ') before_number.pop_back();
+      const auto words = before_number.substr(before_number.size() - std::min<size_t>(before_number.size(), 30));
+      const auto prompt = decode(*tokenizer, ids, q.question_begin, q.answer_begin);
+      ASSERT_GE(prompt.size(), words.size());
+      EXPECT_EQ(prompt.substr(prompt.size() - words.size()), words) << "fact:" << fact_text << "\nprompt:" << prompt;
+      EXPECT_EQ(digit_groups(q.answer), std::vector<std::string>{fact.number});
+      EXPECT_EQ(decode(*tokenizer, ids, q.answer_begin, q.answer_end), q.answer);
+      for (const auto& f : find_facts(fact_text)) formats.insert(f.format);
+    }
+  }
+  EXPECT_EQ(formats.size(), 4u) << "every format has its cue";
+}
+
 TEST(RetrievalDocuments, AreDeterministicAndResumeExactly) {
   const auto* tokenizer = smollm2_tokenizer();
   if (!tokenizer) GTEST_SKIP() << kNoModel;
@@ -506,11 +538,13 @@ TEST(RetrievalTask, TrainingDocumentsNeverUseTheEvaluationsPhrasings) {
   o.max_facts = 12, o.max_digits = 9;  // every key and number length (their question and answer need a longer segment)
   o.segment_len = 256;
   data::RetrievalDocuments retrieval(haystack, *tokenizer, o);
+  o.cue = true, o.seed = 18;
+  data::RetrievalDocuments cued(haystack, *tokenizer, o);
   data::AutoencodeOptions ao;
   ao.seq_len = 1024, ao.segment_len = 128, ao.seed = 17;
   data::AutoencodeDocuments autoencode(haystack, *tokenizer, ao);
   for (int d = 0; d < 300; ++d) {
-    const auto ids = (d % 3 == 2 ? autoencode.next() : retrieval.next()).ids;
+    const auto ids = (d % 3 == 2 ? autoencode.next() : d % 3 == 1 ? cued.next() : retrieval.next()).ids;
     const auto text = decode(*tokenizer, ids, 0, ids.size(0));
     const auto found = phrases_in(text);
     ASSERT_TRUE(found.empty()) << "document " << d << " holds '" << found.front() << "'";

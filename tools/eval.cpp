@@ -22,6 +22,7 @@ struct EvalOptions {
   std::string needle_lengths, needle_depths = "0,0.25,0.5,0.75,1";
   std::string retrieval_lengths;
   int64_t retrieval_trials = 10, retrieval_distance = 0;
+  bool retrieval_cue = false;
   bool plot = true;
   std::string python;  // empty: $UIO_PYTHON, else python3 on PATH
 };
@@ -60,6 +61,9 @@ int eval_command(const std::vector<std::string>& args) {
       .add("retrieval_distance", &opt.retrieval_distance,
            "tokens every planted fact lies before the answer at least (0: anywhere, as in training; the segment "
            "length puts every fact in memory)")
+      .add("retrieval_cue", &opt.retrieval_cue,
+           "cued retrieval questions (one fact, ending with its own words up to the number; uio train "
+           "--retrieval_cue)")
       .add("digits", &opt.digits, "digits of the passkey and the needle's number")
       .add("seed", &opt.seed, "seed of the keys and of the document order")
       .add("out_dir", &opt.out_dir, "where results.json, results.md and the plots go")
@@ -80,6 +84,7 @@ int eval_command(const std::vector<std::string>& args) {
   c.needle_depths = fraction_list("needle_depths", opt.needle_depths);
   c.retrieval_lengths = optional_int_list("retrieval_lengths", opt.retrieval_lengths);
   c.retrieval_trials = opt.retrieval_trials, c.retrieval_distance = opt.retrieval_distance;
+  c.retrieval_cue = opt.retrieval_cue;
   c.settings_ini = schema.to_ini();
   const auto results = trainer::run_eval(c, std::cerr);
   trainer::write_eval_report(results, opt.out_dir, opt.plot, opt.python, std::cout);

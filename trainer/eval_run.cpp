@@ -241,7 +241,7 @@ Json run_eval(const EvalConfig& c, std::ostream& progress) {
     for (auto L : c.retrieval_lengths) {
       // The same documents for every method: a fresh source per method and length, seeded by the length.
       data::RetrievalOptions ro;
-      ro.seq_len = L, ro.segment_len = L, ro.min_distance = c.retrieval_distance;
+      ro.seq_len = L, ro.segment_len = L, ro.min_distance = c.retrieval_distance, ro.cue = c.retrieval_cue;
       ro.seed = static_cast<uint64_t>(c.seed * 1000003 + L + 29);
       data::RetrievalDocuments prompts(std::make_shared<HeldoutHaystack>(documents), *tokenizer, ro);
       int64_t correct = 0;
@@ -262,6 +262,7 @@ Json run_eval(const EvalConfig& c, std::ostream& progress) {
       Json row = {{"method", name},
                   {"length", L},
                   {"distance", c.retrieval_distance},
+                  {"cue", c.retrieval_cue},
                   {"trials", c.retrieval_trials},
                   {"status", status}};
       if (status == "ok") row["correct"] = correct, row["accuracy"] = static_cast<double>(correct) / c.retrieval_trials;
@@ -318,12 +319,12 @@ std::string eval_markdown(const Json& r) {
   table("Passkey retrieval (accuracy over depths and trials)", r["passkey"], "accuracy", true);
   table("Needle in a haystack (accuracy over depths)", r["needle"], "accuracy", true);
   if (r.contains("retrieval")) {
-    const int64_t distance = r["retrieval"].empty() ? 0 : r["retrieval"][0].value("distance", int64_t{0});
-    const auto title =
-        distance == 0
-            ? std::string("Retrieval in the training's synthetic formats (held-out text; accuracy over trials)")
-            : "Retrieval in the training's synthetic formats (held-out text, every fact at least " +
-                  std::to_string(distance) + " tokens before the answer; accuracy over trials)";
+    const auto& first = r["retrieval"].empty() ? Json::object() : r["retrieval"][0];
+    const int64_t distance = first.value("distance", int64_t{0});
+    std::string title = "Retrieval in the training's synthetic formats (held-out text";
+    if (first.value("cue", false)) title += ", cued questions";
+    if (distance > 0) title += ", every fact at least " + std::to_string(distance) + " tokens before the answer";
+    title += "; accuracy over trials)";
     table(title.c_str(), r["retrieval"], "accuracy", true);
   }
   return md.str();

@@ -47,7 +47,8 @@ const std::vector<std::string>& resume_must_match() {
                                                 "autoencode_share",
                                                 "retrieval_max_facts",
                                                 "retrieval_questions",
-                                                "retrieval_min_distance"};
+                                                "retrieval_min_distance",
+                                                "retrieval_cue"};
   return keys;
 }
 
@@ -74,11 +75,16 @@ std::optional<std::string> resume_checkpoint(const std::string& resume, const st
   std::vector<std::string> changed;
   // Options added after the first release: a checkpoint written before one existed ran with its "off".
   static const std::map<std::string, std::string> added_later = {
-      {"sink_tokens", "0"},           {"decoder_lora_rank", "0"},
-      {"decoder_lora_alpha", "64"},   {"decoder_lora_targets", "q_proj,k_proj,v_proj,o_proj"},
-      {"retrieval_share", "0"},       {"autoencode_share", "0"},
-      {"retrieval_max_facts", "4"},   {"retrieval_questions", "1"},
-      {"retrieval_min_distance", "0"}};
+      {"sink_tokens", "0"},
+      {"decoder_lora_rank", "0"},
+      {"decoder_lora_alpha", "64"},
+      {"decoder_lora_targets", "q_proj,k_proj,v_proj,o_proj"},
+      {"retrieval_share", "0"},
+      {"autoencode_share", "0"},
+      {"retrieval_max_facts", "4"},
+      {"retrieval_questions", "1"},
+      {"retrieval_min_distance", "0"},
+      {"retrieval_cue", "false"}};
   const auto mismatched = compare_configs(saved_text, config_text, resume_must_match(), &changed, added_later);
   if (!mismatched.empty()) {
     std::string list;
@@ -179,7 +185,7 @@ std::shared_ptr<data::DocumentSource> training_source(const TrainJob& job,
   if (job.retrieval_share > 0) {
     data::RetrievalOptions ro;
     ro.seq_len = job.seq_len, ro.segment_len = job.memory.segment_len, ro.max_facts = job.retrieval_max_facts;
-    ro.questions = job.retrieval_questions, ro.min_distance = job.retrieval_min_distance;
+    ro.questions = job.retrieval_questions, ro.min_distance = job.retrieval_min_distance, ro.cue = job.retrieval_cue;
     ro.seed = stream_seed(seed, 2 + 2 * r);
     shares.push_back(
         {"retrieval", job.retrieval_share, std::make_shared<data::RetrievalDocuments>(natural, *tokenizer, ro)});
@@ -293,8 +299,9 @@ TrainResult run_train_job(TrainJob job, std::ostream& out_all) {
       << "\n";
   if (job.retrieval_share > 0 || job.autoencode_share > 0)
     out << "train: documents: natural text " << 1.0 - job.retrieval_share - job.autoencode_share << ", retrieval "
-        << job.retrieval_share << " (" << job.retrieval_questions << " question(s) each), auto-encoding "
-        << job.autoencode_share << " (synthetic documents, loss on their answers only: beyond the paper's recipe)\n";
+        << job.retrieval_share << " (" << job.retrieval_questions << " question(s) each"
+        << (job.retrieval_cue ? ", cued" : "") << "), auto-encoding " << job.autoencode_share
+        << " (synthetic documents, loss on their answers only: beyond the paper's recipe)\n";
   if (!job.init_memory.empty() && !checkpoint)
     init_from(job.init_memory, compressor, model::identify(job.model, loaded.config), out);
   Trainer trainer(c, loaded.model, compressor, model::identify(job.model, loaded.config), *documents, validation,

@@ -30,7 +30,9 @@ struct TrainJob {
   double autoencode_share = 0;
   int64_t retrieval_max_facts = 4;  // facts planted per retrieval document: 1 to this
   int64_t retrieval_questions = 1;  // questions (and answers trained) per retrieval document
-  int64_t retrieval_min_distance = 0;  // tokens every fact lies before its document's end at least (0: anywhere)
+  int64_t retrieval_min_distance = 0;
+  bool retrieval_cue = false;  // questions end with the fact's own words (data::RetrievalOptions::cue)  // tokens every
+                               // fact lies before its document's end at least (0: anywhere)
   // A curriculum's next stage: start from the weights of this compressor directory, checkpoint, export or
   // run directory (a fresh optimiser, schedule and data order; shapes must fit, other differences are
   // listed). Ignored when the run resumes from its own checkpoint. Empty: a new compressor.
