@@ -26,6 +26,7 @@
 #include "tests/cli_util.h"
 #include "tests/test_util.h"
 #include "trainer/checkpoint.h"
+#include "trainer/stop_signal.h"
 #include "trainer/train.h"
 #include "trainer/train_job.h"
 
@@ -308,6 +309,31 @@ TEST(Checkpoint, ConfigComparisonNamesEveryMismatchedShapeKey) {
       << "without absent_means an added key is a mismatch";
 }
 
+// One stop delivered as two signals at once (GNU timeout signals the command, then its process group) is
+// one request: the process lives on to write its checkpoint. A second signal seconds later ends it at once.
+// Each case runs in a forked child that only raises signals and sleeps.
+TEST(StopSignal, SignalsTogetherAreOneRequestALaterOneEndsTheProcess) {
+  auto run = [](unsigned gap_ms) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      trainer::install_stop_handlers();
+      ::raise(SIGTERM);
+      ::usleep(gap_ms * 1000);
+      ::raise(SIGTERM);
+      ::_exit(trainer::stop_requested() ? 0 : 3);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return status;
+  };
+  const int together = run(0);
+  ASSERT_TRUE(WIFEXITED(together)) << "killed by signal " << (WIFSIGNALED(together) ? WTERMSIG(together) : 0);
+  EXPECT_EQ(WEXITSTATUS(together), 0) << "the stop request was recorded";
+  const int later = run(3000);
+  ASSERT_TRUE(WIFSIGNALED(later)) << "a second request seconds later ends the process";
+  EXPECT_EQ(WTERMSIG(later), SIGTERM);
+}
+
 // `uio train` on a tiny HF model, killed with SIGKILL at random moments (checkpoint writes slowed so
 // kills land inside them): every time, the newest complete checkpoint verifies and a resumed run
 // continues from it; no partial checkpoint is ever taken.
@@ -364,6 +390,7 @@ TEST(Checkpoint, KilledAtRandomMomentsTheRunAlwaysResumesFromACompleteCheckpoint
       ::usleep(static_cast<useconds_t>(600000 + rng() % 900000));  // start-up, then a few steps and writes
     }
     ::kill(child.pid, term ? SIGTERM : SIGKILL);
+    if (term) ::kill(child.pid, SIGTERM);  // as `timeout` does: the process, then its group
     const int code = uio::test::wait_exit(child);
     if (term) {
       ASSERT_EQ(code, 0) << uio::test::read_file(dir / "child.err");
