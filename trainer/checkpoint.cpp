@@ -396,9 +396,8 @@ std::optional<std::string> CheckpointStore::find_latest(std::ostream& log) const
 std::vector<std::string> compare_configs(const std::string& saved_ini, const std::string& current_ini,
                                          const std::vector<std::string>& must_match, std::vector<std::string>* changed,
                                          const std::map<std::string, std::string>& absent_means) {
-  auto saved = parse_ini(saved_ini);
-  const auto now = parse_ini(current_ini);
-  for (const auto& [key, value] : absent_means) saved.emplace(key, value);  // only where the key is absent
+  auto saved = parse_ini(saved_ini), now = parse_ini(current_ini);
+  for (const auto& [key, value] : absent_means) saved.emplace(key, value), now.emplace(key, value);  // where absent
   std::vector<std::string> mismatched;
   auto value = [](const std::map<std::string, std::string>& m, const std::string& key) {
     auto it = m.find(key);

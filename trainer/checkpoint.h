@@ -102,8 +102,8 @@ void checkpoint_fault_point(const std::string& file);
 
 // Compares two resolved configs (INI text, `key = value` lines): returns "key: saved -> now" for every
 // key in `must_match` whose value differs, and fills `changed` with the same for the other keys. A key
-// the saved config lacks takes its value from `absent_means` when it is there (an option added after the
-// run was written: the value every run had before it existed).
+// a config lacks takes its value from `absent_means` when it is there (an option added after the run was
+// written, or one a caller's config leaves out: the value every run had before it existed).
 std::vector<std::string> compare_configs(const std::string& saved_ini, const std::string& current_ini,
                                          const std::vector<std::string>& must_match,
                                          std::vector<std::string>* changed = nullptr,
