@@ -8,6 +8,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <regex>
 #include <set>
 #include <sstream>
 
@@ -618,6 +619,9 @@ TEST(Train, InitMemoryStartsANewStageFromAnEarlierRunsCompressor) {
   first.insert(first.end(), {"--val_documents", "0", "--lr", "1e-2"});
   const auto a = uio::test::run_uio(first);
   ASSERT_EQ(a.exit_code, 0) << a.err << a.out;
+  EXPECT_TRUE(std::regex_search(a.out, std::regex(R"(\| lr [1-9]\.[0-9]{3}e-0[23] \|)")))
+      << "lr in plain scientific form\n"
+      << a.out;
   auto next = tiny_train_args(store, dir / "b", 1);
   next[std::find(next.begin(), next.end(), "--segment_len") - next.begin() + 1] = "32";
   next.insert(next.end(), {"--val_documents", "0", "--lr", "1e-9", "--weight_decay", "0", "--seed", "5",

@@ -15,6 +15,12 @@ std::string fixed(double v, int digits) {
   return s.str();
 }
 
+std::string scientific(double v, int digits) {
+  std::ostringstream s;
+  s << std::scientific << std::setprecision(digits) << v;
+  return s.str();
+}
+
 std::string duration(double seconds) {
   const auto s = static_cast<int64_t>(std::max(0.0, seconds));
   std::ostringstream out;

@@ -46,6 +46,7 @@ class MetricsLog {
 };
 
 std::string fixed(double value, int digits);  // "12.345"
+std::string scientific(double value, int digits);  // "2.576e-03"
 std::string duration(double seconds);  // "1h05m", "3m07s", "42s"
 
 }  // namespace uio::trainer

@@ -421,7 +421,7 @@ TrainResult Trainer::run(std::ostream& root_log) {
     if (metrics_ && (log_now || !r.finite))
       metrics_->step(r, skipped_, elapsed, static_cast<double>(model::peak_memory_bytes(device_)) / 1e9, loss_by_kind);
     const std::string status =
-        "loss " + fixed(r.loss, 4) + " | " + fixed(rate, 0) + " tok/s | lr " + fixed(r.lr * 1e4, 3) + "e-4";
+        "loss " + fixed(r.loss, 4) + " | " + fixed(rate, 0) + " tok/s | lr " + scientific(r.lr, 3);
     if (interactive) {
       bar.update(r.step - first, status);
     } else if (log_now) {
