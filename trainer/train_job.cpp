@@ -73,7 +73,8 @@ std::optional<std::string> resume_checkpoint(const std::string& resume, const st
   if (!saved) throw CheckpointError(saved_path + ": cannot open; the checkpoint has no config");
   const std::string saved_text((std::istreambuf_iterator<char>(saved)), {});
   std::vector<std::string> changed;
-  // Options added after the first release: a checkpoint written before one existed ran with its "off".
+  // Options added after the first release: a checkpoint written before one existed ran with its "off" (the
+  // behaviour before the option, a fact of history: it stays if the option's default ever changes).
   static const std::map<std::string, std::string> added_later = {
       {"sink_tokens", "0"},
       {"decoder_lora_rank", "0"},
@@ -302,10 +303,9 @@ TrainResult run_train_job(TrainJob job, std::ostream& out_all) {
         << job.retrieval_share << " (" << job.retrieval_questions << " question(s) each"
         << (job.retrieval_cue ? ", cued" : "") << "), auto-encoding " << job.autoencode_share
         << " (synthetic documents, loss on their answers only: beyond the paper's recipe)\n";
-  if (!job.init_memory.empty() && !checkpoint)
-    init_from(job.init_memory, compressor, model::identify(job.model, loaded.config), out);
-  Trainer trainer(c, loaded.model, compressor, model::identify(job.model, loaded.config), *documents, validation,
-                  &comm);
+  const auto base = model::identify(job.model, loaded.config);  // reads the weights' edges for the fingerprint
+  if (!job.init_memory.empty() && !checkpoint) init_from(job.init_memory, compressor, base, out);
+  Trainer trainer(c, loaded.model, compressor, base, *documents, validation, &comm);
   if (checkpoint) {
     trainer.restore(*checkpoint, out);
     out << "resume: from " << *checkpoint << " (step " << trainer.steps_done() << " of " << c.steps << ")\n";
