@@ -27,7 +27,6 @@ const std::vector<std::string>& words(WordList list) {
 }
 
 constexpr int64_t kMaxLocker = 999;  // lockers are numbered 1..999
-constexpr int64_t kMaxDigits = 18;
 
 // The fact formats. None is the evaluation's ("The pass key is ...", "The special magic number is ...").
 enum class FactFormat { access_code, locker, id_list, tracking };
@@ -251,9 +250,10 @@ RetrievalDocuments::RetrievalDocuments(std::shared_ptr<DocumentSource> haystack,
   if (o.min_facts < 1 || o.max_facts < o.min_facts || o.max_facts > kRetrievalMaxFacts)
     fail("min_facts and max_facts must satisfy 1 <= min_facts <= max_facts <= " + std::to_string(kRetrievalMaxFacts) +
          ", got " + std::to_string(o.min_facts) + " and " + std::to_string(o.max_facts));
-  if (o.min_digits < 1 || o.max_digits < o.min_digits || o.max_digits > kMaxDigits)
-    fail("min_digits and max_digits must satisfy 1 <= min_digits <= max_digits <= " + std::to_string(kMaxDigits) +
-         ", got " + std::to_string(o.min_digits) + " and " + std::to_string(o.max_digits));
+  if (o.min_digits < 1 || o.max_digits < o.min_digits || o.max_digits > kRetrievalMaxDigits)
+    fail("min_digits and max_digits must satisfy 1 <= min_digits <= max_digits <= " +
+         std::to_string(kRetrievalMaxDigits) + ", got " + std::to_string(o.min_digits) + " and " +
+         std::to_string(o.max_digits));
   if (o.questions < 1) fail("questions must be >= 1, got " + std::to_string(o.questions));
   if (o.max_digits == 1 && o.max_facts > 9)
     fail("max_digits 1 gives 9 distinct numbers, fewer than max_facts " + std::to_string(o.max_facts));

@@ -18,6 +18,7 @@
 namespace uio::data {
 
 constexpr int64_t kRetrievalMaxFacts = 12;  // distinct keys of the smallest word list
+constexpr int64_t kRetrievalMaxDigits = 18;  // of a planted number
 
 struct RetrievalOptions {
   int64_t seq_len = 0;  // tokens per document

@@ -240,6 +240,19 @@ TEST(Eval, RetrievalInTheTrainingFormatsIsScoredPerMethodAndLength) {
   trainer::write_eval_report(far, (dir / "far").string(), /*plot=*/false, "", log);
   EXPECT_NE(uio::test::read_file(dir / "far/results.md").find("every fact at least 128 tokens before the answer"),
             std::string::npos);
+  // --retrieval_min/max_digits plant numbers of that many digits (a run trained on short numbers is asked
+  // short numbers): the row says which, and the greedy answers checked are that long.
+  c.retrieval_distance = 0, c.retrieval_min_digits = 2, c.retrieval_max_digits = 2, c.retrieval_max_facts = 1;
+  const auto two = trainer::run_eval(c, progress);
+  ASSERT_EQ(two["retrieval"].size(), 1u);
+  EXPECT_EQ(two["retrieval"][0]["digits"], "2-2");
+  EXPECT_EQ(two["retrieval"][0]["max_facts"], 1);
+  EXPECT_EQ(two["retrieval"][0]["status"], "ok");
+  c.retrieval_min_digits = 3, c.retrieval_max_digits = 2;
+  EXPECT_THROW(trainer::run_eval(c, progress), std::invalid_argument);
+  c.retrieval_min_digits = 4, c.retrieval_max_digits = 7, c.retrieval_max_facts = 0;
+  EXPECT_THROW(trainer::run_eval(c, progress), std::invalid_argument);
+  c.retrieval_max_facts = 4;
   c.retrieval_distance = 320;
   try {
     trainer::run_eval(c, progress);

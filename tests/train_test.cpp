@@ -316,6 +316,8 @@ TEST(Train, RetrievalAndAutoencodingSharesTrainResumeAndAreChecked) {
                                          "0.25",
                                          "--retrieval_questions",
                                          "2",
+                                         "--retrieval_max_digits",
+                                         "5",
                                          "--log_every",
                                          "1",
                                          "--out_dir",
@@ -324,7 +326,8 @@ TEST(Train, RetrievalAndAutoencodingSharesTrainResumeAndAreChecked) {
   first_args.insert(first_args.end(), {"--steps", "1"});
   const auto first = uio::test::run_uio(first_args);
   ASSERT_EQ(first.exit_code, 0) << first.err << first.out;
-  EXPECT_NE(first.out.find("documents: natural text 0.25, retrieval 0.5 (2 question(s) each), auto-encoding 0.25"),
+  EXPECT_NE(first.out.find("documents: natural text 0.25, retrieval 0.5 (2 question(s) each, numbers of 4-5 digits), "
+                           "auto-encoding 0.25"),
             std::string::npos)
       << first.out;
   auto resumed_args = args;
@@ -356,6 +359,13 @@ TEST(Train, RetrievalAndAutoencodingSharesTrainResumeAndAreChecked) {
   const auto refused = uio::test::run_uio(changed);
   EXPECT_NE(refused.exit_code, 0);
   EXPECT_NE(refused.err.find("retrieval_share"), std::string::npos) << refused.err;
+  auto other_digits = resumed_args;  // the numbers' length changes the documents too
+  other_digits[std::find(other_digits.begin(), other_digits.end(), "--retrieval_max_digits") - other_digits.begin() +
+               1] = "6";
+  other_digits[std::find(other_digits.begin(), other_digits.end(), "--steps") - other_digits.begin() + 1] = "6";
+  const auto refused_digits = uio::test::run_uio(other_digits);
+  EXPECT_NE(refused_digits.exit_code, 0);
+  EXPECT_NE(refused_digits.err.find("retrieval_max_digits: 5 -> 6"), std::string::npos) << refused_digits.err;
   auto too_much = args;
   too_much[std::find(too_much.begin(), too_much.end(), "--autoencode_share") - too_much.begin() + 1] = "0.6";
   too_much[std::find(too_much.begin(), too_much.end(), "--out_dir") - too_much.begin() + 1] = (dir / "other").string();
@@ -430,6 +440,8 @@ TEST(Train, EverySettingOutOfRangeIsRefusedNamingItBeforeAnyWork) {
       {"master_port", [](auto& j) { j.master_port = 70000; }},
       {"sampler", [](auto& j) { j.sampler = "shuffled"; }},
       {"retrieval_min_distance", [](auto& j) { j.retrieval_min_distance = 64; }},
+      {"retrieval_min_digits", [](auto& j) { j.retrieval_min_digits = 0; }},
+      {"retrieval_max_digits", [](auto& j) { j.retrieval_max_digits = 3; }},
       {"init_memory", [](auto& j) { j.init_memory = "/nonexistent/export"; }},
   };
   for (const auto& [key, edit] : cases) {

@@ -22,6 +22,7 @@ struct EvalOptions {
   std::string needle_lengths, needle_depths = "0,0.25,0.5,0.75,1";
   std::string retrieval_lengths;
   int64_t retrieval_trials = 10, retrieval_distance = 0;
+  int64_t retrieval_min_digits = 4, retrieval_max_digits = 7, retrieval_max_facts = 4;
   bool retrieval_cue = false;
   bool plot = true;
   std::string python;  // empty: $UIO_PYTHON, else python3 on PATH
@@ -61,6 +62,11 @@ int eval_command(const std::vector<std::string>& args) {
       .add("retrieval_distance", &opt.retrieval_distance,
            "tokens every planted fact lies before the answer at least (0: anywhere, as in training; the segment "
            "length puts every fact in memory)")
+      .add("retrieval_min_digits", &opt.retrieval_min_digits,
+           "digits of each planted number in the retrieval prompts: at least (uio train --retrieval_min_digits)")
+      .add("retrieval_max_digits", &opt.retrieval_max_digits, "digits of each planted number: at most")
+      .add("retrieval_max_facts", &opt.retrieval_max_facts,
+           "facts planted per retrieval prompt: 1 to this (uio train --retrieval_max_facts)")
       .add("retrieval_cue", &opt.retrieval_cue,
            "cued retrieval questions (one fact, ending with its own words up to the number; uio train "
            "--retrieval_cue)")
@@ -85,6 +91,8 @@ int eval_command(const std::vector<std::string>& args) {
   c.retrieval_lengths = optional_int_list("retrieval_lengths", opt.retrieval_lengths);
   c.retrieval_trials = opt.retrieval_trials, c.retrieval_distance = opt.retrieval_distance;
   c.retrieval_cue = opt.retrieval_cue;
+  c.retrieval_min_digits = opt.retrieval_min_digits, c.retrieval_max_digits = opt.retrieval_max_digits;
+  c.retrieval_max_facts = opt.retrieval_max_facts;
   c.settings_ini = schema.to_ini();
   const auto results = trainer::run_eval(c, std::cerr);
   trainer::write_eval_report(results, opt.out_dir, opt.plot, opt.python, std::cout);

@@ -45,6 +45,9 @@ int train_command(const std::vector<std::string>& args) {
       .add("retrieval_min_distance", &job.retrieval_min_distance,
            "tokens every planted fact lies before its document's end at least (0: anywhere; segment_len: every "
            "fact before the last question's segment, so its answer comes through memory only)")
+      .add("retrieval_min_digits", &job.retrieval_min_digits, "digits of each planted number: at least this many")
+      .add("retrieval_max_digits", &job.retrieval_max_digits,
+           "digits of each planted number: at most this many (a curriculum may start with short numbers)")
       .add("retrieval_cue", &job.retrieval_cue,
            "each retrieval question asks one fact and ends with the fact's own words up to its number, so the "
            "answer completes a phrase the text holds (what the plain model does in its window)")

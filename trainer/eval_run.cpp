@@ -77,6 +77,13 @@ void check(const EvalConfig& c) {
     if (L < 1) throw std::invalid_argument("eval: needle_lengths: " + std::to_string(L) + " must be >= 1");
   if (c.retrieval_trials < 1) throw std::invalid_argument("eval: retrieval_trials must be >= 1");
   if (c.retrieval_distance < 0) throw std::invalid_argument("eval: retrieval_distance must be >= 0");
+  if (c.retrieval_min_digits < 1 || c.retrieval_max_digits < c.retrieval_min_digits ||
+      c.retrieval_max_digits > data::kRetrievalMaxDigits)
+    throw std::invalid_argument("eval: retrieval_min_digits and retrieval_max_digits must satisfy 1 <= min <= max <= " +
+                                std::to_string(data::kRetrievalMaxDigits));
+  if (c.retrieval_max_facts < 1 || c.retrieval_max_facts > data::kRetrievalMaxFacts)
+    throw std::invalid_argument("eval: retrieval_max_facts must be in [1, " + std::to_string(data::kRetrievalMaxFacts) +
+                                "]");
   for (auto L : c.retrieval_lengths)
     if (L <= c.retrieval_distance)
       throw std::invalid_argument("eval: retrieval_lengths: " + std::to_string(L) +
@@ -242,6 +249,8 @@ Json run_eval(const EvalConfig& c, std::ostream& progress) {
       // The same documents for every method: a fresh source per method and length, seeded by the length.
       data::RetrievalOptions ro;
       ro.seq_len = L, ro.segment_len = L, ro.min_distance = c.retrieval_distance, ro.cue = c.retrieval_cue;
+      ro.min_digits = c.retrieval_min_digits, ro.max_digits = c.retrieval_max_digits;
+      ro.max_facts = c.retrieval_max_facts;
       ro.seed = static_cast<uint64_t>(c.seed * 1000003 + L + 29);
       data::RetrievalDocuments prompts(std::make_shared<HeldoutHaystack>(documents), *tokenizer, ro);
       int64_t correct = 0;
@@ -263,6 +272,8 @@ Json run_eval(const EvalConfig& c, std::ostream& progress) {
                   {"length", L},
                   {"distance", c.retrieval_distance},
                   {"cue", c.retrieval_cue},
+                  {"max_facts", c.retrieval_max_facts},
+                  {"digits", std::to_string(c.retrieval_min_digits) + "-" + std::to_string(c.retrieval_max_digits)},
                   {"trials", c.retrieval_trials},
                   {"status", status}};
       if (status == "ok") row["correct"] = correct, row["accuracy"] = static_cast<double>(correct) / c.retrieval_trials;

@@ -42,6 +42,8 @@ struct EvalConfig {
   // Every planted fact ends at least this many tokens before the answer (0: anywhere, as in training); the
   // compressor's segment length puts every fact in memory, out of the question's own segment.
   int64_t retrieval_distance = 0;
+  int64_t retrieval_min_digits = 4, retrieval_max_digits = 7;  // of each planted number, as in training
+  int64_t retrieval_max_facts = 4;  // facts planted per prompt: 1 to this
   bool retrieval_cue = false;  // cued questions (data::RetrievalOptions::cue), as a run trained with them
   std::string settings_ini;  // the resolved options, recorded in the results
 };

@@ -48,7 +48,9 @@ const std::vector<std::string>& resume_must_match() {
                                                 "retrieval_max_facts",
                                                 "retrieval_questions",
                                                 "retrieval_min_distance",
-                                                "retrieval_cue"};
+                                                "retrieval_cue",
+                                                "retrieval_min_digits",
+                                                "retrieval_max_digits"};
   return keys;
 }
 
@@ -85,7 +87,9 @@ std::optional<std::string> resume_checkpoint(const std::string& resume, const st
       {"retrieval_max_facts", "4"},
       {"retrieval_questions", "1"},
       {"retrieval_min_distance", "0"},
-      {"retrieval_cue", "false"}};
+      {"retrieval_cue", "false"},
+      {"retrieval_min_digits", "4"},
+      {"retrieval_max_digits", "7"}};
   const auto mismatched = compare_configs(saved_text, config_text, resume_must_match(), &changed, added_later);
   if (!mismatched.empty()) {
     std::string list;
@@ -159,6 +163,12 @@ void check_train_job(const TrainJob& job) {
   if (job.retrieval_min_distance < 0 || job.retrieval_min_distance >= job.seq_len)
     throw std::invalid_argument("retrieval_min_distance must lie in [0, seq_len " + std::to_string(job.seq_len) +
                                 "), got " + std::to_string(job.retrieval_min_distance));
+  if (job.retrieval_min_digits < 1 || job.retrieval_max_digits < job.retrieval_min_digits ||
+      job.retrieval_max_digits > data::kRetrievalMaxDigits)
+    throw std::invalid_argument("retrieval_min_digits and retrieval_max_digits must satisfy 1 <= min <= max <= " +
+                                std::to_string(data::kRetrievalMaxDigits) + ", got " +
+                                std::to_string(job.retrieval_min_digits) + " and " +
+                                std::to_string(job.retrieval_max_digits));
   if (!job.init_memory.empty() && !std::filesystem::exists(job.init_memory))
     throw std::invalid_argument("init_memory: " + job.init_memory +
                                 " does not exist; give a run directory, checkpoint, export or compressor directory");
@@ -187,6 +197,7 @@ std::shared_ptr<data::DocumentSource> training_source(const TrainJob& job,
     data::RetrievalOptions ro;
     ro.seq_len = job.seq_len, ro.segment_len = job.memory.segment_len, ro.max_facts = job.retrieval_max_facts;
     ro.questions = job.retrieval_questions, ro.min_distance = job.retrieval_min_distance, ro.cue = job.retrieval_cue;
+    ro.min_digits = job.retrieval_min_digits, ro.max_digits = job.retrieval_max_digits;
     ro.seed = stream_seed(seed, 2 + 2 * r);
     shares.push_back(
         {"retrieval", job.retrieval_share, std::make_shared<data::RetrievalDocuments>(natural, *tokenizer, ro)});
@@ -300,7 +311,8 @@ TrainResult run_train_job(TrainJob job, std::ostream& out_all) {
       << "\n";
   if (job.retrieval_share > 0 || job.autoencode_share > 0)
     out << "train: documents: natural text " << 1.0 - job.retrieval_share - job.autoencode_share << ", retrieval "
-        << job.retrieval_share << " (" << job.retrieval_questions << " question(s) each"
+        << job.retrieval_share << " (" << job.retrieval_questions << " question(s) each, numbers of "
+        << job.retrieval_min_digits << "-" << job.retrieval_max_digits << " digits"
         << (job.retrieval_cue ? ", cued" : "") << "), auto-encoding " << job.autoencode_share
         << " (synthetic documents, loss on their answers only: beyond the paper's recipe)\n";
   const auto base = model::identify(job.model, loaded.config);  // reads the weights' edges for the fingerprint

@@ -31,6 +31,7 @@ struct TrainJob {
   int64_t retrieval_max_facts = 4;  // facts planted per retrieval document: 1 to this
   int64_t retrieval_questions = 1;  // questions (and answers trained) per retrieval document
   int64_t retrieval_min_distance = 0;
+  int64_t retrieval_min_digits = 4, retrieval_max_digits = 7;  // of each planted number
   bool retrieval_cue = false;  // questions end with the fact's own words (data::RetrievalOptions::cue)  // tokens every
                                // fact lies before its document's end at least (0: anywhere)
   // A curriculum's next stage: start from the weights of this compressor directory, checkpoint, export or

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Run ON THE GPU MACHINE (docs/gpu.md; model and store in place: scripts/device-join-model.sh,
+# scripts/device-unpack-store.sh): does memory learn to carry a number across ONE segment boundary, and
+# what stops it? Each row trains SmolLM2-135M on two-segment documents of 2l tokens, half natural text and
+# half cued retrieval documents whose facts all lie in the first segment (so every answer comes through
+# memory), then `uio eval` asks ROW's own kind of question over held-out text (RETRIEVAL_TRIALS prompts of
+# 2l tokens, facts at least l before the answer, numbers of the row's digits), for `uio` and, once per
+# length and digits, for the plain model reading the whole prompt (the in-window ceiling).
+# Short documents leave the GPU waiting on the host (issue 17's launch gaps), so the rows run at the same
+# time, one process each (ROWS picks them; all by default). Each row trains until TRAIN_LIMIT_S or STEPS.
+# Everything lands in $OUT/recall-grid.tgz (logs, metrics, results, the exports' configs).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+uio=${BUILD_DIR:-$root/build-gpu}/uio
+out=${OUT:-/tmp}
+model=models/SmolLM2-135M-Instruct.Q4_1.gguf
+work=$(mktemp -d)
+echo "${COMMIT:-unknown}" > "$work/commit.txt"
+# name -> "l ratio min_digits max_digits [more uio train keys]"; every row: a 4-token sink, one cued
+# question per retrieval document about one of 1-2 facts.
+declare -A rows=(
+  [l128-d2]="128 8 2 2"
+  [l128-d4]="128 8 4 7"
+  [l128-d2-wide]="128 8 2 2 --encoder_lora_targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+  [l128-d2-dlora]="128 8 2 2 --decoder_lora_rank 16 --decoder_lora_alpha 32"
+  [l1024-d2]="1024 8 2 2"
+  [l64-d2-r4]="64 4 2 2"
+  [l64-d4-r4]="64 4 4 7"
+  [l64-d2-r8]="64 8 2 2"
+  [l64-d2-r4-wide]="64 4 2 2 --encoder_lora_targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+  [l128-d2-r4]="128 4 2 2"
+  [l256-d2-r4]="256 4 2 2"
+  # A segment-length curriculum's second stage: from row l64-d2-r4's compressor, which an EARLIER call must
+  # have trained (a row rewrites its export when it runs, so these cannot run beside it).
+  [c128-r4]="128 4 2 2 --init_memory out/grid-l64-d2-r4-export"
+  [c128-r8]="128 8 2 2 --init_memory out/grid-l64-d2-r4-export"
+)
+run_row() {
+  local name=$1 spec=${rows[$1]}
+  read -r l ratio dmin dmax extra <<< "$spec"
+  local digits=(--retrieval_min_digits "$dmin" --retrieval_max_digits "$dmax")
+  # RESUME=1 continues a row's run from its last checkpoint (the machine still warm) instead of starting over.
+  local resume=()
+  if [ "${RESUME:-0}" = 1 ] && [ -d "out/grid-$name/checkpoints" ]; then resume=(--resume auto); else rm -rf "out/grid-$name"; fi
+  rm -rf "out/grid-$name-export" "out/grid-eval/$name"
+  local start; start=$(date +%s)
+  # shellcheck disable=SC2086
+  timeout -s TERM "${TRAIN_LIMIT_S:-300}" "$uio" train --config configs/smollm2-135m-32k.ini --steps "${STEPS:-5000}" \
+    --seq_len $((2 * l)) --segment_len "$l" --compression_ratio "$ratio" --chunk 2 --accumulation 2 --sink_tokens 4 \
+    --retrieval_share 0.5 --retrieval_questions 1 --retrieval_max_facts 2 --retrieval_min_distance "$l" --retrieval_cue \
+    "${digits[@]}" --lr "${LR:-1e-3}" --weight_decay 0 --val_documents 0 --log_every 25 --checkpoint_every 500 \
+    --out_dir "out/grid-$name" "${resume[@]}" $extra > "$work/train-$name.log" 2>&1 || true
+  echo "$name: train $(($(date +%s) - start)) s, $(grep -c '"loss"' "out/grid-$name/metrics.jsonl" 2>/dev/null) log lines" \
+    >> "$work/summary.txt"
+  cp "out/grid-$name/metrics.jsonl" "$work/metrics-$name.jsonl" 2>/dev/null || true
+  "$uio" export --checkpoint "out/grid-$name" --out "out/grid-$name-export" > "$work/export-$name.log" 2>&1 || return 0
+  cp "out/grid-$name-export/uio_config.json" "$work/config-$name.json" 2>/dev/null || true
+  # EXPORTS names rows whose trained compressor comes back too (about 12 MB each, compressed)
+  case " ${EXPORTS:-} " in *" $name "*) tar czf "$out/export-$name.tgz" -C "out/grid-$name-export" . ;; esac
+  timeout -s TERM "${EVAL_LIMIT_S:-120}" "$uio" eval --model "$model" --data out/gpu-store --device cuda --dtype bfloat16 \
+    --methods uio --memory "out/grid-$name-export" --lengths "" --passkey_lengths "" --needle_lengths "" \
+    --retrieval_lengths $((2 * l)) --retrieval_distance "$l" --retrieval_cue true --retrieval_max_facts 2 "${digits[@]}" \
+    --retrieval_trials "${RETRIEVAL_TRIALS:-40}" --documents 2 --plot false --out_dir "out/grid-eval/$name" \
+    > "$work/eval-$name.log" 2>&1 || true
+  cp -r "out/grid-eval/$name" "$work/eval-$name" 2>/dev/null || true
+}
+ceiling() {  # the plain model reading the whole prompt: the same prompts, answered in its window
+  local l=$1 dmin=$2 dmax=$3 tag="truncate-l$1-d$2-$3"
+  timeout -s TERM "${EVAL_LIMIT_S:-120}" "$uio" eval --model "$model" --data out/gpu-store --device cuda \
+    --dtype bfloat16 --methods truncate --lengths "" --passkey_lengths "" --needle_lengths "" \
+    --retrieval_lengths $((2 * l)) --retrieval_distance "$l" --retrieval_cue true --retrieval_max_facts 2 --retrieval_min_digits "$dmin" \
+    --retrieval_max_digits "$dmax" --retrieval_trials "${RETRIEVAL_TRIALS:-40}" --documents 2 --plot false \
+    --out_dir "out/grid-eval/$tag" > "$work/eval-$tag.log" 2>&1 || true
+  cp -r "out/grid-eval/$tag" "$work/eval-$tag" 2>/dev/null || true
+}
+names=${ROWS:-${!rows[*]}}
+for name in $names; do
+  [ -n "${rows[$name]+set}" ] || { echo "recall-grid: unknown row $name" | tee -a "$work/summary.txt"; continue; }
+  run_row "$name" &
+done
+if [ "${BASELINES:-1}" = 1 ]; then
+  declare -A seen=()
+  for name in $names; do
+    [ -n "${rows[$name]+set}" ] || continue
+    read -r l _ dmin dmax _ <<< "${rows[$name]}"
+    [ -n "${seen[$l-$dmin-$dmax]+set}" ] && continue
+    seen[$l-$dmin-$dmax]=1
+    ceiling "$l" "$dmin" "$dmax"
+  done
+fi
+wait
+for f in "$work"/eval-*/results.json; do
+  [ -f "$f" ] || continue
+  python3 - "$f" >> "$work/summary.txt" <<'PY'
+import json, os, sys
+rows = json.load(open(sys.argv[1]))["retrieval"]
+name = os.path.basename(os.path.dirname(sys.argv[1]))
+print(name + ": " + " ".join("%s %s/%s (%s)" % (r["method"], r.get("correct", "-"), r["trials"], r["status"]) for r in rows))
+PY
+done
+cat "$work/summary.txt"
+tar czf "$out/recall-grid.tgz" -C "$work" . && ls -la "$out/recall-grid.tgz"
