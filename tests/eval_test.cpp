@@ -240,14 +240,22 @@ TEST(Eval, RetrievalInTheTrainingFormatsIsScoredPerMethodAndLength) {
   trainer::write_eval_report(far, (dir / "far").string(), /*plot=*/false, "", log);
   EXPECT_NE(uio::test::read_file(dir / "far/results.md").find("every fact at least 128 tokens before the answer"),
             std::string::npos);
-  // --retrieval_min/max_digits plant numbers of that many digits (a run trained on short numbers is asked
-  // short numbers): the row says which, and the greedy answers checked are that long.
+  // --retrieval_min/max_digits and --retrieval_max_facts reach the prompts (a run trained on short numbers is
+  // asked short numbers) and the row says which; 12 facts of 18 digits cannot fit 320 tokens, and the
+  // prompts' builder says so with these values.
   c.retrieval_distance = 0, c.retrieval_min_digits = 2, c.retrieval_max_digits = 2, c.retrieval_max_facts = 1;
   const auto two = trainer::run_eval(c, progress);
   ASSERT_EQ(two["retrieval"].size(), 1u);
   EXPECT_EQ(two["retrieval"][0]["digits"], "2-2");
   EXPECT_EQ(two["retrieval"][0]["max_facts"], 1);
   EXPECT_EQ(two["retrieval"][0]["status"], "ok");
+  c.retrieval_min_digits = 18, c.retrieval_max_digits = 18, c.retrieval_max_facts = 12;
+  try {
+    trainer::run_eval(c, progress);
+    ADD_FAILURE() << "12 facts of 18 digits in 320 tokens";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("max_facts (12) or max_digits (18)"), std::string::npos) << e.what();
+  }
   c.retrieval_min_digits = 3, c.retrieval_max_digits = 2;
   EXPECT_THROW(trainer::run_eval(c, progress), std::invalid_argument);
   c.retrieval_min_digits = 4, c.retrieval_max_digits = 7, c.retrieval_max_facts = 0;
