@@ -238,6 +238,14 @@ uint64_t restore_counted_state(const std::string& json, DocumentSource& haystack
 
 }  // namespace
 
+std::string digit_range_error(const std::string& min_key, const std::string& max_key, int64_t min_digits,
+                              int64_t max_digits) {
+  if (min_digits >= 1 && min_digits <= max_digits && max_digits <= kRetrievalMaxDigits) return "";
+  return min_key + " and " + max_key + " must satisfy 1 <= " + min_key + " <= " + max_key +
+         " <= " + std::to_string(kRetrievalMaxDigits) + ", got " + std::to_string(min_digits) + " and " +
+         std::to_string(max_digits);
+}
+
 RetrievalDocuments::RetrievalDocuments(std::shared_ptr<DocumentSource> haystack, const Tokenizer& tokenizer,
                                        const RetrievalOptions& o)
     : haystack_(std::move(haystack)), tokenizer_(tokenizer), options_(o) {
@@ -250,10 +258,7 @@ RetrievalDocuments::RetrievalDocuments(std::shared_ptr<DocumentSource> haystack,
   if (o.min_facts < 1 || o.max_facts < o.min_facts || o.max_facts > kRetrievalMaxFacts)
     fail("min_facts and max_facts must satisfy 1 <= min_facts <= max_facts <= " + std::to_string(kRetrievalMaxFacts) +
          ", got " + std::to_string(o.min_facts) + " and " + std::to_string(o.max_facts));
-  if (o.min_digits < 1 || o.max_digits < o.min_digits || o.max_digits > kRetrievalMaxDigits)
-    fail("min_digits and max_digits must satisfy 1 <= min_digits <= max_digits <= " +
-         std::to_string(kRetrievalMaxDigits) + ", got " + std::to_string(o.min_digits) + " and " +
-         std::to_string(o.max_digits));
+  if (const auto e = digit_range_error("min_digits", "max_digits", o.min_digits, o.max_digits); !e.empty()) fail(e);
   if (o.questions < 1) fail("questions must be >= 1, got " + std::to_string(o.questions));
   if (o.max_digits == 1 && o.max_facts > 9)
     fail("max_digits 1 gives 9 distinct numbers, fewer than max_facts " + std::to_string(o.max_facts));

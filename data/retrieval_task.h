@@ -20,6 +20,11 @@ namespace uio::data {
 constexpr int64_t kRetrievalMaxFacts = 12;  // distinct keys of the smallest word list
 constexpr int64_t kRetrievalMaxDigits = 18;  // of a planted number
 
+// Empty when 1 <= min_digits <= max_digits <= kRetrievalMaxDigits; otherwise what is wrong, naming the two
+// settings as the caller calls them ("min_digits" here, "retrieval_min_digits" in uio train and uio eval).
+std::string digit_range_error(const std::string& min_key, const std::string& max_key, int64_t min_digits,
+                              int64_t max_digits);
+
 struct RetrievalOptions {
   int64_t seq_len = 0;  // tokens per document
   int64_t segment_len = 0;  // l: the question and its answer fit in one segment

@@ -39,7 +39,6 @@ declare -A rows=(
 run_row() {
   local name=$1 spec=${rows[$1]}
   read -r l ratio dmin dmax extra <<< "$spec"
-  local digits=(--retrieval_min_digits "$dmin" --retrieval_max_digits "$dmax")
   # RESUME=1 continues a row's run from its last checkpoint (the machine still warm) instead of starting over.
   local resume=()
   if [ "${RESUME:-0}" = 1 ] && [ -d "out/grid-$name/checkpoints" ]; then resume=(--resume auto); else rm -rf "out/grid-$name"; fi
@@ -49,7 +48,8 @@ run_row() {
   timeout -s TERM "${TRAIN_LIMIT_S:-300}" "$uio" train --config configs/smollm2-135m-32k.ini --steps "${STEPS:-5000}" \
     --seq_len $((2 * l)) --segment_len "$l" --compression_ratio "$ratio" --chunk 2 --accumulation 2 --sink_tokens 4 \
     --retrieval_share 0.5 --retrieval_questions 1 --retrieval_max_facts 2 --retrieval_min_distance "$l" --retrieval_cue \
-    "${digits[@]}" --lr "${LR:-1e-3}" --weight_decay 0 --val_documents 0 --log_every 25 --checkpoint_every 500 \
+    --retrieval_min_digits "$dmin" --retrieval_max_digits "$dmax" --lr "${LR:-1e-3}" --weight_decay 0 --val_documents 0 \
+    --log_every 25 --checkpoint_every 500 \
     --out_dir "out/grid-$name" "${resume[@]}" $extra > "$work/train-$name.log" 2>&1 || true
   echo "$name: train $(($(date +%s) - start)) s, $(grep -c '"loss"' "out/grid-$name/metrics.jsonl" 2>/dev/null) log lines" \
     >> "$work/summary.txt"
@@ -58,21 +58,22 @@ run_row() {
   cp "out/grid-$name-export/uio_config.json" "$work/config-$name.json" 2>/dev/null || true
   # EXPORTS names rows whose trained compressor comes back too (about 12 MB each, compressed)
   case " ${EXPORTS:-} " in *" $name "*) tar czf "$out/export-$name.tgz" -C "out/grid-$name-export" . ;; esac
-  timeout -s TERM "${EVAL_LIMIT_S:-120}" "$uio" eval --model "$model" --data out/gpu-store --device cuda --dtype bfloat16 \
-    --methods uio --memory "out/grid-$name-export" --lengths "" --passkey_lengths "" --needle_lengths "" \
-    --retrieval_lengths $((2 * l)) --retrieval_distance "$l" --retrieval_cue true --retrieval_max_facts 2 "${digits[@]}" \
-    --retrieval_trials "${RETRIEVAL_TRIALS:-40}" --documents 2 --plot false --out_dir "out/grid-eval/$name" \
-    > "$work/eval-$name.log" 2>&1 || true
-  cp -r "out/grid-eval/$name" "$work/eval-$name" 2>/dev/null || true
+  ask "$name" "$l" "$dmin" "$dmax" --methods uio --memory "out/grid-$name-export"
 }
-ceiling() {  # the plain model reading the whole prompt: the same prompts, answered in its window
-  local l=$1 dmin=$2 dmax=$3 tag="truncate-l$1-d$2-$3"
+# ask TAG l min_digits max_digits METHOD-ARGS...: RETRIEVAL_TRIALS cued prompts of 2l tokens over held-out text,
+# every fact at least l tokens before the answer, results in $work/eval-TAG.
+ask() {
+  local tag=$1 l=$2 dmin=$3 dmax=$4
+  shift 4
   timeout -s TERM "${EVAL_LIMIT_S:-120}" "$uio" eval --model "$model" --data out/gpu-store --device cuda \
-    --dtype bfloat16 --methods truncate --lengths "" --passkey_lengths "" --needle_lengths "" \
-    --retrieval_lengths $((2 * l)) --retrieval_distance "$l" --retrieval_cue true --retrieval_max_facts 2 --retrieval_min_digits "$dmin" \
+    --dtype bfloat16 "$@" --lengths "" --passkey_lengths "" --needle_lengths "" --retrieval_lengths $((2 * l)) \
+    --retrieval_distance "$l" --retrieval_cue true --retrieval_max_facts 2 --retrieval_min_digits "$dmin" \
     --retrieval_max_digits "$dmax" --retrieval_trials "${RETRIEVAL_TRIALS:-40}" --documents 2 --plot false \
     --out_dir "out/grid-eval/$tag" > "$work/eval-$tag.log" 2>&1 || true
   cp -r "out/grid-eval/$tag" "$work/eval-$tag" 2>/dev/null || true
+}
+ceiling() {  # the plain model reading the whole prompt: the same prompts, answered in its window
+  ask "truncate-l$1-d$2-$3" "$1" "$2" "$3" --methods truncate
 }
 names=${ROWS:-${!rows[*]}}
 for name in $names; do

@@ -42,7 +42,7 @@ def table(runs):
             logged = [json.loads(line) for line in metrics.read_text().splitlines() if '"loss"' in line]
             answers = [j["loss_by_kind"]["retrieval"] for j in logged if "retrieval" in j.get("loss_by_kind", {})]
             config = json.loads((run / f"config-{name}.json").read_text()) if (run / f"config-{name}.json").exists() else {}
-            rows[(run.name, name)] = {"run": run.name, "steps": logged[-1]["step"] if logged else 0, "answers": answers,
+            rows[(run.name, name)] = {"steps": logged[-1]["step"] if logged else 0, "answers": answers,
                           "l": config.get("segment_len"), "M": config.get("num_memory_tokens"),
                           "recall": recall(run / f"eval-{name}")}
         for folder in sorted(run.glob("eval-truncate-*")):
@@ -51,7 +51,7 @@ def table(runs):
                 ceilings[(r["length"], r.get("digits"))] = r
     lines = ["| row | run | l | M | steps | answer loss first / last | form level | recall through memory | "
              "plain model, whole prompt |", "|---|---|---|---|---|---|---|---|---|"]
-    for (_, name), r in rows.items():
+    for (run_name, name), r in rows.items():
         rec = r["recall"]
         if not r["answers"] or rec is None:
             continue
@@ -60,7 +60,7 @@ def table(runs):
         last = sum(r["answers"][-5:]) / len(r["answers"][-5:])
         ceiling = ceilings.get((rec["length"], rec["digits"]))
         plain = f"{ceiling['correct']}/{ceiling['trials']}" if ceiling else ""
-        lines.append(f"| {name} | {r['run']} | {r['l']} | {r['M']} | {r['steps']} | {first:.2f} / {last:.2f} | "
+        lines.append(f"| {name} | {run_name} | {r['l']} | {r['M']} | {r['steps']} | {first:.2f} / {last:.2f} | "
               f"{form_level(dmin, dmax):.2f} | {rec.get('correct', '-')}/{rec['trials']} | {plain} |")
     return "\n".join(lines) + "\n"
 

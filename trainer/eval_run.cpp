@@ -77,10 +77,10 @@ void check(const EvalConfig& c) {
     if (L < 1) throw std::invalid_argument("eval: needle_lengths: " + std::to_string(L) + " must be >= 1");
   if (c.retrieval_trials < 1) throw std::invalid_argument("eval: retrieval_trials must be >= 1");
   if (c.retrieval_distance < 0) throw std::invalid_argument("eval: retrieval_distance must be >= 0");
-  if (c.retrieval_min_digits < 1 || c.retrieval_max_digits < c.retrieval_min_digits ||
-      c.retrieval_max_digits > data::kRetrievalMaxDigits)
-    throw std::invalid_argument("eval: retrieval_min_digits and retrieval_max_digits must satisfy 1 <= min <= max <= " +
-                                std::to_string(data::kRetrievalMaxDigits));
+  if (const auto e = data::digit_range_error("retrieval_min_digits", "retrieval_max_digits", c.retrieval_min_digits,
+                                             c.retrieval_max_digits);
+      !e.empty())
+    throw std::invalid_argument("eval: " + e);
   if (c.retrieval_max_facts < 1 || c.retrieval_max_facts > data::kRetrievalMaxFacts)
     throw std::invalid_argument("eval: retrieval_max_facts must be in [1, " + std::to_string(data::kRetrievalMaxFacts) +
                                 "]");

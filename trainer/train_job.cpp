@@ -163,12 +163,10 @@ void check_train_job(const TrainJob& job) {
   if (job.retrieval_min_distance < 0 || job.retrieval_min_distance >= job.seq_len)
     throw std::invalid_argument("retrieval_min_distance must lie in [0, seq_len " + std::to_string(job.seq_len) +
                                 "), got " + std::to_string(job.retrieval_min_distance));
-  if (job.retrieval_min_digits < 1 || job.retrieval_max_digits < job.retrieval_min_digits ||
-      job.retrieval_max_digits > data::kRetrievalMaxDigits)
-    throw std::invalid_argument("retrieval_min_digits and retrieval_max_digits must satisfy 1 <= min <= max <= " +
-                                std::to_string(data::kRetrievalMaxDigits) + ", got " +
-                                std::to_string(job.retrieval_min_digits) + " and " +
-                                std::to_string(job.retrieval_max_digits));
+  if (const auto e = data::digit_range_error("retrieval_min_digits", "retrieval_max_digits", job.retrieval_min_digits,
+                                             job.retrieval_max_digits);
+      !e.empty())
+    throw std::invalid_argument(e);
   if (!job.init_memory.empty() && !std::filesystem::exists(job.init_memory))
     throw std::invalid_argument("init_memory: " + job.init_memory +
                                 " does not exist; give a run directory, checkpoint, export or compressor directory");
