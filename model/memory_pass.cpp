@@ -28,8 +28,9 @@ ScoredDocument::ScoredDocument(int64_t segment_len, const torch::Tensor& ids, co
   if (loss_mask.defined()) {
     TORCH_CHECK(loss_mask.dim() == 1 && loss_mask.size(0) == ids.size(0), "memory: loss_mask must be [", ids.size(0),
                 "] like the document, got ", loss_mask.sizes());
+    // Checked where the mask lies (the host, as the trainer passes it: no device sync), then moved.
+    TORCH_CHECK(((loss_mask == 0) | (loss_mask == 1)).all().item<bool>(), "memory: loss_mask entries must be 0 or 1");
     auto keep = loss_mask.to(ids.device());
-    TORCH_CHECK(((keep == 0) | (keep == 1)).all().item<bool>(), "memory: loss_mask entries must be 0 or 1");
     // Prediction i targets token i + 1: it counts when that token's mask is 1.
     auto counts = keep.narrow(0, 1, ids.size(0) - 1).to(torch::kBool);
     targets_.narrow(0, 0, ids.size(0) - 1).masked_fill_(counts.logical_not(), kIgnoreTarget);

@@ -1,6 +1,9 @@
-// optim/optimizer.h — the optimiser of the memory compressor's trainable parameters: libtorch's AdamW
-// (torch::optim::AdamW, not our own update rule) in two groups, global gradient-norm clipping, and its
-// state as named tensors for checkpoints. The learning rate per step comes from optim/schedule.h; the
+// optim/optimizer.h — the optimiser of the memory compressor's trainable parameters: AdamW in two groups,
+// global gradient-norm clipping, an undo point for a step that must be taken back, and its state as
+// named tensors for checkpoints. The update runs in libtorch's multi-tensor kernels (`_fused_adamw_`,
+// `_foreach_norm`, `_foreach_mul_`, `_foreach_copy_`: a few launches for all parameters, the kernels
+// torch.optim.AdamW(fused=True) runs), or parameter by parameter in plain tensor ops (the rule of
+// torch::optim::AdamW) as the reference. The learning rate per step comes from optim/schedule.h; the
 // loop that calls step() and writes checkpoints belongs to the trainer.
 #pragma once
 
@@ -19,6 +22,9 @@ struct OptimizerOptions {
   double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
   double weight_decay = 0.1;  // decoupled (AdamW); applied to the decay group only
   double grad_clip = 1.0;  // max global L2 norm of the gradients; <= 0: no clipping
+  // Multi-tensor kernels (a handful of launches per step for all parameters) or one parameter at a time
+  // (the reference: a dozen small ops per parameter, hundreds of launches for a model's adapters).
+  bool fused = true;
 };
 
 // AdamW over named trainable parameters in two groups: weight decay for tensors of dim >= 2 (LoRA A and
@@ -34,6 +40,8 @@ class Optimizer {
   // Global L2 norm of all gradients, accumulated in float64 (parameters without .grad count zero).
   // One host sync.
   double grad_norm() const;
+  // Whether every parameter is finite (no NaN or infinity). One host sync.
+  bool parameters_finite() const;
   // Scales gradients by min(1, grad_clip / (norm + 1e-6)) when clipping is on (the rule of PyTorch's
   // clip_grad_norm_; norm from grad_norm()), sets every group's lr to `lr`, and takes one AdamW step.
   // Throws std::invalid_argument (changing nothing) if norm is not finite or lr is negative or not finite.
@@ -52,13 +60,35 @@ class Optimizer {
   std::map<std::string, torch::Tensor> state() const;
   void load_state(const std::map<std::string, torch::Tensor>& state, int64_t steps);
 
+  // An undo point: remember() copies the parameters and the whole optimiser state into buffers kept
+  // between steps (no allocation after the first call, a few launches); restore() puts them back, so a
+  // step that failed or diverged after remember() leaves nothing behind (a parameter that got its first
+  // state since then has none again). restore() without remember() throws std::logic_error.
+  void remember();
+  void restore();
+
   const OptimizerOptions& options() const;
 
  private:
+  struct State {  // one parameter's; exp_avg undefined: none yet
+    torch::Tensor exp_avg, exp_avg_sq;
+    torch::Tensor step;  // float32 0-dim on the parameter's device: what the fused kernel reads
+    int64_t steps = 0;  // the same count on the host
+  };
+  void update_reference(double lr);
+  void update_fused(double lr);
+
   OptimizerOptions options_;
   std::vector<std::pair<std::string, torch::Tensor>> params_;
-  torch::optim::AdamW adamw_;
+  std::vector<bool> decay_;  // parameter i is in the weight-decay group (dim >= 2)
+  std::vector<State> state_;
   int64_t steps_ = 0;
+  struct Saved {
+    std::vector<torch::Tensor> params, exp_avg, exp_avg_sq;  // buffers, reused
+    std::vector<State> state;  // what state_ held (tensors are the buffers' views, or undefined)
+    int64_t steps = 0;
+    bool valid = false;
+  } saved_;
 };
 
 }  // namespace uio::optim

@@ -1,6 +1,7 @@
 // tests/optimizer_test.cpp — AdamW against PyTorch's torch.optim.AdamW with clip_grad_norm_
 // (tests/reference/adamw.py), the gradient norm against a float64 recomputation, clipping, decoupled
-// decay per group, checkpoint state (bit-identical resume, errors naming the key), and the schedule.
+// decay per group, checkpoint state (bit-identical resume, errors naming the key), the undo point, and
+// the schedule; the fused (multi-tensor) update against the per-parameter reference in float64.
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -42,6 +43,11 @@ std::string message_of(const std::function<void()>& f) {
   return "(no exception)";
 }
 
+// The multi-tensor (fused) update and the per-parameter reference run the same tests.
+class BothUpdates : public ::testing::TestWithParam<bool> {};
+INSTANTIATE_TEST_SUITE_P(Optimizer, BothUpdates, ::testing::Values(true, false),
+                         [](const auto& info) { return info.param ? "fused" : "reference"; });
+
 }  // namespace
 
 // PyTorch runs in float32 too, but not the same kernels: its AdamW updates exp_avg with lerp_ (ours:
@@ -49,12 +55,13 @@ std::string message_of(const std::function<void()>& f) {
 // clip factor differ by a few float32 ulps (~1e-7 relative). Adam divides the first moment by the root
 // of the second, which keeps such relative errors relative, and each step moves a parameter by about
 // lr <= 0.05; after 5 steps the parameters agree to a few ulps of 1, well inside 1e-6 * max(1, |p|).
-TEST(Optimizer, MatchesPyTorchAdamWWithClippingStepByStep) {
+TEST_P(BothUpdates, MatchPyTorchAdamWWithClippingStepByStep) {
   const uio::format::SafetensorsFile ref((uio::test::testdata("adamw") / "adamw.safetensors").string());
   NamedParams params = {{"w", ref.tensor("w").clone().requires_grad_()},
                         {"b", ref.tensor("b").clone().requires_grad_()}};
   OptimizerOptions o;
   o.beta1 = 0.9, o.beta2 = 0.95, o.eps = 1e-8, o.weight_decay = 0.1, o.grad_clip = 1.0;
+  o.fused = GetParam();
   Optimizer opt(params, o);
   const auto lrs = ref.tensor("lr"), norms = ref.tensor("norm");
   double max_error = 0.0;
@@ -76,12 +83,15 @@ TEST(Optimizer, MatchesPyTorchAdamWWithClippingStepByStep) {
   EXPECT_GT(clipped, 0);
   EXPECT_LT(clipped, lrs.size(0));
   EXPECT_EQ(opt.steps(), lrs.size(0));
-  std::cout << "max error against torch.optim.AdamW: " << max_error << " (relative to max(1, |p|))\n";
+  std::cout << (o.fused ? "fused" : "reference") << " update, max error against torch.optim.AdamW: " << max_error
+            << " (relative to max(1, |p|))\n";
 }
 
-TEST(Optimizer, GradNormEqualsFloat64Recomputation) {
+TEST_P(BothUpdates, GradNormEqualsFloat64Recomputation) {
   auto params = make_params();
-  Optimizer opt(params, {});
+  OptimizerOptions o;
+  o.fused = GetParam();
+  Optimizer opt(params, o);
   EXPECT_EQ(opt.grad_norm(), 0.0);
   double sum = 0.0;
   for (auto& [name, p] : params) {
@@ -92,10 +102,10 @@ TEST(Optimizer, GradNormEqualsFloat64Recomputation) {
   EXPECT_NEAR(opt.grad_norm(), std::sqrt(sum), 1e-12 * std::sqrt(sum));
 }
 
-TEST(Optimizer, ClippingScalesGradientsToExactlyGradClip) {
+TEST_P(BothUpdates, ClippingScalesGradientsToExactlyGradClip) {
   auto params = make_params();
   OptimizerOptions o;
-  o.grad_clip = 0.7;
+  o.grad_clip = 0.7, o.fused = GetParam();
   Optimizer opt(params, o);
   for (auto& [name, p] : params) p.mutable_grad() = torch::randn(p.sizes()) * 5.0;
   const double norm = opt.grad_norm();
@@ -118,14 +128,14 @@ TEST(Optimizer, ClippingScalesGradientsToExactlyGradClip) {
 
 // A [1, n] matrix and an [n] vector with the same values and gradients take the same Adam update; only
 // the matrix is decayed, by exactly lr * weight_decay * p. A parameter without a gradient is skipped.
-TEST(Optimizer, DecaysMatricesOnlyAndSkipsParametersWithoutGradient) {
+TEST_P(BothUpdates, DecayMatricesOnlyAndSkipParametersWithoutGradient) {
   torch::manual_seed(uio::test::test_seed());
   const auto values = torch::randn({9}), grad = torch::randn({9});
   auto matrix = values.view({1, 9}).clone().requires_grad_(), vector = values.clone().requires_grad_();
   auto idle = param({3, 3});
   const auto idle_before = idle.detach().clone();
   OptimizerOptions o;
-  o.weight_decay = 0.1;
+  o.weight_decay = 0.1, o.fused = GetParam();
   Optimizer opt({{"matrix", matrix}, {"vector", vector}, {"idle", idle}}, o);
   matrix.mutable_grad() = grad.view({1, 9}).clone(), vector.mutable_grad() = grad.clone();
   const double lr = 0.03;
@@ -179,7 +189,7 @@ TEST(Optimizer, ConstructorRejectsBadParameters) {
 // 2N steps in one go against N steps, state through a safetensors file into a fresh optimiser over fresh
 // parameter tensors, and N more. "mem" misses its gradient at step 1, so its own step count (bias
 // correction) differs from the optimiser's and must survive the checkpoint too.
-TEST(Optimizer, ResumingFromSavedStateIsBitIdentical) {
+TEST_P(BothUpdates, ResumingFromSavedStateIsBitIdentical) {
   const int64_t N = 4;
   const auto initial = make_params();
   std::vector<NamedParams> grads;
@@ -201,11 +211,13 @@ TEST(Optimizer, ResumingFromSavedStateIsBitIdentical) {
     }
   };
   auto straight = clone_params(initial);
-  Optimizer straight_opt(straight, {});
+  OptimizerOptions o;
+  o.fused = GetParam();
+  Optimizer straight_opt(straight, o);
   train(straight_opt, straight, 0, 2 * N);
 
   auto first = clone_params(initial);
-  Optimizer first_opt(first, {});
+  Optimizer first_opt(first, o);
   train(first_opt, first, 0, N);
   const auto saved = first_opt.state();
   EXPECT_EQ(saved.at("mem.step").item<int64_t>(), N - 1);
@@ -217,7 +229,7 @@ TEST(Optimizer, ResumingFromSavedStateIsBitIdentical) {
   for (const auto& info : file.tensors()) loaded[info.name] = file.tensor(info.name);
 
   auto resumed = clone_params(first);
-  Optimizer resumed_opt(resumed, {});
+  Optimizer resumed_opt(resumed, o);
   resumed_opt.load_state(loaded, first_opt.steps());
   train(resumed_opt, resumed, N, 2 * N);
   EXPECT_EQ(resumed_opt.steps(), 2 * N);
@@ -253,6 +265,107 @@ TEST(Optimizer, LoadStateRejectsWrongNameOrShapeNamingTheKey) {
   // A failed load changes nothing.
   for (const auto& [key, t] : good) EXPECT_TRUE(torch::equal(t, opt.state().at(key))) << key;
   EXPECT_EQ(opt.steps(), 1);
+}
+
+// The fused kernels against the per-parameter rule in float64, step by step, with clipping, both groups
+// and a parameter that misses its gradient now and then (its own bias correction): they agree to
+// float64 rounding.
+TEST(Optimizer, FusedUpdateEqualsReferenceInFloat64) {
+  torch::manual_seed(uio::test::test_seed());
+  NamedParams init = {{"lora.A", torch::randn({5, 7}, torch::kDouble)},
+                      {"lora.B", torch::randn({7, 3}, torch::kDouble)},
+                      {"mem", torch::randn({7}, torch::kDouble)}};
+  for (auto& [name, p] : init) p.requires_grad_();
+  auto fused = clone_params(init), reference = clone_params(init);
+  OptimizerOptions o;
+  o.weight_decay = 0.2, o.grad_clip = 2.0, o.beta2 = 0.99;
+  o.fused = true;
+  Optimizer fused_opt(fused, o);
+  o.fused = false;
+  Optimizer reference_opt(reference, o);
+  int clipped = 0;
+  for (int k = 0; k < 12; ++k) {
+    const double lr = 0.01 * (1 + torch::rand({1}).item<double>());
+    for (size_t i = 0; i < init.size(); ++i) {
+      if (init[i].first == "mem" && k % 3 == 1) continue;
+      const auto g = torch::randn(init[i].second.sizes(), torch::kDouble) * (k % 2 ? 0.3 : 3.0);
+      fused[i].second.mutable_grad() = g.clone(), reference[i].second.mutable_grad() = g.clone();
+    }
+    const double a = fused_opt.grad_norm(), b = reference_opt.grad_norm();
+    EXPECT_NEAR(a, b, 1e-13 * b) << "step " << k;
+    clipped += a > o.grad_clip;
+    fused_opt.step(lr, a), reference_opt.step(lr, b);
+    fused_opt.zero_grad(), reference_opt.zero_grad();
+    for (size_t i = 0; i < init.size(); ++i)
+      EXPECT_TRUE(torch::allclose(fused[i].second, reference[i].second, 1e-12, 1e-12))
+          << init[i].first << " after step " << k << ": " << (fused[i].second - reference[i].second).abs().max();
+  }
+  EXPECT_GT(clipped, 0);
+  const auto fs = fused_opt.state(), rs = reference_opt.state();
+  ASSERT_EQ(fs.size(), rs.size());
+  for (const auto& [key, t] : rs) EXPECT_TRUE(torch::allclose(fs.at(key), t, 1e-12, 1e-14)) << key;
+  EXPECT_EQ(fs.at("mem.step").item<int64_t>(), 8);
+}
+
+// remember() then a step then restore() gives back the weights, the moments and the step counts bit for
+// bit, and a parameter whose first state came with that step has none again.
+TEST_P(BothUpdates, RestoreTakesBackAStepExactly) {
+  auto params = make_params();
+  OptimizerOptions o;
+  o.fused = GetParam();
+  Optimizer opt(params, o);
+  EXPECT_THROW(opt.restore(), std::logic_error);
+  for (auto& [name, p] : params)
+    if (name != "mem") p.mutable_grad() = torch::randn(p.sizes());
+  opt.step(1e-2, opt.grad_norm());
+  opt.zero_grad();
+  for (int round = 0; round < 2; ++round) {  // the second round reuses the buffers
+    const auto before = clone_params(params);
+    const auto state_before = opt.state();
+    opt.remember();
+    for (auto& [name, p] : params) p.mutable_grad() = torch::randn(p.sizes());
+    opt.step(5e-2, opt.grad_norm());
+    opt.zero_grad();
+    ASSERT_FALSE(torch::equal(params[0].second, before[0].second));
+    ASSERT_EQ(opt.state().count("mem.exp_avg"), 1u);  // its first state
+    opt.restore();
+    EXPECT_EQ(opt.state().count("mem.exp_avg"), 0u);
+    for (size_t i = 0; i < params.size(); ++i)
+      EXPECT_TRUE(torch::equal(params[i].second, before[i].second)) << params[i].first;
+    const auto state_after = opt.state();
+    ASSERT_EQ(state_after.size(), state_before.size());
+    for (const auto& [key, t] : state_before) EXPECT_TRUE(torch::equal(t, state_after.at(key))) << key;
+    EXPECT_EQ(opt.steps(), 1);
+  }
+  // Stepping on after a restore is the same as never having taken the undone step.
+  auto twin = clone_params(params);
+  Optimizer twin_opt(twin, o);
+  twin_opt.load_state(opt.state(), opt.steps());
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto g = torch::randn(params[i].second.sizes());
+    params[i].second.mutable_grad() = g.clone(), twin[i].second.mutable_grad() = g.clone();
+  }
+  opt.step(1e-2, opt.grad_norm()), twin_opt.step(1e-2, twin_opt.grad_norm());
+  for (size_t i = 0; i < params.size(); ++i) EXPECT_TRUE(torch::equal(params[i].second, twin[i].second));
+}
+
+TEST_P(BothUpdates, ParametersFiniteFindsNaNAndInfinity) {
+  auto params = make_params();
+  OptimizerOptions o;
+  o.fused = GetParam();
+  Optimizer opt(params, o);
+  EXPECT_TRUE(opt.parameters_finite());
+  torch::NoGradGuard no_grad;
+  for (const double bad :
+       {std::nan(""), std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()})
+    for (auto& [name, p] : params) {
+      const auto i = torch::randint(p.numel(), {1}).item<int64_t>();
+      const float kept = p.view(-1)[i].item<float>();
+      p.view(-1)[i].fill_(bad);
+      EXPECT_FALSE(opt.parameters_finite()) << name << " holding " << bad;
+      p.view(-1)[i].fill_(kept);
+      EXPECT_TRUE(opt.parameters_finite());
+    }
 }
 
 TEST(Schedule, WarmupRampsLinearlyIntoThePeak) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "data/document_source.h"
+#include "data/phase.h"
 #include "model/llama.h"
 #include "model/memory.h"
 #include "tests/test_util.h"
@@ -51,8 +52,25 @@ TEST(StepProfile, EveryPhaseOfAStepIsFoundAndTheyFitInTheWallTime) {
   for (const char* name : {"encode", "transfer", "decode", "decoder_backward", "encoder_backward", "optimizer"}) {
     ASSERT_TRUE(p.phase_host_ms.count(name)) << name << " is missing from\n" << trainer::format_profile(p);
     EXPECT_GT(p.phase_host_ms.at(name), 0.0) << name;
+    ASSERT_TRUE(p.phase_host_ops.count(name)) << name;
+    EXPECT_GT(p.phase_host_ops.at(name), 0) << name;
     phases += p.phase_host_ms.at(name);
   }
   EXPECT_LE(phases, p.wall_ms);
   EXPECT_EQ(p.kernels, 0) << "no device activities on the CPU";
+}
+
+// Host ops count the calls our code makes, not the ops they call in turn: matmul (which runs mm inside)
+// and a linear (addmm, t, ...) count once each.
+TEST(StepProfile, HostOpsCountOutermostCallsPerPhase) {
+  torch::manual_seed(uio::test::test_seed());
+  const auto a = torch::randn({7, 5}), b = torch::randn({5, 3}), w = torch::randn({4, 5}), bias = torch::randn({4});
+  const int calls = 3 + static_cast<int>(torch::randint(4, {1}).item<int64_t>());
+  const auto p = trainer::profile_step(
+      [&] {
+        data::Phase phase("uio::counted");
+        for (int i = 0; i < calls; ++i) torch::matmul(a, b), torch::linear(a, w, bias);
+      },
+      torch::kCPU);
+  EXPECT_EQ(p.phase_host_ops.at("counted"), 2 * calls) << trainer::format_profile(p);
 }

@@ -7,6 +7,8 @@
 #include <iomanip>
 #include <set>
 #include <sstream>
+#include <tuple>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -62,6 +64,8 @@ StepProfile profile_step(const std::function<void()>& step, const torch::Device&
   };
   std::vector<Range> phases;
   std::unordered_map<uint64_t, uint64_t> launch_ns;  // a host op's correlation id -> its start
+  std::vector<Range> host_ops;  // every other host event, to count the outermost ones per phase
+  std::vector<uint64_t> host_op_threads;
   std::vector<const torch::autograd::profiler::KinetoEvent*> activities_on_device;
   for (const auto& e : result->events()) {
     const auto type = e.activityType();
@@ -75,8 +79,10 @@ StepProfile profile_step(const std::function<void()>& step, const torch::Device&
     if (name.rfind("uio::", 0) == 0) {
       phases.push_back({e.startNs(), e.endNs(), name.substr(5)});
       p.phase_host_ms[name.substr(5)] += static_cast<double>(e.durationNs()) / 1e6;
-    } else if (e.correlationId() != 0) {
-      launch_ns.emplace(e.correlationId(), e.startNs());
+    } else {
+      if (e.correlationId() != 0) launch_ns.emplace(e.correlationId(), e.startNs());
+      host_ops.push_back({e.startNs(), e.endNs(), ""});
+      host_op_threads.push_back(e.startThreadId());
     }
   }
   // The innermost phase holding time t.
@@ -86,6 +92,21 @@ StepProfile profile_step(const std::function<void()>& step, const torch::Device&
       if (r.start <= t && t <= r.end && (!best || r.start >= best->start)) best = &r;
     return best ? best->name : "outside phases";
   };
+  {  // outermost host ops: not inside the previous outermost op of the same thread
+    std::vector<size_t> order(host_ops.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      return std::tie(host_op_threads[a], host_ops[a].start) < std::tie(host_op_threads[b], host_ops[b].start);
+    });
+    uint64_t thread = 0, open_until = 0;
+    bool first = true;
+    for (size_t i : order) {
+      if (first || host_op_threads[i] != thread) thread = host_op_threads[i], open_until = 0, first = false;
+      if (host_ops[i].start < open_until) continue;
+      open_until = host_ops[i].end;
+      ++p.phase_host_ops[phase_at(host_ops[i].start)];
+    }
+  }
   std::vector<std::pair<uint64_t, uint64_t>> intervals;
   for (const auto* e : activities_on_device) {
     const double ms = static_cast<double>(e->durationNs()) / 1e6;
@@ -94,7 +115,9 @@ StepProfile profile_step(const std::function<void()>& step, const torch::Device&
     auto& by_name = p.kernel_ms[e->name()];
     by_name.first += ms, ++by_name.second;
     const auto launch = launch_ns.find(e->linkedCorrelationId());
-    p.phase_device_ms[launch == launch_ns.end() ? "unattributed" : phase_at(launch->second)] += ms;
+    const auto phase = launch == launch_ns.end() ? "unattributed" : phase_at(launch->second);
+    p.phase_device_ms[phase] += ms;
+    ++p.phase_kernels[phase];
     intervals.emplace_back(e->startNs(), e->endNs());
   }
   std::sort(intervals.begin(), intervals.end());
@@ -137,15 +160,22 @@ std::string format_profile(const StepProfile& p) {
   std::set<std::string> names;
   for (const auto& [name, ms] : p.phase_host_ms) names.insert(name);
   for (const auto& [name, ms] : p.phase_device_ms) names.insert(name);
-  o << "    " << std::left << std::setw(20) << "phase" << std::right << std::setw(12) << "host ms";
-  if (p.kernels > 0) o << std::setw(14) << "device ms" << std::setw(10) << "device%";
+  for (const auto& [name, n] : p.phase_host_ops) names.insert(name);
+  o << "    " << std::left << std::setw(20) << "phase" << std::right << std::setw(12) << "host ms" << std::setw(10)
+    << "host ops";
+  if (p.kernels > 0) o << std::setw(14) << "device ms" << std::setw(10) << "device%" << std::setw(10) << "kernels";
   o << "\n";
+  auto at = [](const auto& map, const std::string& key) {
+    const auto it = map.find(key);
+    return it == map.end() ? typename std::decay_t<decltype(map)>::mapped_type{} : it->second;
+  };
   for (const auto& name : names) {
-    const auto h = p.phase_host_ms.count(name) ? p.phase_host_ms.at(name) : 0.0;
-    o << "    " << std::left << std::setw(20) << name << std::right << std::setw(12) << h;
+    o << "    " << std::left << std::setw(20) << name << std::right << std::setw(12) << at(p.phase_host_ms, name)
+      << std::setw(10) << at(p.phase_host_ops, name);
     if (p.kernels > 0) {
-      const auto d = p.phase_device_ms.count(name) ? p.phase_device_ms.at(name) : 0.0;
-      o << std::setw(14) << d << std::setw(9) << pct(d, device_total) << "%";
+      const auto d = at(p.phase_device_ms, name);
+      o << std::setw(14) << d << std::setw(9) << pct(d, device_total) << "%" << std::setw(10)
+        << at(p.phase_kernels, name);
     }
     o << "\n";
   }

@@ -21,6 +21,10 @@ struct StepProfile {
   std::map<std::string, std::pair<double, int64_t>> kernel_ms;  // device ms and launches per kernel name
   std::map<std::string, double> phase_device_ms;  // device ms of the kernels each phase launched
   std::map<std::string, double> phase_host_ms;  // wall ms inside each phase (host side)
+  // Operators the host dispatched in each phase, outermost only (an op called by another op is not
+  // counted again; an autograd node of the backward counts once), and device activities it launched:
+  // where the launches come from when the device waits on the host.
+  std::map<std::string, int64_t> phase_host_ops, phase_kernels;
 };
 
 // Runs `step` once under the profiler (device activities on CUDA) and summarises it; with a

@@ -93,7 +93,9 @@ Trainer::Trainer(TrainConfig config, model::CausalLM base, model::MemoryCompress
   compressor_->train();
   std::vector<std::pair<std::string, torch::Tensor>> named;
   for (auto& item : compressor_->named_parameters()) named.emplace_back(item.key(), item.value());
-  optimizer_ = std::make_unique<optim::Optimizer>(named, config_.optimizer);
+  auto optimizer = config_.optimizer;
+  optimizer.fused = base_->kernels() == model::Kernels::fused;  // the reference kernels: the reference update
+  optimizer_ = std::make_unique<optim::Optimizer>(named, optimizer);
   if (comm_) {
     // Every rank starts from rank 0's weights, then draws dropout from its own stream.
     std::vector<torch::Tensor> params;
@@ -109,29 +111,14 @@ Trainer::Trainer(TrainConfig config, model::CausalLM base, model::MemoryCompress
   }
 }
 
-Trainer::UndoPoint Trainer::undo_point() const {
-  UndoPoint point;
-  for (const auto& p : compressor_->parameters()) point.parameters.push_back(p.detach().clone());
-  point.optimizer = optimizer_->state();
-  point.optimizer_steps = optimizer_->steps();
-  point.rank = rank_state();
-  return point;
+Trainer::UndoPoint Trainer::undo_point() {
+  optimizer_->remember();
+  return {rank_state()};
 }
 
 void Trainer::undo(const UndoPoint& point) {
-  {
-    torch::NoGradGuard no_grad;
-    auto params = compressor_->parameters();
-    for (size_t i = 0; i < params.size(); ++i) params[i].copy_(point.parameters[i]);
-  }
-  optimizer_->load_state(point.optimizer, point.optimizer_steps);
+  optimizer_->restore();
   apply_rank_state(point.rank, "the state before the step");
-}
-
-bool Trainer::parameters_finite() const {
-  std::vector<torch::Tensor> finite;
-  for (const auto& p : compressor_->parameters()) finite.push_back(torch::isfinite(p.detach()).all());
-  return torch::stack(finite).all().item<bool>();
 }
 
 StepResult Trainer::step() {
@@ -151,9 +138,12 @@ StepResult Trainer::step() {
   for (int64_t a = 0; a < config_.accumulation; ++a) {
     auto doc = documents_.next();
     const int64_t kind = documents_.last_kind();
+    // The count comes from the mask where the document was made (the host), before it moves: no sync.
+    const int64_t counted = doc.loss_mask.defined()
+                                ? doc.loss_mask.narrow(0, 1, doc.ids.size(0) - 1).sum().item<int64_t>()
+                                : doc.ids.size(0) - 1;
     auto ids = doc.ids.to(device_);
-    auto mask = doc.loss_mask.defined() ? doc.loss_mask.to(device_) : torch::Tensor();
-    const int64_t counted = mask.defined() ? mask.narrow(0, 1, ids.size(0) - 1).sum().item<int64_t>() : ids.size(0) - 1;
+    const auto& mask = doc.loss_mask;  // stays on the host: the scored document checks it there, then moves it
     TORCH_CHECK(counted > 0, "train: a training document's loss mask keeps no prediction");
     auto d = estimator_.backward(base_, compressor_, ids, 1.0 / (static_cast<double>(counted) * documents), mask);
     if (r.segment_loss.size() < d.segment_loss.size())
@@ -203,7 +193,7 @@ StepResult Trainer::step() {
     }
     optimizer_->zero_grad();  // a skipped step leaves nothing behind either
   }
-  if (r.finite && !parameters_finite()) {  // every rank holds the same weights, so all of them see it
+  if (r.finite && !optimizer_->parameters_finite()) {  // every rank holds the same weights, so all of them see it
     undo(before);
     r.diverged = true;
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -95,15 +95,13 @@ class Trainer {
   void restore_data_position(const nlohmann::json& data, const std::string& where);  // errors name `where`
   void check_replicas_agree();  // every rank holds the same weights
   // What a step changes, taken before it so that an update gone non-finite can be undone.
+  // The weights and optimiser state are kept by the optimiser (Optimizer::remember, buffers reused from
+  // step to step); the point holds this rank's data position and random streams.
   struct UndoPoint {
-    std::vector<torch::Tensor> parameters;
-    std::map<std::string, torch::Tensor> optimizer;
-    int64_t optimizer_steps = 0;
     RankState rank;
   };
-  UndoPoint undo_point() const;
+  UndoPoint undo_point();
   void undo(const UndoPoint& point);
-  bool parameters_finite() const;  // one host sync
 
   TrainConfig config_;
   model::CausalLM base_;
