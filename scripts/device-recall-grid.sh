@@ -17,24 +17,55 @@ out=${OUT:-/tmp}
 model=models/SmolLM2-135M-Instruct.Q4_1.gguf
 work=$(mktemp -d)
 echo "${COMMIT:-unknown}" > "$work/commit.txt"
-# name -> "l ratio min_digits max_digits [more uio train keys]"; every row: a 4-token sink, one cued
-# question per retrieval document about one of 1-2 facts.
+# name -> "l ratio min_digits max_digits [--key=value ...]"; a row's keys replace the defaults (below: a
+# 4-token sink, half the documents cued retrieval documents with one question about one of 1-2 facts, lr 1e-3,
+# two documents per step) or add to them.
+# FROM=best: the row among FROM_ROWS whose compressor recalled most in its own evaluation (an earlier call's).
+if [ "${FROM:-}" = best ]; then
+  FROM=$(python3 - ${FROM_ROWS:-} <<'PY'
+import json, sys
+best = (-1, "")
+for name in sys.argv[1:]:
+    try:
+        rows = json.load(open("out/grid-eval/%s/results.json" % name))["retrieval"]
+    except (OSError, ValueError, KeyError):
+        continue
+    correct = sum(r.get("correct") or 0 for r in rows if r["method"] == "uio")
+    best = max(best, (correct, name))
+print(best[1])
+PY
+)
+  [ -n "$FROM" ] || { echo "recall-grid: FROM=best found no evaluated row among FROM_ROWS (${FROM_ROWS:-})"; exit 2; }
+  echo "recall-grid: the next stage starts from $FROM" | tee "$work/from.txt"
+fi
 declare -A rows=(
   [l128-d2]="128 8 2 2"
   [l128-d4]="128 8 4 7"
-  [l128-d2-wide]="128 8 2 2 --encoder_lora_targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
-  [l128-d2-dlora]="128 8 2 2 --decoder_lora_rank 16 --decoder_lora_alpha 32"
+  [l128-d2-wide]="128 8 2 2 --encoder_lora_targets=q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+  [l128-d2-dlora]="128 8 2 2 --decoder_lora_rank=16 --decoder_lora_alpha=32"
   [l1024-d2]="1024 8 2 2"
   [l64-d2-r4]="64 4 2 2"
   [l64-d4-r4]="64 4 4 7"
   [l64-d2-r8]="64 8 2 2"
-  [l64-d2-r4-wide]="64 4 2 2 --encoder_lora_targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+  [l64-d2-r4-wide]="64 4 2 2 --encoder_lora_targets=q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
   [l128-d2-r4]="128 4 2 2"
   [l256-d2-r4]="256 4 2 2"
   # A segment-length curriculum's second stage: from row l64-d2-r4's compressor, which an EARLIER call must
   # have trained (a row rewrites its export when it runs, so these cannot run beside it).
-  [c128-r4]="128 4 2 2 --init_memory out/grid-l64-d2-r4-export"
-  [c128-r8]="128 8 2 2 --init_memory out/grid-l64-d2-r4-export"
+  [c128-r4]="128 4 2 2 --init_memory=out/grid-l64-d2-r4-export"
+  [c128-r8]="128 8 2 2 --init_memory=out/grid-l64-d2-r4-export"
+  # More answers per second at l = 64 (the first stage's lever, issue 17's host gaps cap steps per second):
+  # every document a retrieval document (two questions do not fit 128 tokens); a larger step size; four documents per step;
+  # no sink (does the sink take the attention, and so the gradient, that memory needs?).
+  [l64-dense]="64 4 2 2 --retrieval_share=1"
+  [l64-dense-lr3]="64 4 2 2 --retrieval_share=1 --lr=3e-3"
+  [l64-lr3]="64 4 2 2 --lr=3e-3"
+  [l64-acc4]="64 4 2 2 --accumulation=4 --lr=2e-3"
+  [l64-nosink]="64 4 2 2 --sink_tokens=0"
+  # The next stages from the row named by FROM (default l64-dense), which an earlier call trained.
+  [s128]="128 4 2 2 --init_memory=out/grid-${FROM:-l64-dense}-export"
+  [s128-dense]="128 4 2 2 --retrieval_share=1 --init_memory=out/grid-${FROM:-l64-dense}-export"
+  [s256-dense]="256 4 2 2 --retrieval_share=1 --retrieval_questions=2 --init_memory=out/grid-${FROM:-s128-dense}-export"
 )
 run_row() {
   local name=$1 spec=${rows[$1]}
@@ -44,13 +75,17 @@ run_row() {
   if [ "${RESUME:-0}" = 1 ] && [ -d "out/grid-$name/checkpoints" ]; then resume=(--resume auto); else rm -rf "out/grid-$name"; fi
   rm -rf "out/grid-$name-export" "out/grid-eval/$name"
   local start; start=$(date +%s)
-  # shellcheck disable=SC2086
-  timeout -s TERM "${TRAIN_LIMIT_S:-300}" "$uio" train --config configs/smollm2-135m-32k.ini --steps "${STEPS:-5000}" \
-    --seq_len $((2 * l)) --segment_len "$l" --compression_ratio "$ratio" --chunk 2 --accumulation 2 --sink_tokens 4 \
-    --retrieval_share 0.5 --retrieval_questions 1 --retrieval_max_facts 2 --retrieval_min_distance "$l" --retrieval_cue \
-    --retrieval_min_digits "$dmin" --retrieval_max_digits "$dmax" --lr "${LR:-1e-3}" --weight_decay 0 --val_documents 0 \
-    --log_every 25 --checkpoint_every 500 \
-    --out_dir "out/grid-$name" "${resume[@]}" $extra > "$work/train-$name.log" 2>&1 || true
+  local -A keys=([steps]="${STEPS:-5000}" [seq_len]=$((2 * l)) [segment_len]="$l" [compression_ratio]="$ratio" [chunk]=2
+    [accumulation]=2 [sink_tokens]=4 [retrieval_share]=0.5 [retrieval_questions]=1 [retrieval_max_facts]=2
+    [retrieval_min_distance]="$l" [retrieval_cue]=true [retrieval_min_digits]="$dmin" [retrieval_max_digits]="$dmax"
+    [lr]="${LR:-1e-3}" [weight_decay]=0 [val_documents]=0 [log_every]=25 [checkpoint_every]=500 [out_dir]="out/grid-$name")
+  local kv
+  for kv in $extra; do kv=${kv#--}; keys[${kv%%=*}]=${kv#*=}; done
+  local args=()
+  for kv in "${!keys[@]}"; do args+=("--$kv=${keys[$kv]}"); done
+  echo "$name: ${args[*]}" >> "$work/rows.txt"
+  timeout -s TERM "${TRAIN_LIMIT_S:-300}" "$uio" train --config configs/smollm2-135m-32k.ini "${args[@]}" "${resume[@]}" \
+    > "$work/train-$name.log" 2>&1 || true
   echo "$name: train $(($(date +%s) - start)) s, $(grep -c '"loss"' "out/grid-$name/metrics.jsonl" 2>/dev/null) log lines" \
     >> "$work/summary.txt"
   cp "out/grid-$name/metrics.jsonl" "$work/metrics-$name.jsonl" 2>/dev/null || true

@@ -434,3 +434,66 @@ TEST(Schedule, BadOptionsAreRejectedNamingTheField) {
   EXPECT_THROW(learning_rate(o, 1e-3, -1), std::invalid_argument);
   EXPECT_THROW(learning_rate(o, -1e-3, 0), std::invalid_argument);
 }
+
+// On a GPU the fused update runs libtorch's CUDA multi-tensor kernels (_fused_adamw_, _foreach_norm):
+// float32 parameters on the device, with clipping, both groups and a parameter that misses its gradient
+// now and then, against the per-parameter rule on the same device and against float64 on the CPU; the
+// undo point and the finiteness check on the device.
+TEST(Optimizer, OnCudaFusedEqualsReferenceAndFloat64) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(uio::test::test_seed());
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  NamedParams init = {{"lora.A", torch::randn({64, 96})},
+                      {"lora.B", torch::randn({96, 32})},
+                      {"mem", torch::randn({96})}};
+  auto on = [&](torch::Device device, torch::Dtype dtype) {
+    NamedParams out;
+    for (const auto& [name, p] : init) out.emplace_back(name, p.to(device, dtype).requires_grad_());
+    return out;
+  };
+  auto fused = on(torch::kCUDA, torch::kFloat), reference = on(torch::kCUDA, torch::kFloat),
+       exact = on(torch::kCPU, torch::kDouble);
+  OptimizerOptions o;
+  o.weight_decay = 0.1, o.grad_clip = 1.5;
+  o.fused = true;
+  Optimizer fused_opt(fused, o), exact_opt(exact, o);
+  o.fused = false;
+  Optimizer reference_opt(reference, o);
+  EXPECT_TRUE(fused_opt.parameters_finite());
+  int clipped = 0;
+  for (int k = 0; k < 8; ++k) {
+    for (size_t i = 0; i < init.size(); ++i) {
+      if (init[i].first == "mem" && k % 3 == 1) continue;
+      const auto g = torch::randn(init[i].second.sizes()) * (k % 2 ? 0.05 : 2.0);
+      fused[i].second.mutable_grad() = g.to(cuda.device());
+      reference[i].second.mutable_grad() = g.to(cuda.device());
+      exact[i].second.mutable_grad() = g.to(torch::kDouble);
+    }
+    const double a = fused_opt.grad_norm(), b = reference_opt.grad_norm(), c = exact_opt.grad_norm();
+    EXPECT_NEAR(a, c, 1e-5 * c) << "step " << k;
+    EXPECT_NEAR(b, c, 1e-5 * c) << "step " << k;
+    clipped += c > o.grad_clip;
+    NamedParams before;
+    if (k == 7) before = clone_params(fused), fused_opt.remember();
+    fused_opt.step(2e-3, a), reference_opt.step(2e-3, b), exact_opt.step(2e-3, c);
+    fused_opt.zero_grad(), reference_opt.zero_grad(), exact_opt.zero_grad();
+    for (size_t i = 0; i < init.size(); ++i) {
+      const auto f = fused[i].second.cpu().to(torch::kDouble), r = reference[i].second.cpu().to(torch::kDouble);
+      EXPECT_TRUE(torch::allclose(f, r, 1e-5, 1e-6)) << init[i].first << " step " << k << ": " << (f - r).abs().max();
+      EXPECT_TRUE(torch::allclose(f, exact[i].second, 1e-5, 1e-6))
+          << init[i].first << " step " << k << ": " << (f - exact[i].second).abs().max();
+    }
+    if (k == 7) {  // the undo point on the device takes the last step back bit for bit
+      fused_opt.restore();
+      EXPECT_EQ(fused_opt.steps(), 7);
+      for (size_t i = 0; i < init.size(); ++i)
+        EXPECT_TRUE(torch::equal(fused[i].second, before[i].second)) << init[i].first;
+    }
+  }
+  EXPECT_GT(clipped, 0);
+  {
+    torch::NoGradGuard no_grad;
+    fused[0].second.view(-1)[3].fill_(std::nan(""));
+  }
+  EXPECT_FALSE(fused_opt.parameters_finite());
+}
