@@ -18,7 +18,8 @@ model=models/SmolLM2-135M-Instruct.Q4_1.gguf
 work=$(mktemp -d)
 echo "${COMMIT:-unknown}" > "$work/commit.txt"
 # name -> "l ratio min_digits max_digits [--key=value ...]"; a row's keys replace the defaults (below: a
-# 4-token sink, half the documents cued retrieval documents with one question about one of 1-2 facts, lr 1e-3,
+# 4-token sink (kept as the default so that the documented runs reproduce; it stops memory from learning
+# recall, docs/memory.md: EXTRA="--sink_tokens=0" for new stages), half the documents cued retrieval documents with one question about one of 1-2 facts, lr 1e-3,
 # two documents per step) or add to them.
 # FROM=best: the row among FROM_ROWS whose compressor recalled most in its own evaluation (an earlier call's).
 if [ "${FROM:-}" = best ]; then
@@ -66,6 +67,8 @@ declare -A rows=(
   [s128]="128 4 2 2 --init_memory=out/grid-${FROM:-l64-dense}-export"
   [s128-dense]="128 4 2 2 --retrieval_share=1 --init_memory=out/grid-${FROM:-l64-dense}-export"
   [s256-dense]="256 4 2 2 --retrieval_share=1 --retrieval_questions=2 --init_memory=out/grid-${FROM:-s128-dense}-export"
+  [s512-dense]="512 4 2 2 --retrieval_share=1 --retrieval_questions=2 --init_memory=out/grid-${FROM:-s128-dense}-export"
+  [s1024-r8]="1024 8 2 2 --init_memory=out/grid-${FROM:-s128-dense}-export"
 )
 run_row() {
   local name=$1 spec=${rows[$1]}
@@ -80,7 +83,7 @@ run_row() {
     [retrieval_min_distance]="$l" [retrieval_cue]=true [retrieval_min_digits]="$dmin" [retrieval_max_digits]="$dmax"
     [lr]="${LR:-1e-3}" [weight_decay]=0 [val_documents]=0 [log_every]=25 [checkpoint_every]=500 [out_dir]="out/grid-$name")
   local kv
-  for kv in $extra; do kv=${kv#--}; keys[${kv%%=*}]=${kv#*=}; done
+  for kv in $extra ${EXTRA:-}; do kv=${kv#--}; keys[${kv%%=*}]=${kv#*=}; done  # EXTRA: keys for every row
   local args=()
   for kv in "${!keys[@]}"; do args+=("--$kv=${keys[$kv]}"); done
   echo "$name: ${args[*]}" >> "$work/rows.txt"

@@ -443,9 +443,8 @@ TEST(Optimizer, OnCudaFusedEqualsReferenceAndFloat64) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   torch::manual_seed(uio::test::test_seed());
   const auto cuda = torch::TensorOptions().device(torch::kCUDA);
-  NamedParams init = {{"lora.A", torch::randn({64, 96})},
-                      {"lora.B", torch::randn({96, 32})},
-                      {"mem", torch::randn({96})}};
+  NamedParams init = {
+      {"lora.A", torch::randn({64, 96})}, {"lora.B", torch::randn({96, 32})}, {"mem", torch::randn({96})}};
   auto on = [&](torch::Device device, torch::Dtype dtype) {
     NamedParams out;
     for (const auto& [name, p] : init) out.emplace_back(name, p.to(device, dtype).requires_grad_());
