@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE (docs/gpu.md; model and store in place: scripts/device-join-model.sh,
-# scripts/device-unpack-store.sh): does memory learn to carry a number across ONE segment boundary, and
-# what stops it? Each row trains SmolLM2-135M on two-segment documents of 2l tokens, half natural text and
-# half cued retrieval documents whose facts all lie in the first segment (so every answer comes through
-# memory), then `uio eval` asks ROW's own kind of question over held-out text (RETRIEVAL_TRIALS prompts of
-# 2l tokens, facts at least l before the answer, numbers of the row's digits), for `uio` and, once per
-# length and digits, for the plain model reading the whole prompt (the in-window ceiling).
+# scripts/device-unpack-store.sh): does memory learn to carry a number across segment boundaries, and
+# what stops it? Each row trains SmolLM2-135M on documents of 2l tokens (two segments; a row may set seq_len),
+# half natural text and half cued retrieval documents whose facts all lie at least l tokens before the end
+# (so every last answer comes through memory), then `uio eval` asks ROW's own kind of question over held-out
+# text (RETRIEVAL_TRIALS prompts of the row's document length, facts as far back, numbers of the row's
+# digits; PASSKEY=8192,... adds the passkey at those lengths), for `uio` and, once per kind of prompt, for
+# the plain model reading the whole prompt (the in-window ceiling). A curriculum's stages chain through
+# --init_memory rows (FROM, EXTRA below; the machine stays warm between calls, so out/ carries over).
 # Short documents leave the GPU waiting on the host (issue 17's launch gaps), so the rows run at the same
 # time, one process each (ROWS picks them; all by default). Each row trains until TRAIN_LIMIT_S or STEPS.
 # Everything lands in $OUT/recall-grid.tgz (logs, metrics, results, the exports' configs).
@@ -69,6 +71,11 @@ declare -A rows=(
   [s256-dense]="256 4 2 2 --retrieval_share=1 --retrieval_questions=2 --init_memory=out/grid-${FROM:-s128-dense}-export"
   [s512-dense]="512 4 2 2 --retrieval_share=1 --retrieval_questions=2 --init_memory=out/grid-${FROM:-s128-dense}-export"
   [s1024-r8]="1024 8 2 2 --init_memory=out/grid-${FROM:-s128-dense}-export"
+  # Past the first boundary: from the l = 1,024 stage (FROM, default s1024-r8; EXTRA="--sink_tokens=0"),
+  # numbers of the passkey's length (5 digits), and facts up to 7 segments back in 8-segment documents.
+  [s1024-d5]="1024 8 5 5 --init_memory=out/grid-${FROM:-s1024-r8}-export"
+  [s1024-far]="1024 8 2 2 --seq_len=8192 --chunk=8 --accumulation=1 --init_memory=out/grid-${FROM:-s1024-r8}-export"
+  [s1024-far-d5]="1024 8 5 5 --seq_len=8192 --chunk=8 --accumulation=1 --init_memory=out/grid-${FROM:-s1024-r8}-export"
 )
 run_row() {
   local name=$1 spec=${rows[$1]}
@@ -96,22 +103,35 @@ run_row() {
   cp "out/grid-$name-export/uio_config.json" "$work/config-$name.json" 2>/dev/null || true
   # EXPORTS names rows whose trained compressor comes back too (about 12 MB each, compressed)
   case " ${EXPORTS:-} " in *" $name "*) tar czf "$out/export-$name.tgz" -C "out/grid-$name-export" . ;; esac
-  ask "$name" "$l" "$dmin" "$dmax" --methods uio --memory "out/grid-$name-export"
+  ask "$name" $(prompt_of "$name") --methods uio --memory "out/grid-$name-export"
 }
-# ask TAG l min_digits max_digits METHOD-ARGS...: RETRIEVAL_TRIALS cued prompts of 2l tokens over held-out text,
-# every fact at least l tokens before the answer, results in $work/eval-TAG.
+# prompt_of NAME: "length distance min_digits max_digits max_facts" of the row's evaluation prompts, the
+# documents it trained on: seq_len tokens (2l unless the row sets it), facts retrieval_min_distance back.
+prompt_of() {
+  local l ratio dmin dmax extra kv
+  read -r l ratio dmin dmax extra <<< "${rows[$1]}"
+  local -A k=([seq_len]=$((2 * l)) [retrieval_min_distance]="$l" [retrieval_max_facts]=2)
+  for kv in $extra ${EXTRA:-}; do kv=${kv#--}; k[${kv%%=*}]=${kv#*=}; done
+  echo "${k[seq_len]} ${k[retrieval_min_distance]} $dmin $dmax ${k[retrieval_max_facts]}"
+}
+# ask TAG length distance min_digits max_digits max_facts METHOD-ARGS...: RETRIEVAL_TRIALS cued prompts of
+# `length` tokens over held-out text, every fact at least `distance` tokens before the answer, results in
+# $work/eval-TAG.
 ask() {
-  local tag=$1 l=$2 dmin=$3 dmax=$4
-  shift 4
+  local tag=$1 length=$2 distance=$3 dmin=$4 dmax=$5 facts=$6
+  shift 6
   timeout -s TERM "${EVAL_LIMIT_S:-120}" "$uio" eval --model "$model" --data out/gpu-store --device cuda \
-    --dtype bfloat16 "$@" --lengths "" --passkey_lengths "" --needle_lengths "" --retrieval_lengths $((2 * l)) \
-    --retrieval_distance "$l" --retrieval_cue true --retrieval_max_facts 2 --retrieval_min_digits "$dmin" \
+    --dtype bfloat16 "$@" --lengths "" --passkey_lengths "${PASSKEY:-}" --needle_lengths "" --retrieval_lengths "$length" \
+    --retrieval_distance "$distance" --retrieval_cue true --retrieval_max_facts "$facts" --retrieval_min_digits "$dmin" \
     --retrieval_max_digits "$dmax" --retrieval_trials "${RETRIEVAL_TRIALS:-40}" --documents 2 --plot false \
     --out_dir "out/grid-eval/$tag" > "$work/eval-$tag.log" 2>&1 || true
   cp -r "out/grid-eval/$tag" "$work/eval-$tag" 2>/dev/null || true
 }
 ceiling() {  # the plain model reading the whole prompt: the same prompts, answered in its window
-  ask "truncate-l$1-d$2-$3" "$1" "$2" "$3" --methods truncate
+  local length=$1 distance=$2 dmin=$3 dmax=$4 facts=$5 tag
+  tag="truncate-l$distance-d$dmin-$dmax"  # the name earlier runs used for 2l-token prompts with 2 facts
+  [ "$length" = $((2 * distance)) ] && [ "$facts" = 2 ] || tag="truncate-n$length-l$distance-d$dmin-$dmax-f$facts"
+  ask "$tag" "$@" --methods truncate
 }
 names=${ROWS:-${!rows[*]}}
 for name in $names; do
@@ -122,10 +142,11 @@ if [ "${BASELINES:-1}" = 1 ]; then
   declare -A seen=()
   for name in $names; do
     [ -n "${rows[$name]+set}" ] || continue
-    read -r l _ dmin dmax _ <<< "${rows[$name]}"
-    [ -n "${seen[$l-$dmin-$dmax]+set}" ] && continue
-    seen[$l-$dmin-$dmax]=1
-    ceiling "$l" "$dmin" "$dmax"
+    prompt=$(prompt_of "$name")
+    [ -n "${seen[$prompt]+set}" ] && continue
+    seen[$prompt]=1
+    # shellcheck disable=SC2086
+    ceiling $prompt
   done
 fi
 wait

@@ -34,6 +34,11 @@ def row_keys(run):
     return keys
 
 
+def prompt_key(r):
+    """Which prompts a retrieval result asked: the same key, the same prompts (the seed is fixed)."""
+    return (r["length"], r.get("digits"), r.get("distance"), r.get("max_facts"), r.get("cue"))
+
+
 def recall(folder):
     path = folder / "results.json"
     if not path.exists():
@@ -68,7 +73,7 @@ def table(runs):
         for folder in sorted(run.glob("eval-truncate-*")):
             r = recall(folder)
             if r and r.get("status") == "ok":
-                ceilings[(r["length"], r.get("digits"))] = r
+                ceilings[prompt_key(r)] = r
     lines = ["| row | run | l | M | sink | retrieval share, questions | starts from | steps | answer loss first / last | "
              "form level | recall through memory | plain model, whole prompt |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -79,7 +84,7 @@ def table(runs):
         dmin, dmax = (int(x) for x in rec["digits"].split("-"))
         first = sum(r["answers"][:5]) / len(r["answers"][:5])
         last = sum(r["answers"][-5:]) / len(r["answers"][-5:])
-        ceiling = ceilings.get((rec["length"], rec["digits"]))
+        ceiling = ceilings.get(prompt_key(rec))
         plain = f"{ceiling['correct']}/{ceiling['trials']}" if ceiling else ""
         lines.append(f"| {name} | {run_name} | {r['l']} | {r['M']} | {r['sink']} | {r['share']}, {r['questions']} | "
               f"{r['from'] or '-'} | {r['steps']} | {first:.2f} / {last:.2f} | "
