@@ -51,7 +51,8 @@ void add_memory_options(Schema& s, MemoryOptionsInput& in) {
       .add("memory_rope_factor", &o.memory_rope_factor, "scaling factor of memory_rope (dynamic: 1 is fine)")
       .add("sink_tokens", &o.sink_tokens,
            "beyond the paper: keep the document's first N tokens as raw keys/values "
-           "ahead of the memory (an attention sink; 0 = the paper's decoder)");
+           "ahead of the memory (an attention sink; 0 = the paper's decoder). It softens an untrained "
+           "memory's harm to perplexity but keeps memory from learning recall (docs/memory.md)");
 }
 
 model::MemoryOptions resolve_memory_options(const MemoryOptionsInput& in) {
